@@ -1,0 +1,61 @@
+namespace Osprey.Cli;
+
+/// <summary>Where a listener binds, as given by <c>-b/--bind</c>.</summary>
+public abstract record BindAddress(string Original)
+{
+    public sealed record Tcp(string Original, System.Net.IPAddress Address, int Port, string Host) : BindAddress(Original);
+    public sealed record Unix(string Original, string Path) : BindAddress(Original);
+    public sealed record FileDescriptor(string Original, int Fd) : BindAddress(Original);
+}
+
+public enum LogLevel { Debug, Info, Warning, Error, Critical }
+
+public enum EngineKind { Auto, Kestrel, Osprey }
+
+/// <summary>
+/// Every setting of one Osprey run, immutable once parsed. Names follow gunicorn's settings
+/// (a user moving from gunicorn finds the same flag doing the same thing).
+/// </summary>
+public sealed record OspreyOptions
+{
+    /// <summary>APP as typed: <c>module</c>, <c>module:attr</c>, <c>module:factory()</c> or <c>module:factory('x', 1)</c>.</summary>
+    public required string App { get; init; }
+    public required string AppModule { get; init; }
+    /// <summary>Attribute name, or the factory's name when <see cref="FactoryArguments"/> is set.</summary>
+    public required string AppAttribute { get; init; }
+    /// <summary>The text between the factory's parentheses (evaluated by Python's ast.literal_eval), or null for a plain attribute.</summary>
+    public string? FactoryArguments { get; init; }
+
+    public IReadOnlyList<BindAddress> Binds { get; init; } = [];
+    public int Workers { get; init; } = 1;
+    public int Threads { get; init; } = 1;
+    public EngineKind Engine { get; init; } = EngineKind.Auto;
+
+    /// <summary>Interpreter to embed (<c>--python</c>), or null to use $VIRTUAL_ENV/bin/python, then python3 on PATH.</summary>
+    public string? Python { get; init; }
+    public string? Chdir { get; init; }
+    public IReadOnlyList<string> PythonPath { get; init; } = [];
+    public IReadOnlyList<KeyValuePair<string, string>> Environment { get; init; } = [];
+    /// <summary>SCRIPT_NAME for every request (<c>--root-path</c>); "" or a path starting with '/' and not ending with one.</summary>
+    public string RootPath { get; init; } = "";
+
+    public LogLevel LogLevel { get; init; } = LogLevel.Info;
+    /// <summary>"-" is stderr.</summary>
+    public string ErrorLog { get; init; } = "-";
+    /// <summary>null disables the access log; "-" is stdout.</summary>
+    public string? AccessLog { get; init; }
+
+    /// <summary>Request bodies up to this size are read completely before the application is called.</summary>
+    public int BodyBufferSize { get; init; } = 1024 * 1024;
+
+    public int Timeout { get; init; } = 30;
+    public int GracefulTimeout { get; init; } = 30;
+    public int KeepAlive { get; init; } = 2;
+    public int Backlog { get; init; } = 2048;
+
+    public int LimitRequestLine { get; init; } = 4094;
+    public int LimitRequestFields { get; init; } = 100;
+    public int LimitRequestFieldSize { get; init; } = 8190;
+    /// <summary>0 means unlimited.</summary>
+    public long LimitRequestBody { get; init; }
+}
