@@ -1,0 +1,71 @@
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace Osprey.Python;
+
+/// <summary>Brings up the embedded interpreter once per process.</summary>
+public static unsafe partial class PythonRuntime
+{
+    private static nint s_programName;
+
+    public static PythonInstallation? Installation { get; private set; }
+
+    [LibraryImport("libc.so.6", EntryPoint = "setenv", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SetEnv(string name, string value, int overwrite);
+
+    /// <summary>
+    /// Sets a variable in the C environment, which is what Python's os.environ reads at start-up
+    /// (.NET's Environment.SetEnvironmentVariable only changes its own copy).
+    /// </summary>
+    public static void SetEnvironmentVariable(string name, string value)
+    {
+        if (SetEnv(name, value, 1) != 0)
+        {
+            throw new PythonStartupException($"cannot set environment variable '{name}'");
+        }
+        Environment.SetEnvironmentVariable(name, value);
+    }
+
+    /// <summary>
+    /// Loads libpython and initialises it as the interpreter <paramref name="installation"/> would
+    /// run: CPython's own path logic starts from that executable, so it finds pyvenv.cfg, the
+    /// prefix and site-packages exactly as the interpreter does. Returns without holding the GIL.
+    /// </summary>
+    public static void Initialize(PythonInstallation installation)
+    {
+        if (installation.SharedLibrary is null)
+        {
+            throw new PythonStartupException(
+                $"{installation.Executable} (Python {installation.Version}) has no shared libpython: " +
+                "Osprey embeds CPython and needs libpython3.X.so. Rebuild it with --enable-shared " +
+                "(pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared pyenv install " + installation.Version +
+                "), or on Debian install libpython3.X");
+        }
+        PythonLibrary.Load(installation.SharedLibrary);
+        string loaded = Marshal.PtrToStringUTF8((nint)CPython.Py_GetVersion()) ?? "";
+        if (!loaded.StartsWith(installation.Version, StringComparison.Ordinal))
+        {
+            string libraryVersion = loaded.Split(' ')[0];
+            throw new PythonStartupException(
+                $"{installation.SharedLibrary} is Python {libraryVersion} but {installation.Executable} is Python {installation.Version}");
+        }
+
+        // Py_SetProgramName is in the stable ABI from 3.2 to 3.14; it is the one start-up setting we
+        // need, and it spares us PyConfig, whose layout changes with every release.
+        byte[] wide = Encoding.UTF32.GetBytes(installation.Executable + "\0");
+        s_programName = (nint)NativeMemory.Alloc((nuint)wide.Length);
+        wide.CopyTo(new Span<byte>((void*)s_programName, wide.Length));
+        CPython.Py_SetProgramName(s_programName);
+
+        // 0: leave signal handling to Osprey; the interpreter must not install SIGINT handlers.
+        CPython.Py_InitializeEx(0);
+        if (CPython.Py_IsInitialized() == 0)
+        {
+            throw new PythonStartupException($"CPython {installation.Version} failed to initialise");
+        }
+        Py.BindConstants();
+        Py.BindTraceback();
+        Installation = installation;
+        CPython.PyEval_SaveThread();
+    }
+}
