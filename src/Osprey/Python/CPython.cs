@@ -132,6 +132,7 @@ internal static unsafe partial class CPython
     [LibraryImport(Lib)] public static partial int PyDict_SetItem(nint dict, nint key, nint value);
     [LibraryImport(Lib)] public static partial int PyDict_SetItemString(nint dict, byte* key, nint value);
     [LibraryImport(Lib)] public static partial nint PyDict_GetItemString(nint dict, byte* key);
+    [LibraryImport(Lib)] public static partial nint PyDict_GetItem(nint dict, nint key);
     [LibraryImport(Lib)] public static partial nint PyTuple_New(nint size);
     [LibraryImport(Lib)] public static partial int PyTuple_SetItem(nint tuple, nint index, nint item);
     [LibraryImport(Lib)] public static partial nint PyTuple_GetItem(nint tuple, nint index);

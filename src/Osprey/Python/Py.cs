@@ -17,6 +17,7 @@ public static unsafe class Py
     public static PyBorrowed SystemError { get; private set; }
     public static PyBorrowed OSError { get; private set; }
     public static PyBorrowed StopIteration { get; private set; }
+    public static PyBorrowed AssertionError { get; private set; }
 
     private static PyRef s_formatException;
 
@@ -31,6 +32,7 @@ public static unsafe class Py
         SystemError = ExceptionType("PyExc_SystemError");
         OSError = ExceptionType("PyExc_OSError");
         StopIteration = ExceptionType("PyExc_StopIteration");
+        AssertionError = ExceptionType("PyExc_AssertionError");
     }
 
     internal static void BindTraceback()
@@ -100,6 +102,58 @@ public static unsafe class Py
         {
             return PyRef.Check(CPython.PyBytes_FromStringAndSize(p, bytes.Length));
         }
+    }
+
+    /// <summary>A new bytes object of <paramref name="length"/> bytes for the caller to fill before anyone else sees it.</summary>
+    public static PyRef NewBytes(int length, out Span<byte> contents)
+    {
+        PyRef bytes = PyRef.Check(CPython.PyBytes_FromStringAndSize(null, length));
+        byte* data;
+        nint size;
+        CPython.PyBytes_AsStringAndSize(bytes.Handle, &data, &size);
+        contents = new Span<byte>(data, length);
+        return bytes;
+    }
+
+    public static PyRef List() => PyRef.Check(CPython.PyList_New(0));
+
+    public static void Append(PyBorrowed list, PyBorrowed item)
+    {
+        if (CPython.PyList_Append(list.Handle, item.Handle) != 0)
+        {
+            throw PythonException.Fetch();
+        }
+    }
+
+    public static void SetAttr(PyBorrowed o, string name, PyBorrowed value)
+    {
+        Span<byte> buffer = stackalloc byte[Encoding.UTF8.GetMaxByteCount(name.Length) + 1];
+        buffer[Encoding.UTF8.GetBytes(name, buffer)] = 0;
+        fixed (byte* p = buffer)
+        {
+            if (CPython.PyObject_SetAttrString(o.Handle, p, value.Handle) != 0)
+            {
+                throw PythonException.Fetch();
+            }
+        }
+    }
+
+    /// <summary>The borrowed item under <paramref name="key"/>, or a null reference.</summary>
+    public static PyBorrowed GetItem(PyBorrowed dict, ReadOnlySpan<byte> nulTerminatedKey)
+    {
+        fixed (byte* p = nulTerminatedKey)
+        {
+            return new PyBorrowed(CPython.PyDict_GetItemString(dict.Handle, p));
+        }
+    }
+
+    /// <summary>Re-raises an exc_info triple as the pending Python error.</summary>
+    public static void RestoreError(PyBorrowed type, PyBorrowed value, PyBorrowed traceback)
+    {
+        CPython.Py_IncRef(type.Handle);
+        if (!value.IsNull) CPython.Py_IncRef(value.Handle);
+        if (!traceback.IsNull) CPython.Py_IncRef(traceback.Handle);
+        CPython.PyErr_Restore(type.Handle, value.Handle, traceback.Handle);
     }
 
     public static PyRef Int(long value) => PyRef.Check(CPython.PyLong_FromLongLong(value));

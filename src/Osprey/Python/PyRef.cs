@@ -40,6 +40,18 @@ public readonly struct PyBorrowed(nint handle)
         return Encoding.UTF8.GetString(utf8, (int)size);
     }
 
+    /// <summary>A str's UTF-8 form, cached inside the str by CPython. Throws if it is not a str or has lone surrogates.</summary>
+    public unsafe ReadOnlySpan<byte> AsUtf8()
+    {
+        nint size;
+        byte* utf8 = CPython.PyUnicode_AsUTF8AndSize(Handle, &size);
+        if (utf8 == null)
+        {
+            throw PythonException.Fetch();
+        }
+        return new ReadOnlySpan<byte>(utf8, (int)size);
+    }
+
     /// <summary>The bytes object's own buffer, valid while the object lives and the GIL is held.</summary>
     public unsafe ReadOnlySpan<byte> AsBytesSpan()
     {
@@ -80,6 +92,88 @@ public readonly struct PyBorrowed(nint handle)
     public PyRef Call(PyBorrowed args) => PyRef.Check(CPython.PyObject_Call(Handle, args.Handle, 0));
 
     public PyRef CallNoArgs() => PyRef.Check(CPython.PyObject_CallObject(Handle, 0));
+
+    public PyRef CopyDict() => PyRef.Check(CPython.PyDict_Copy(Handle));
+
+    /// <summary>dict[key] as a borrowed reference, or a null reference when absent.</summary>
+    public PyBorrowed GetDictItem(PyBorrowed key) => new(CPython.PyDict_GetItem(Handle, key.Handle));
+
+    public nint TupleSize => CPython.PyTuple_Size(Handle);
+    public PyBorrowed TupleItem(nint index) => new(CPython.PyTuple_GetItem(Handle, index));
+    public nint ListSize => CPython.PyList_Size(Handle);
+    public PyBorrowed ListItem(nint index) => new(CPython.PyList_GetItem(Handle, index));
+
+    /// <summary>len(o), or -1 with a Python error pending.</summary>
+    public nint Length => CPython.PyObject_Size(Handle);
+
+    public PyRef GetIter() => PyRef.Check(CPython.PyObject_GetIter(Handle));
+
+    /// <summary>The iterator's next item; a null reference at the end (check <see cref="Py.ErrorPending"/> for an error).</summary>
+    public PyRef IterNext() => PyRef.Steal(CPython.PyIter_Next(Handle));
+
+    public bool IsTrue()
+    {
+        int result = CPython.PyObject_IsTrue(Handle);
+        return result < 0 ? throw PythonException.Fetch() : result != 0;
+    }
+
+    public long AsLong()
+    {
+        long value = CPython.PyLong_AsLongLong(Handle);
+        if (value == -1 && CPython.PyErr_Occurred() != 0)
+        {
+            throw PythonException.Fetch();
+        }
+        return value;
+    }
+
+    /// <summary>
+    /// A str's bytes as latin-1 without copying when the str is ASCII (CPython keeps those
+    /// as UTF-8 already); otherwise encodes to latin-1 into <paramref name="scratch"/>, or
+    /// returns false if the text has characters beyond latin-1.
+    /// </summary>
+    public unsafe bool TryGetLatin1(ref byte[]? scratch, out ReadOnlySpan<byte> latin1)
+    {
+        nint size;
+        byte* utf8 = CPython.PyUnicode_AsUTF8AndSize(Handle, &size);
+        if (utf8 == null)
+        {
+            CPython.PyErr_Clear();
+            latin1 = default;
+            return false;
+        }
+        var span = new ReadOnlySpan<byte>(utf8, (int)size);
+        if (!System.Text.Ascii.IsValid(span))
+        {
+            if (scratch is null || scratch.Length < span.Length)
+            {
+                scratch = new byte[Math.Max(256, span.Length)];
+            }
+            // Latin-1 code points above 0x7F are the two-byte UTF-8 sequences C2 xx and C3 xx.
+            int n = 0;
+            for (int i = 0; i < span.Length; i++)
+            {
+                byte b = span[i];
+                if (b < 0x80)
+                {
+                    scratch[n++] = b;
+                }
+                else if ((b == 0xC2 || b == 0xC3) && i + 1 < span.Length)
+                {
+                    scratch[n++] = (byte)(((b & 0x1F) << 6) | (span[++i] & 0x3F));
+                }
+                else
+                {
+                    latin1 = default;
+                    return false;
+                }
+            }
+            latin1 = scratch.AsSpan(0, n);
+            return true;
+        }
+        latin1 = span;
+        return true;
+    }
 
     public string Repr()
     {

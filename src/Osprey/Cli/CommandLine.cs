@@ -1,0 +1,768 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Reflection;
+using System.Text;
+
+namespace Osprey.Cli;
+
+/// <summary>What the command line asks Osprey to do.</summary>
+public abstract record ParseOutcome
+{
+    // Private so these four cases are the whole hierarchy: callers can switch over them safely.
+    private ParseOutcome() { }
+
+    public sealed record Run(OspreyOptions Options) : ParseOutcome;
+    public sealed record ShowHelp(string Text) : ParseOutcome;
+    public sealed record ShowVersion(string Text) : ParseOutcome;
+    /// <summary>One line, meant to follow "osprey: " on stderr.</summary>
+    public sealed record Error(string Message) : ParseOutcome;
+}
+
+/// <summary>
+/// Parses gunicorn-compatible arguments the way argparse does: <c>--opt value</c>, <c>--opt=value</c>,
+/// <c>-b X</c>, <c>-bX</c>, unique prefixes of long options, and <c>--</c> to end options.
+/// </summary>
+public static class CommandLine
+{
+    private const int DefaultPort = 8000;
+
+    // gunicorn's hard limits (gunicorn/http/message.py); larger values are refused rather than clamped
+    // so a typo does not silently turn into a different limit.
+    private const int MaxRequestLine = 8190;
+    private const int MaxHeaders = 32768;
+
+    public static string HelpText { get; } = BuildHelpText();
+
+    internal static string VersionText { get; } = BuildVersionText();
+
+    public static ParseOutcome Parse(IReadOnlyList<string> args) => Parse(args, Dns.GetHostAddresses);
+
+    /// <param name="resolveHost">Name lookup for bind hosts; tests pass a fake so they need no DNS.</param>
+    internal static ParseOutcome Parse(IReadOnlyList<string> args, Func<string, IPAddress[]> resolveHost)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        ArgumentNullException.ThrowIfNull(resolveHost);
+        return new Parser(resolveHost).Run(args);
+    }
+
+    private enum Opt
+    {
+        Help, Version, Bind, Workers, Threads, Engine, Python, Chdir, PythonPath, Env, RootPath,
+        LogLevel, ErrorLog, AccessLog, Timeout, GracefulTimeout, KeepAlive, Backlog,
+        LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
+    }
+
+    private readonly record struct LongOption(string Name, Opt Id);
+
+    private static readonly LongOption[] LongOptions =
+    [
+        new("--help", Opt.Help),
+        new("--version", Opt.Version),
+        new("--bind", Opt.Bind),
+        new("--workers", Opt.Workers),
+        new("--threads", Opt.Threads),
+        new("--engine", Opt.Engine),
+        new("--python", Opt.Python),
+        new("--chdir", Opt.Chdir),
+        new("--pythonpath", Opt.PythonPath),
+        new("--env", Opt.Env),
+        new("--root-path", Opt.RootPath),
+        new("--log-level", Opt.LogLevel),
+        new("--error-logfile", Opt.ErrorLog),
+        new("--log-file", Opt.ErrorLog),
+        new("--access-logfile", Opt.AccessLog),
+        new("--timeout", Opt.Timeout),
+        new("--graceful-timeout", Opt.GracefulTimeout),
+        new("--keep-alive", Opt.KeepAlive),
+        new("--backlog", Opt.Backlog),
+        new("--limit-request-line", Opt.LimitRequestLine),
+        new("--limit-request-fields", Opt.LimitRequestFields),
+        // gunicorn spells this one with an underscore; the hyphen form is what people type.
+        new("--limit-request-field_size", Opt.LimitRequestFieldSize),
+        new("--limit-request-field-size", Opt.LimitRequestFieldSize),
+        new("--limit-request-body", Opt.LimitRequestBody),
+        new("--body-buffer-size", Opt.BodyBufferSize),
+    ];
+
+    private static Opt? ShortOption(char c) => c switch
+    {
+        'h' => Opt.Help,
+        'v' => Opt.Version,
+        'b' => Opt.Bind,
+        'w' => Opt.Workers,
+        'e' => Opt.Env,
+        't' => Opt.Timeout,
+        _ => null,
+    };
+
+    private static string CanonicalName(Opt opt) => opt switch
+    {
+        Opt.Help => "--help",
+        Opt.Version => "--version",
+        Opt.Bind => "--bind",
+        Opt.Workers => "--workers",
+        Opt.Threads => "--threads",
+        Opt.Engine => "--engine",
+        Opt.Python => "--python",
+        Opt.Chdir => "--chdir",
+        Opt.PythonPath => "--pythonpath",
+        Opt.Env => "--env",
+        Opt.RootPath => "--root-path",
+        Opt.LogLevel => "--log-level",
+        Opt.ErrorLog => "--error-logfile",
+        Opt.AccessLog => "--access-logfile",
+        Opt.Timeout => "--timeout",
+        Opt.GracefulTimeout => "--graceful-timeout",
+        Opt.KeepAlive => "--keep-alive",
+        Opt.Backlog => "--backlog",
+        Opt.LimitRequestLine => "--limit-request-line",
+        Opt.LimitRequestFields => "--limit-request-fields",
+        Opt.LimitRequestFieldSize => "--limit-request-field_size",
+        Opt.LimitRequestBody => "--limit-request-body",
+        Opt.BodyBufferSize => "--body-buffer-size",
+        _ => throw new ArgumentOutOfRangeException(nameof(opt)),
+    };
+
+    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version);
+
+    // argparse's rule: "-" is a value (stdin/stdout by convention) and so is anything that looks like a
+    // negative number, so "--graceful-timeout -1" reports a range error instead of a missing value.
+    private static bool LooksLikeOption(string arg) =>
+        arg.Length > 1 && arg[0] == '-' && !(char.IsAsciiDigit(arg[1]) || (arg[1] == '.' && arg.Length > 2));
+
+    private static ParseOutcome.Error Fail(string message) => new(message);
+
+    private sealed class Parser(Func<string, IPAddress[]> resolveHost)
+    {
+        // Placeholder APP fields are replaced once the positional is known; it may come after options.
+        private OspreyOptions options = new() { App = "", AppModule = "", AppAttribute = "" };
+        private readonly List<BindAddress> binds = [];
+        private readonly List<string> pythonPath = [];
+        private readonly List<KeyValuePair<string, string>> environment = [];
+
+        public ParseOutcome Run(IReadOnlyList<string> args)
+        {
+            string? app = null;
+            string? extra = null;
+            bool optionsEnded = false;
+
+            for (int i = 0; i < args.Count; i++)
+            {
+                string arg = args[i] ?? throw new ArgumentException("null argument", nameof(args));
+
+                if (optionsEnded || !LooksLikeOption(arg))
+                {
+                    if (app is null) app = arg;
+                    else extra ??= arg;
+                    continue;
+                }
+                if (arg == "--")
+                {
+                    optionsEnded = true;
+                    continue;
+                }
+
+                ParseOutcome? outcome = arg.StartsWith("--", StringComparison.Ordinal)
+                    ? ParseLong(args, ref i)
+                    : ParseShort(args, ref i);
+                if (outcome is not null) return outcome;
+            }
+
+            // Checked last so that "osprey --help" and "osprey --version" work without an APP.
+            if (extra is not null) return Fail($"unexpected argument '{extra}': only one APP may be given");
+            if (app is null) return Fail("no application given (usage: osprey [OPTIONS] MODULE:APP)");
+
+            string? appError = ParseApp(app, out string module, out string attribute, out string? factoryArgs);
+            if (appError is not null) return Fail(appError);
+
+            if (binds.Count == 0)
+            {
+                binds.Add(new BindAddress.Tcp($"127.0.0.1:{DefaultPort}", IPAddress.Loopback, DefaultPort, "127.0.0.1"));
+            }
+
+            return new ParseOutcome.Run(options with
+            {
+                App = app,
+                AppModule = module,
+                AppAttribute = attribute,
+                FactoryArguments = factoryArgs,
+                Binds = binds.ToArray(),
+                PythonPath = pythonPath.ToArray(),
+                Environment = environment.ToArray(),
+            });
+        }
+
+        private ParseOutcome? ParseLong(IReadOnlyList<string> args, ref int i)
+        {
+            string arg = args[i];
+            int eq = arg.IndexOf('=', StringComparison.Ordinal);
+            string name = eq < 0 ? arg : arg[..eq];
+            string? inline = eq < 0 ? null : arg[(eq + 1)..];
+
+            string? lookupError = FindLong(name, out Opt opt);
+            if (lookupError is not null) return Fail(lookupError);
+
+            if (!TakesValue(opt))
+            {
+                return inline is null ? Apply(opt, "") : Fail($"option {CanonicalName(opt)} does not take a value");
+            }
+            if (inline is not null) return Apply(opt, inline);
+            return TakeNext(args, ref i, opt);
+        }
+
+        private ParseOutcome? ParseShort(IReadOnlyList<string> args, ref int i)
+        {
+            string arg = args[i];
+            Opt? found = ShortOption(arg[1]);
+            if (found is not Opt opt) return Fail($"unrecognized option '{arg}'");
+
+            // Help and version end parsing, so anything clustered after them ("-hv") is moot.
+            if (!TakesValue(opt)) return Apply(opt, "");
+
+            // "-b=X" is accepted by argparse as well as "-bX".
+            string rest = arg.Length > 2 && arg[2] == '=' ? arg[3..] : arg[2..];
+            if (arg.Length > 2) return Apply(opt, rest);
+            return TakeNext(args, ref i, opt);
+        }
+
+        private ParseOutcome? TakeNext(IReadOnlyList<string> args, ref int i, Opt opt)
+        {
+            if (i + 1 >= args.Count || LooksLikeOption(args[i + 1]))
+            {
+                return Fail($"option {CanonicalName(opt)} requires a value");
+            }
+            i++;
+            return Apply(opt, args[i]);
+        }
+
+        /// <returns>null to keep parsing, otherwise the outcome (help, version or an error).</returns>
+        private ParseOutcome? Apply(Opt opt, string value)
+        {
+            string name = CanonicalName(opt);
+            switch (opt)
+            {
+                case Opt.Help:
+                    return new ParseOutcome.ShowHelp(HelpText);
+                case Opt.Version:
+                    return new ParseOutcome.ShowVersion(VersionText);
+
+                case Opt.Bind:
+                {
+                    string? error = ParseBind(value, resolveHost, out BindAddress? bind);
+                    if (error is not null) return Fail(error);
+                    binds.Add(bind!);
+                    return null;
+                }
+
+                case Opt.Workers:
+                    return Int(name, value, 1, int.MaxValue, n => options = options with { Workers = n });
+                case Opt.Threads:
+                    return Int(name, value, 1, int.MaxValue, n => options = options with { Threads = n });
+                case Opt.Timeout:
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { Timeout = n });
+                case Opt.GracefulTimeout:
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { GracefulTimeout = n });
+                case Opt.KeepAlive:
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { KeepAlive = n });
+                case Opt.Backlog:
+                    return Int(name, value, 1, int.MaxValue, n => options = options with { Backlog = n });
+                case Opt.LimitRequestLine:
+                    return Int(name, value, 0, MaxRequestLine, n => options = options with { LimitRequestLine = n });
+                case Opt.LimitRequestFields:
+                    return Int(name, value, 0, MaxHeaders, n => options = options with { LimitRequestFields = n });
+                case Opt.LimitRequestFieldSize:
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { LimitRequestFieldSize = n });
+                case Opt.BodyBufferSize:
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { BodyBufferSize = n });
+                case Opt.LimitRequestBody:
+                {
+                    if (!TryParseInteger(value, 0, long.MaxValue, out long n))
+                    {
+                        return Fail(IntegerError(name, value, 0, long.MaxValue));
+                    }
+                    options = options with { LimitRequestBody = n };
+                    return null;
+                }
+
+                case Opt.Engine:
+                {
+                    EngineKind? engine = value.ToLowerInvariant() switch
+                    {
+                        "auto" => EngineKind.Auto,
+                        "kestrel" => EngineKind.Kestrel,
+                        "osprey" => EngineKind.Osprey,
+                        _ => null,
+                    };
+                    if (engine is not EngineKind kind)
+                    {
+                        return Fail($"{name}: invalid choice '{value}' (choose from auto, kestrel, osprey)");
+                    }
+                    options = options with { Engine = kind };
+                    return null;
+                }
+
+                case Opt.LogLevel:
+                {
+                    LogLevel? level = value.ToLowerInvariant() switch
+                    {
+                        "debug" => LogLevel.Debug,
+                        "info" => LogLevel.Info,
+                        "warning" => LogLevel.Warning,
+                        "error" => LogLevel.Error,
+                        "critical" => LogLevel.Critical,
+                        _ => null,
+                    };
+                    if (level is not LogLevel l)
+                    {
+                        return Fail($"{name}: invalid choice '{value}' (choose from debug, info, warning, error, critical)");
+                    }
+                    options = options with { LogLevel = l };
+                    return null;
+                }
+
+                case Opt.Python:
+                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                    options = options with { Python = value };
+                    return null;
+
+                case Opt.Chdir:
+                {
+                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                    // Absolute now, as gunicorn does, so later relative paths and the supervisor agree on it.
+                    string full;
+                    try
+                    {
+                        full = Path.GetFullPath(value);
+                    }
+                    catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
+                    {
+                        return Fail($"{name}: invalid directory '{value}'");
+                    }
+                    if (!Directory.Exists(full)) return Fail($"{name}: directory '{value}' does not exist");
+                    options = options with { Chdir = full };
+                    return null;
+                }
+
+                case Opt.PythonPath:
+                    foreach (string part in value.Split(','))
+                    {
+                        if (part.Length > 0) pythonPath.Add(part);
+                    }
+                    return null;
+
+                case Opt.Env:
+                {
+                    int eq = value.IndexOf('=', StringComparison.Ordinal);
+                    if (eq <= 0) return Fail($"{name}: '{value}' is not of the form KEY=VALUE");
+                    environment.Add(new KeyValuePair<string, string>(value[..eq], value[(eq + 1)..]));
+                    return null;
+                }
+
+                case Opt.RootPath:
+                {
+                    if (value.Length > 0 && value[0] != '/') return Fail($"{name}: '{value}' must start with '/'");
+                    options = options with { RootPath = value.TrimEnd('/') };
+                    return null;
+                }
+
+                case Opt.ErrorLog:
+                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                    options = options with { ErrorLog = value };
+                    return null;
+                case Opt.AccessLog:
+                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                    options = options with { AccessLog = value };
+                    return null;
+
+                default:
+                    throw new ArgumentOutOfRangeException(nameof(opt));
+            }
+        }
+
+        private static ParseOutcome? Int(string name, string value, int min, int max, Action<int> set)
+        {
+            if (!TryParseInteger(value, min, max, out long n)) return Fail(IntegerError(name, value, min, max));
+            set((int)n);
+            return null;
+        }
+    }
+
+    /// <summary>Exact match first, then a unique prefix, as argparse's allow_abbrev does.</summary>
+    private static string? FindLong(string name, out Opt opt)
+    {
+        foreach (LongOption o in LongOptions)
+        {
+            if (o.Name == name)
+            {
+                opt = o.Id;
+                return null;
+            }
+        }
+
+        Opt? match = null;
+        bool ambiguous = false;
+        var candidates = new StringBuilder();
+        foreach (LongOption o in LongOptions)
+        {
+            if (!o.Name.StartsWith(name, StringComparison.Ordinal)) continue;
+            if (candidates.Length > 0) candidates.Append(", ");
+            candidates.Append(o.Name);
+            // A prefix matching only spellings of one option (field_size/field-size) picks that option.
+            if (match is null) match = o.Id;
+            else if (match != o.Id) ambiguous = true;
+        }
+
+        opt = match ?? default;
+        if (ambiguous) return $"ambiguous option '{name}' could match {candidates}";
+        if (match is null) return $"unrecognized option '{name}'";
+        return null;
+    }
+
+    private static bool TryParseInteger(string text, long min, long max, out long value) =>
+        long.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out value)
+        && value >= min && value <= max;
+
+    private static string IntegerError(string name, string value, long min, long max)
+    {
+        bool unbounded = max == int.MaxValue || max == long.MaxValue;
+        string what = (min, unbounded) switch
+        {
+            (1, true) => "a positive integer",
+            (0, true) => "a non-negative integer",
+            _ => $"an integer between {min} and {max}",
+        };
+        return $"{name}: '{value}' is not {what}";
+    }
+
+    // ---- APP ----------------------------------------------------------------------------------------
+
+    // Python keywords cannot be attribute names (gunicorn parses the attribute with ast and would fail).
+    private static readonly HashSet<string> PythonKeywords = new(StringComparer.Ordinal)
+    {
+        "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
+        "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in",
+        "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
+    };
+
+    /// <returns>null on success, otherwise the error message.</returns>
+    internal static string? ParseApp(string app, out string module, out string attribute, out string? factoryArgs)
+    {
+        // The module never contains ':', but factory arguments may ("f('a:b')"), so split at the first one.
+        int colon = app.IndexOf(':', StringComparison.Ordinal);
+        module = colon < 0 ? app : app[..colon];
+        string target = colon < 0 ? "application" : app[(colon + 1)..];
+        attribute = "";
+        factoryArgs = null;
+
+        string prefix = $"invalid application '{app}'";
+        if (module.Length == 0) return $"{prefix}: missing module name";
+        foreach (string part in module.Split('.'))
+        {
+            if (!IsIdentifier(part)) return $"{prefix}: '{module}' is not a dotted Python module path";
+        }
+        if (target.Length == 0) return $"{prefix}: missing attribute name after ':'";
+
+        int open = target.IndexOf('(', StringComparison.Ordinal);
+        string name = open < 0 ? target : target[..open];
+        if (!IsIdentifier(name) || PythonKeywords.Contains(name))
+        {
+            return $"{prefix}: '{name}' is not a valid Python identifier";
+        }
+        if (open >= 0)
+        {
+            int close = FindClosingParen(target, open);
+            if (close < 0) return $"{prefix}: unbalanced parentheses or unterminated string";
+            if (close != target.Length - 1) return $"{prefix}: unexpected text after ')'";
+            factoryArgs = target[(open + 1)..close];
+        }
+        attribute = name;
+        return null;
+    }
+
+    /// <summary>Index of the ')' matching <paramref name="open"/>, skipping Python string literals; -1 if none.</summary>
+    private static int FindClosingParen(string s, int open)
+    {
+        int depth = 0;
+        for (int i = open; i < s.Length; i++)
+        {
+            char c = s[i];
+            if (c is '\'' or '"')
+            {
+                i = EndOfString(s, i);
+                if (i < 0) return -1;
+            }
+            else if (c == '(')
+            {
+                depth++;
+            }
+            else if (c == ')' && --depth == 0)
+            {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    /// <summary>Index of the last quote of the literal starting at <paramref name="start"/>; -1 if unterminated.</summary>
+    private static int EndOfString(string s, int start)
+    {
+        char quote = s[start];
+        bool triple = start + 2 < s.Length && s[start + 1] == quote && s[start + 2] == quote;
+        for (int i = start + (triple ? 3 : 1); i < s.Length; i++)
+        {
+            char c = s[i];
+            if (c == '\\')
+            {
+                // Raw strings too: a backslash still keeps the next quote from closing the literal.
+                i++;
+            }
+            else if (c == quote)
+            {
+                if (!triple) return i;
+                if (i + 2 < s.Length && s[i + 1] == quote && s[i + 2] == quote) return i + 2;
+            }
+        }
+        return -1;
+    }
+
+    // Python identifiers are Unicode (PEP 3131), so check categories rather than ASCII ranges.
+    private static bool IsIdentifier(string s)
+    {
+        if (s.Length == 0) return false;
+        bool first = true;
+        foreach (Rune r in s.EnumerateRunes())
+        {
+            UnicodeCategory cat = Rune.GetUnicodeCategory(r);
+            bool start = r.Value == '_' || cat is UnicodeCategory.UppercaseLetter or UnicodeCategory.LowercaseLetter
+                or UnicodeCategory.TitlecaseLetter or UnicodeCategory.ModifierLetter or UnicodeCategory.OtherLetter
+                or UnicodeCategory.LetterNumber;
+            bool cont = start || cat is UnicodeCategory.NonSpacingMark or UnicodeCategory.SpacingCombiningMark
+                or UnicodeCategory.DecimalDigitNumber or UnicodeCategory.ConnectorPunctuation;
+            if (first ? !start : !cont) return false;
+            first = false;
+        }
+        return true;
+    }
+
+    // ---- --bind -------------------------------------------------------------------------------------
+
+    /// <returns>null on success, otherwise the error message.</returns>
+    internal static string? ParseBind(string text, Func<string, IPAddress[]> resolveHost, out BindAddress? bind)
+    {
+        bind = null;
+        string prefix = $"invalid bind address '{text}'";
+
+        // gunicorn accepts both "unix:/path" and "unix:///path".
+        if (text.StartsWith("unix:", StringComparison.Ordinal))
+        {
+            string path = text[5..];
+            if (path.StartsWith("//", StringComparison.Ordinal)) path = path[2..];
+            if (path.Length == 0) return $"{prefix}: missing socket path";
+            bind = new BindAddress.Unix(text, path);
+            return null;
+        }
+        if (text.StartsWith("fd://", StringComparison.Ordinal))
+        {
+            string fd = text[5..];
+            if (!TryParseInteger(fd, 0, int.MaxValue, out long n)) return $"{prefix}: '{fd}' is not a valid file descriptor";
+            bind = new BindAddress.FileDescriptor(text, (int)n);
+            return null;
+        }
+
+        string netloc = text.StartsWith("tcp://", StringComparison.Ordinal) ? text[6..] : text;
+        string host;
+        string port;
+        if (netloc.StartsWith('['))
+        {
+            int close = netloc.IndexOf(']', StringComparison.Ordinal);
+            if (close < 0) return $"{prefix}: missing ']'";
+            host = netloc[1..close];
+            string after = netloc[(close + 1)..];
+            if (after.Length == 0) port = DefaultPort.ToString(CultureInfo.InvariantCulture);
+            else if (after[0] == ':') port = after[1..];
+            else return $"{prefix}: expected ':PORT' after ']'";
+        }
+        else
+        {
+            int colon = netloc.IndexOf(':', StringComparison.Ordinal);
+            if (colon >= 0 && netloc.IndexOf(':', colon + 1) >= 0)
+            {
+                return $"{prefix}: IPv6 addresses must be in brackets, e.g. [::1]:8000";
+            }
+            host = colon < 0 ? netloc : netloc[..colon];
+            port = colon < 0 ? DefaultPort.ToString(CultureInfo.InvariantCulture) : netloc[(colon + 1)..];
+        }
+
+        // An empty host means "all interfaces" to Python's socket module; Osprey asks for it spelled out.
+        if (host.Length == 0) return $"{prefix}: missing host (use 0.0.0.0:PORT or [::]:PORT for all interfaces)";
+        if (!TryParseInteger(port, 0, 65535, out long portNumber))
+        {
+            return $"{prefix}: '{port}' is not a valid port number (0-65535)";
+        }
+
+        string? error = ResolveHost(host, resolveHost, out IPAddress? address);
+        if (error is not null) return $"{prefix}: {error}";
+        bind = new BindAddress.Tcp(text, address!, (int)portNumber, host);
+        return null;
+    }
+
+    private static string? ResolveHost(string host, Func<string, IPAddress[]> resolveHost, out IPAddress? address)
+    {
+        address = null;
+        // Without DNS: it is the common case and must work in sandboxes with no resolver configured.
+        if (string.Equals(host, "localhost", StringComparison.OrdinalIgnoreCase))
+        {
+            address = IPAddress.Loopback;
+            return null;
+        }
+        if (host.Contains(':', StringComparison.Ordinal))
+        {
+            if (IPAddress.TryParse(host, out IPAddress? v6) && v6.AddressFamily == AddressFamily.InterNetworkV6)
+            {
+                address = v6;
+                return null;
+            }
+            return $"'{host}' is not a valid IPv6 address";
+        }
+        if (IsDigitsAndDots(host))
+        {
+            // IPAddress.TryParse accepts "8000" as 0.0.31.64; "-b 8000" almost certainly meant a port.
+            if (TryParseDottedQuad(host, out IPAddress? v4))
+            {
+                address = v4;
+                return null;
+            }
+            return $"'{host}' is not a valid IPv4 address";
+        }
+
+        IPAddress[] found;
+        try
+        {
+            found = resolveHost(host);
+        }
+        catch (Exception e) when (e is SocketException or ArgumentException)
+        {
+            return $"cannot resolve host '{host}': {e.Message}";
+        }
+        foreach (IPAddress a in found)
+        {
+            if (a.AddressFamily == AddressFamily.InterNetwork)
+            {
+                address = a;
+                return null;
+            }
+        }
+        if (found.Length == 0) return $"cannot resolve host '{host}': no addresses";
+        address = found[0];
+        return null;
+    }
+
+    private static bool IsDigitsAndDots(string s)
+    {
+        foreach (char c in s)
+        {
+            if (!char.IsAsciiDigit(c) && c != '.') return false;
+        }
+        return true;
+    }
+
+    private static bool TryParseDottedQuad(string s, out IPAddress? address)
+    {
+        address = null;
+        string[] parts = s.Split('.');
+        if (parts.Length != 4) return false;
+        var bytes = new byte[4];
+        for (int i = 0; i < 4; i++)
+        {
+            if (parts[i].Length is 0 or > 3 || !byte.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out bytes[i]))
+            {
+                return false;
+            }
+        }
+        address = new IPAddress(bytes);
+        return true;
+    }
+
+    // ---- help and version ---------------------------------------------------------------------------
+
+    private static string BuildVersionText()
+    {
+        Assembly assembly = typeof(CommandLine).Assembly;
+        string version = assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
+            ?? assembly.GetName().Version?.ToString(3)
+            ?? "0.0.0";
+        // The SDK appends "+<commit sha>" (SourceLink); users want the release number.
+        int plus = version.IndexOf('+', StringComparison.Ordinal);
+        if (plus >= 0) version = version[..plus];
+        return $"osprey (version {version})";
+    }
+
+    private static string BuildHelpText()
+    {
+        // Defaults come from the options record so the help cannot drift from what a run actually uses.
+        var d = new OspreyOptions { App = "", AppModule = "", AppAttribute = "" };
+        string level = d.LogLevel.ToString().ToLowerInvariant();
+        string engine = d.Engine.ToString().ToLowerInvariant();
+        string accessLog = d.AccessLog ?? "off";
+        string rootPath = d.RootPath.Length == 0 ? "''" : d.RootPath;
+        return string.Create(CultureInfo.InvariantCulture, $"""
+            usage: osprey [OPTIONS] [APP_MODULE]
+
+            Serve a Python WSGI application. APP_MODULE is MODULE[:ATTR] (ATTR defaults to 'application')
+            or MODULE:FACTORY(ARGS), which calls FACTORY with literal ARGS to build the application.
+
+            positional arguments:
+              APP_MODULE                     e.g. myproject.wsgi, app:server or app:create_app('prod')
+
+            Server socket:
+              -b ADDRESS, --bind ADDRESS     Socket to bind; repeatable. HOST:PORT, HOST (port {DefaultPort}),
+                                             [IPV6]:PORT, unix:PATH or fd://N. [127.0.0.1:{DefaultPort}]
+              --backlog INT                  Maximum number of pending connections. [{d.Backlog}]
+
+            Worker processes:
+              -w INT, --workers INT          Number of worker processes. [{d.Workers}]
+              --threads INT                  Threads per worker serving requests. [{d.Threads}]
+              --engine {"{auto,kestrel,osprey}"}
+                                             HTTP engine serving the sockets. [{engine}]
+              -t INT, --timeout INT          Workers silent for more than this many seconds are killed
+                                             and restarted; 0 disables. [{d.Timeout}]
+              --graceful-timeout INT         Seconds workers get to finish requests when restarted or
+                                             stopped. [{d.GracefulTimeout}]
+              --keep-alive INT               Seconds to wait for the next request on a keep-alive
+                                             connection. [{d.KeepAlive}]
+
+            Python:
+              --python PATH                  Python interpreter to embed.
+                                             [$VIRTUAL_ENV/bin/python, then python3 on PATH]
+              --chdir DIR                    Change to this directory before loading the application.
+              --pythonpath DIRS              Comma-separated directories to add to sys.path; repeatable.
+              -e KEY=VALUE, --env KEY=VALUE  Set an environment variable; repeatable.
+              --root-path PATH               SCRIPT_NAME of every request, for an application mounted
+                                             below the root. [{rootPath}]
+
+            Logging:
+              --log-level LEVEL              debug, info, warning, error or critical. [{level}]
+              --error-logfile FILE, --log-file FILE
+                                             Error log; '-' is stderr. [{d.ErrorLog}]
+              --access-logfile FILE          Access log; '-' is stdout. [{accessLog}]
+
+            Request limits:
+              --limit-request-line INT       Maximum size of the request line in bytes, at most
+                                             {MaxRequestLine}; 0 means unlimited. [{d.LimitRequestLine}]
+              --limit-request-fields INT     Maximum number of header fields, 0 to {MaxHeaders}. [{d.LimitRequestFields}]
+              --limit-request-field_size INT
+                                             Maximum size of a header field in bytes; 0 means
+                                             unlimited. [{d.LimitRequestFieldSize}]
+              --limit-request-body INT       Maximum size of a request body in bytes; 0 means
+                                             unlimited. [{d.LimitRequestBody}]
+              --body-buffer-size BYTES       Bodies up to this size are read completely before the
+                                             application is called. [{d.BodyBufferSize}]
+
+            Other:
+              -h, --help                     Show this help message and exit.
+              -v, --version                  Show the version and exit.
+
+            """);
+    }
+}

@@ -1,0 +1,175 @@
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Osprey.Wsgi;
+
+namespace Osprey.Http.Kestrel;
+
+/// <summary>Limits and timeouts the engines share, taken from the command line.</summary>
+public sealed record HttpSettings(
+    long BodyBufferSize,
+    long? MaxRequestBodySize,
+    TimeSpan KeepAlive,
+    int MaxRequestLine,
+    int MaxRequestHeaders,
+    int MaxRequestFieldSize);
+
+/// <summary>
+/// Kestrel hosted directly with our own <see cref="IHttpApplication{TContext}"/>: no generic host,
+/// no middleware pipeline, so a request costs Kestrel's parsing and our hand-off and nothing else.
+/// </summary>
+public sealed class KestrelEngine : IAsyncDisposable
+{
+    private readonly KestrelServer _server;
+    private readonly ServiceProvider _services;
+
+    private KestrelEngine(KestrelServer server, ServiceProvider services)
+    {
+        _server = server;
+        _services = services;
+    }
+
+    public static async Task<KestrelEngine> StartAsync(IReadOnlyList<Socket> listeners, PythonWorkers workers, HttpSettings settings)
+    {
+        ServiceProvider services = new ServiceCollection()
+            .AddLogging(builder => builder.AddProvider(new KestrelLogBridge()).SetMinimumLevel(LogLevel.Warning))
+            .BuildServiceProvider();
+        ILoggerFactory loggerFactory = services.GetRequiredService<ILoggerFactory>();
+
+        var options = new KestrelServerOptions
+        {
+            AddServerHeader = false,
+            ApplicationServices = services,
+            // PEP 3333 environ values are latin-1 decoded bytes; Kestrel's default would reject non-ASCII.
+            RequestHeaderEncodingSelector = _ => Encoding.Latin1,
+            ResponseHeaderEncodingSelector = _ => Encoding.Latin1,
+        };
+        options.Limits.MaxRequestBodySize = settings.MaxRequestBodySize;
+        options.Limits.KeepAliveTimeout = settings.KeepAlive > TimeSpan.Zero ? settings.KeepAlive : TimeSpan.FromMilliseconds(1);
+        // The Python thread waits (without the GIL) once this much response is unsent.
+        options.Limits.MaxResponseBufferSize = 1024 * 1024;
+        if (settings.MaxRequestLine > 0)
+        {
+            options.Limits.MaxRequestLineSize = settings.MaxRequestLine;
+        }
+        if (settings.MaxRequestHeaders > 0)
+        {
+            options.Limits.MaxRequestHeaderCount = settings.MaxRequestHeaders;
+        }
+        foreach (Socket listener in listeners)
+        {
+            options.ListenHandle((ulong)listener.Handle);
+        }
+        var transport = new SocketTransportFactory(Options.Create(new SocketTransportOptions()), loggerFactory);
+        var server = new KestrelServer(Options.Create(options), transport, loggerFactory);
+        await server.StartAsync(new WsgiHttpApplication(workers, settings.BodyBufferSize), CancellationToken.None).ConfigureAwait(false);
+        return new KestrelEngine(server, services);
+    }
+
+    /// <summary>Stops accepting, lets in-flight requests finish within <paramref name="grace"/>, then closes what is left.</summary>
+    public async Task StopAsync(TimeSpan grace)
+    {
+        using var timeout = new CancellationTokenSource(grace);
+        await _server.StopAsync(timeout.Token).ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _server.Dispose();
+        await _services.DisposeAsync().ConfigureAwait(false);
+    }
+
+    private sealed class WsgiHttpApplication(PythonWorkers workers, long bodyBufferSize) : IHttpApplication<KestrelExchange>
+    {
+        private static readonly object s_stateKey = new();
+
+        public KestrelExchange CreateContext(IFeatureCollection contextFeatures)
+        {
+            // One exchange per connection, kept in Kestrel's per-connection state: no allocation per request.
+            IDictionary<object, object?>? state = contextFeatures.Get<IPersistentStateFeature>()?.State;
+            KestrelExchange exchange;
+            if (state is not null && state.TryGetValue(s_stateKey, out object? existing) && existing is KestrelExchange reused)
+            {
+                exchange = reused;
+            }
+            else
+            {
+                exchange = new KestrelExchange(bodyBufferSize);
+                if (state is not null)
+                {
+                    state[s_stateKey] = exchange;
+                }
+            }
+            exchange.Bind(contextFeatures);
+            return exchange;
+        }
+
+        public Task ProcessRequestAsync(KestrelExchange context) => context.ProcessAsync(workers);
+
+        public void DisposeContext(KestrelExchange context, Exception? exception) => context.Reset();
+    }
+}
+
+/// <summary>Response header names as strings, without allocating for the common ones.</summary>
+internal static class KnownHeaderNames
+{
+    private static readonly string[] s_names =
+    [
+        "Content-Type", "Content-Length", "Set-Cookie", "Location", "Cache-Control", "Content-Encoding",
+        "Content-Disposition", "Last-Modified", "ETag", "Expires", "Vary", "Date", "Server", "Content-Language",
+        "X-Frame-Options", "X-Content-Type-Options", "Referrer-Policy", "Cross-Origin-Opener-Policy", "Accept-Ranges",
+        "Content-Range", "Access-Control-Allow-Origin", "WWW-Authenticate", "Allow", "Pragma", "Age", "Retry-After",
+    ];
+
+    private static readonly byte[][] s_bytes = Array.ConvertAll(s_names, Encoding.ASCII.GetBytes);
+
+    public static string Get(ReadOnlySpan<byte> name)
+    {
+        for (int i = 0; i < s_bytes.Length; i++)
+        {
+            if (name.SequenceEqual(s_bytes[i]))
+            {
+                return s_names[i];
+            }
+        }
+        return Encoding.Latin1.GetString(name);
+    }
+}
+
+/// <summary>Kestrel's warnings and errors, in Osprey's error log.</summary>
+internal sealed class KestrelLogBridge : ILoggerProvider
+{
+    public ILogger CreateLogger(string categoryName) => new Bridge();
+
+    public void Dispose()
+    {
+    }
+
+    private sealed class Bridge : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (!IsEnabled(logLevel))
+            {
+                return;
+            }
+            string message = formatter(state, exception);
+            if (exception is not null)
+            {
+                message += $" ({exception.GetType().Name}: {exception.Message})";
+            }
+            Logging.Log.Write(logLevel >= LogLevel.Error ? Logging.Severity.Error : Logging.Severity.Warning, message);
+        }
+    }
+}

@@ -1,0 +1,293 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net;
+using System.Text;
+using System.Threading.Tasks.Sources;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Win32.SafeHandles;
+using Osprey.Wsgi;
+
+namespace Osprey.Http.Kestrel;
+
+/// <summary>
+/// One Kestrel connection's current request, seen through <see cref="IHttpExchange"/>. Reused for
+/// every request on the connection. Kestrel's side runs <see cref="ProcessAsync"/>; the Python
+/// thread calls the <see cref="IHttpExchange"/> members and finally Complete or Abort, which
+/// resumes Kestrel's side on the thread pool (never inline on the Python thread).
+/// </summary>
+internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
+{
+    private const int FileChunk = 64 * 1024;
+
+    private readonly RequestHead _head = new();
+    private readonly RequestBodyBuffer _body;
+    private ManualResetValueTaskSourceCore<bool> _completion = new() { RunContinuationsAsynchronously = true };
+
+    private IHttpRequestFeature _request = null!;
+    private IHttpResponseFeature _response = null!;
+    private IHttpResponseBodyFeature _responseBody = null!;
+    private IHttpRequestLifetimeFeature _lifetime = null!;
+    private IHttpConnectionFeature? _connection;
+    private IHttpRequestBodyDetectionFeature? _bodyDetection;
+    private IRequestBodyPipeFeature _bodyPipe = null!;
+    private string? _connectionId;
+    private string _remoteAddress = "";
+    private string _localAddress = "";
+
+    private bool _bodyBuffered;
+    private bool _aborted;
+    private bool _clientGone;
+    private Task<FlushResult>? _pendingFlush;
+
+    public KestrelExchange(long bodyMemoryLimit) => _body = new RequestBodyBuffer(bodyMemoryLimit);
+
+    public RequestHead Request => _head;
+    public bool BodyIsBuffered => _bodyBuffered;
+    public bool ClientDisconnected => _clientGone || _lifetime.RequestAborted.IsCancellationRequested;
+
+    public void Bind(IFeatureCollection features)
+    {
+        _request = features.GetRequiredFeature<IHttpRequestFeature>();
+        _response = features.GetRequiredFeature<IHttpResponseFeature>();
+        _responseBody = features.GetRequiredFeature<IHttpResponseBodyFeature>();
+        _lifetime = features.GetRequiredFeature<IHttpRequestLifetimeFeature>();
+        _bodyDetection = features.Get<IHttpRequestBodyDetectionFeature>();
+        _bodyPipe = features.GetRequiredFeature<IRequestBodyPipeFeature>();
+        IHttpConnectionFeature? connection = features.Get<IHttpConnectionFeature>();
+        if (connection is not null && !ReferenceEquals(connection.ConnectionId, _connectionId))
+        {
+            // Addresses are per connection: format them once, not per request.
+            _connectionId = connection.ConnectionId;
+            _remoteAddress = FormatAddress(connection.RemoteIpAddress);
+            _localAddress = FormatAddress(connection.LocalIpAddress);
+        }
+        _connection = connection;
+    }
+
+    public async Task ProcessAsync(PythonWorkers workers)
+    {
+        FillHead();
+        _bodyBuffered = true;
+        _aborted = false;
+        _clientGone = false;
+        _pendingFlush = null;
+        _body.Reset();
+        if (_bodyDetection?.CanHaveBody ?? true)
+        {
+            if (IsExpectContinue())
+            {
+                // The client waits for "100 Continue", which Kestrel sends on the first body read:
+                // that read must be the application's, so this body is streamed.
+                _bodyBuffered = false;
+            }
+            else if (!await BufferBodyAsync().ConfigureAwait(false))
+            {
+                return;
+            }
+        }
+        _completion.Reset();
+        workers.Dispatch(this);
+        await new ValueTask(this, _completion.Version).ConfigureAwait(false);
+        if (_aborted)
+        {
+            _lifetime.Abort();
+        }
+    }
+
+    private void FillHead()
+    {
+        _head.Reset();
+        _head.Method = _request.Method;
+        _head.SetTarget(_request.RawTarget);
+        _head.Version = _request.Protocol switch
+        {
+            "HTTP/1.0" => Wsgi.HttpVersion.Http10,
+            "HTTP/2" => Wsgi.HttpVersion.Http2,
+            _ => Wsgi.HttpVersion.Http11,
+        };
+        _head.Scheme = _request.Scheme;
+        _head.RemoteAddress = _remoteAddress;
+        _head.RemotePort = _connection?.RemotePort ?? 0;
+        _head.LocalAddress = _localAddress;
+        _head.LocalPort = _connection?.LocalPort ?? 0;
+        foreach (KeyValuePair<string, Microsoft.Extensions.Primitives.StringValues> header in _request.Headers)
+        {
+            foreach (string? value in header.Value)
+            {
+                _head.AddHeader(header.Key, value ?? "");
+            }
+        }
+    }
+
+    private bool IsExpectContinue() =>
+        _request.Headers.TryGetValue("Expect", out Microsoft.Extensions.Primitives.StringValues expect) &&
+        string.Equals(expect.ToString(), "100-continue", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Receives the whole body before the application is called; false if the request is already answered.</summary>
+    private async ValueTask<bool> BufferBodyAsync()
+    {
+        PipeReader reader = _bodyPipe.Reader;
+        try
+        {
+            while (true)
+            {
+                ReadResult result = await reader.ReadAsync().ConfigureAwait(false);
+                foreach (ReadOnlyMemory<byte> segment in result.Buffer)
+                {
+                    _body.Append(segment.Span);
+                }
+                reader.AdvanceTo(result.Buffer.End);
+                if (result.IsCompleted || result.IsCanceled)
+                {
+                    return true;
+                }
+            }
+        }
+        catch (BadHttpRequestException e)
+        {
+            // Kestrel answers 400/413 itself once we return; the application never sees the request.
+            _response.StatusCode = e.StatusCode;
+            return false;
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or Microsoft.AspNetCore.Connections.ConnectionResetException)
+        {
+            return false;
+        }
+    }
+
+    public int ReadBody(Span<byte> destination)
+    {
+        if (_bodyBuffered)
+        {
+            return _body.Read(destination);
+        }
+        // Streaming (Expect: 100-continue): called on a Python thread with the GIL released, so
+        // blocking here costs neither a Kestrel thread nor other Python threads.
+        PipeReader reader = _bodyPipe.Reader;
+        try
+        {
+            ValueTask<ReadResult> pending = reader.ReadAsync();
+            ReadResult result = pending.IsCompletedSuccessfully ? pending.Result : pending.AsTask().GetAwaiter().GetResult();
+            ReadOnlySequence<byte> buffer = result.Buffer;
+            int n = (int)Math.Min(buffer.Length, destination.Length);
+            buffer.Slice(0, n).CopyTo(destination);
+            reader.AdvanceTo(buffer.GetPosition(n));
+            return n;
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException or InvalidOperationException)
+        {
+            _clientGone = true;
+            return 0;
+        }
+    }
+
+    public void WriteHead(ResponseHead head)
+    {
+        _response.StatusCode = head.StatusCode;
+        _response.ReasonPhrase = Encoding.Latin1.GetString(head.Reason);
+        IHeaderDictionary headers = _response.Headers;
+        for (int i = 0; i < head.HeaderCount; i++)
+        {
+            string name = KnownHeaderNames.Get(head.HeaderName(i));
+            string value = Encoding.Latin1.GetString(head.HeaderValue(i));
+            headers.Append(name, value);
+        }
+        // Commits the head (unflushed) so the body writer hands out real buffers; it completes
+        // synchronously because nothing registers OnStarting callbacks.
+        _responseBody.StartAsync().GetAwaiter().GetResult();
+    }
+
+    public bool WriteBody(ReadOnlySpan<byte> data, bool flush)
+    {
+        PipeWriter writer = _responseBody.Writer;
+        writer.Write(data);
+        return !flush || Flush(writer);
+    }
+
+    private bool Flush(PipeWriter writer)
+    {
+        ValueTask<FlushResult> flush = writer.FlushAsync();
+        if (flush.IsCompletedSuccessfully)
+        {
+            FlushResult result = flush.Result;
+            _clientGone |= result.IsCanceled || result.IsCompleted;
+            return true;
+        }
+        _pendingFlush = flush.AsTask();
+        return false;
+    }
+
+    public bool WaitForDrain()
+    {
+        if (_pendingFlush is null)
+        {
+            return !ClientDisconnected;
+        }
+        try
+        {
+            FlushResult result = _pendingFlush.GetAwaiter().GetResult();
+            _clientGone |= result.IsCanceled || result.IsCompleted;
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException)
+        {
+            _clientGone = true;
+        }
+        _pendingFlush = null;
+        return !ClientDisconnected;
+    }
+
+    public bool SendFile(SafeFileHandle file, long offset, long count)
+    {
+        // Kestrel has no sendfile path; this reads through the page cache into its pipe.
+        PipeWriter writer = _responseBody.Writer;
+        while (count > 0)
+        {
+            Span<byte> span = writer.GetSpan(FileChunk);
+            int want = (int)Math.Min(span.Length, count);
+            int read = RandomAccess.Read(file, span[..want], offset);
+            if (read <= 0)
+            {
+                break;
+            }
+            writer.Advance(read);
+            offset += read;
+            count -= read;
+            if (!Flush(writer) && !WaitForDrain())
+            {
+                return false;
+            }
+            if (ClientDisconnected)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    public void Complete() => _completion.SetResult(true);
+
+    public void Abort()
+    {
+        _aborted = true;
+        _completion.SetResult(false);
+    }
+
+    public void Reset()
+    {
+        _body.Reset();
+        _pendingFlush = null;
+    }
+
+    private static string FormatAddress(IPAddress? address) => address switch
+    {
+        null => "",
+        { IsIPv4MappedToIPv6: true } => address.MapToIPv4().ToString(),
+        _ => address.ToString(),
+    };
+
+    void IValueTaskSource.GetResult(short token) => _completion.GetResult(token);
+    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _completion.GetStatus(token);
+    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _completion.OnCompleted(continuation, state, token, flags);
+}

@@ -1,0 +1,87 @@
+using System.Globalization;
+using System.Text;
+
+namespace Osprey.Logging;
+
+public enum Severity { Debug, Info, Warning, Error, Critical }
+
+/// <summary>
+/// The error log, in gunicorn's format: <c>[2026-11-25 10:00:00 +0000] [PID] [INFO] message</c>.
+/// Application output (print, sys.stderr, wsgi.errors) is written to it verbatim.
+/// Every layer logs here, so it sits below all of them.
+/// </summary>
+public static class Log
+{
+    private static readonly Lock s_lock = new();
+    private static Stream s_errors = Console.OpenStandardError();
+    private static Stream? s_access;
+    private static Severity s_minimum = Severity.Info;
+    private static readonly int s_pid = Environment.ProcessId;
+
+    public static void Configure(Severity minimum, string errorLog, string? accessLog)
+    {
+        s_minimum = minimum;
+        s_errors = OpenTarget(errorLog, Console.OpenStandardError);
+        s_access = accessLog is null ? null : OpenTarget(accessLog, Console.OpenStandardOutput);
+    }
+
+    private static Stream OpenTarget(string path, Func<Stream> dash) =>
+        path == "-" ? dash() : new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.None);
+
+    public static bool IsEnabled(Severity severity) => severity >= s_minimum;
+    public static bool AccessLogEnabled => s_access is not null;
+
+    public static void Debug(string message) => Write(Severity.Debug, message);
+    public static void Info(string message) => Write(Severity.Info, message);
+    public static void Warning(string message) => Write(Severity.Warning, message);
+    public static void Error(string message) => Write(Severity.Error, message);
+    public static void Critical(string message) => Write(Severity.Critical, message);
+
+    public static void Write(Severity severity, string message)
+    {
+        if (severity < s_minimum)
+        {
+            return;
+        }
+        string label = severity switch
+        {
+            Severity.Debug => "DEBUG",
+            Severity.Info => "INFO",
+            Severity.Warning => "WARNING",
+            Severity.Error => "ERROR",
+            _ => "CRITICAL",
+        };
+        DateTimeOffset now = DateTimeOffset.Now;
+        // gunicorn writes the offset as +0000, which .NET's "zzz" spells +00:00.
+        string offset = now.ToString("zzz", CultureInfo.InvariantCulture).Replace(":", "", StringComparison.Ordinal);
+        string line = string.Create(CultureInfo.InvariantCulture, $"[{now:yyyy-MM-dd HH:mm:ss} {offset}] [{s_pid}] [{label}] {message}\n");
+        WriteRaw(s_errors, Encoding.UTF8.GetBytes(line));
+    }
+
+    /// <summary>Application output, as the application wrote it.</summary>
+    public static void Raw(ReadOnlySpan<byte> utf8) => WriteRaw(s_errors, utf8);
+
+    public static void Access(ReadOnlySpan<byte> line)
+    {
+        if (s_access is { } access)
+        {
+            WriteRaw(access, line);
+        }
+    }
+
+    private static void WriteRaw(Stream stream, ReadOnlySpan<byte> bytes)
+    {
+        lock (s_lock)
+        {
+            try
+            {
+                stream.Write(bytes);
+                stream.Flush();
+            }
+            catch (IOException)
+            {
+                // A closed or full log must not take requests down with it.
+            }
+        }
+    }
+}

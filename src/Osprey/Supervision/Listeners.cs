@@ -1,0 +1,126 @@
+using System.Net;
+using System.Net.Sockets;
+using Osprey.Cli;
+
+namespace Osprey.Supervision;
+
+/// <summary>An error binding a listener; its message is the one line the user sees.</summary>
+public sealed class ListenerException(string message) : Exception(message);
+
+/// <summary>
+/// Binds every --bind address before Python starts, so a port in use fails fast and the sockets
+/// can be handed to whichever engine serves them.
+/// </summary>
+public static class Listeners
+{
+    public static IReadOnlyList<Socket> Bind(IReadOnlyList<BindAddress> binds, int backlog)
+    {
+        var sockets = new List<Socket>();
+        try
+        {
+            foreach (BindAddress bind in binds)
+            {
+                sockets.Add(BindOne(bind, backlog));
+            }
+            return sockets;
+        }
+        catch
+        {
+            foreach (Socket socket in sockets)
+            {
+                socket.Dispose();
+            }
+            throw;
+        }
+    }
+
+    private static Socket BindOne(BindAddress bind, int backlog)
+    {
+        switch (bind)
+        {
+            case BindAddress.Tcp tcp:
+            {
+                var socket = new Socket(tcp.Address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+                try
+                {
+                    socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+                    if (tcp.Address.AddressFamily == AddressFamily.InterNetworkV6 && tcp.Address.Equals(IPAddress.IPv6Any))
+                    {
+                        // [::] serves IPv4 too, as gunicorn's does on Linux.
+                        socket.DualMode = true;
+                    }
+                    socket.Bind(new IPEndPoint(tcp.Address, tcp.Port));
+                    socket.Listen(backlog);
+                    return socket;
+                }
+                catch (SocketException e)
+                {
+                    socket.Dispose();
+                    throw new ListenerException(e.SocketErrorCode switch
+                    {
+                        SocketError.AddressAlreadyInUse => $"Connection in use: {tcp.Original} (address already in use)",
+                        SocketError.AddressNotAvailable => $"cannot bind {tcp.Original}: the address is not on this machine",
+                        SocketError.AccessDenied => $"cannot bind {tcp.Original}: permission denied (ports below 1024 need root)",
+                        _ => $"cannot bind {tcp.Original}: {e.Message}",
+                    });
+                }
+            }
+            case BindAddress.Unix unix:
+            {
+                // A socket file left by a previous run that died would make bind fail: replace it.
+                if (File.Exists(unix.Path) && (File.GetAttributes(unix.Path) & FileAttributes.Normal) == 0)
+                {
+                    TryDeleteStaleSocket(unix.Path);
+                }
+                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                try
+                {
+                    socket.Bind(new UnixDomainSocketEndPoint(unix.Path));
+                    socket.Listen(backlog);
+                    return socket;
+                }
+                catch (SocketException e)
+                {
+                    socket.Dispose();
+                    throw new ListenerException($"cannot bind {unix.Original}: {e.Message}");
+                }
+            }
+            case BindAddress.FileDescriptor fd:
+                try
+                {
+                    return new Socket(new SafeSocketHandle(fd.Fd, ownsHandle: true));
+                }
+                catch (Exception e) when (e is SocketException or ArgumentException)
+                {
+                    throw new ListenerException($"fd://{fd.Fd} is not a usable listening socket: {e.Message}");
+                }
+            default:
+                throw new ListenerException($"unsupported bind address {bind.Original}");
+        }
+    }
+
+    private static void TryDeleteStaleSocket(string path)
+    {
+        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            probe.Connect(new UnixDomainSocketEndPoint(path));
+            throw new ListenerException($"Connection in use: unix:{path} (another server is listening there)");
+        }
+        catch (SocketException)
+        {
+            File.Delete(path);
+        }
+    }
+
+    /// <summary>The URL-ish text gunicorn logs for a listener.</summary>
+    public static string Describe(BindAddress bind) => bind switch
+    {
+        BindAddress.Tcp tcp => tcp.Address.AddressFamily == AddressFamily.InterNetworkV6
+            ? $"http://[{tcp.Address}]:{tcp.Port}"
+            : $"http://{tcp.Address}:{tcp.Port}",
+        BindAddress.Unix unix => $"unix:{unix.Path}",
+        BindAddress.FileDescriptor fd => $"fd://{fd.Fd}",
+        _ => bind.Original,
+    };
+}

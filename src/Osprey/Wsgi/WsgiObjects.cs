@@ -1,0 +1,397 @@
+using System.Buffers;
+using Osprey.Logging;
+using Osprey.Python;
+
+namespace Osprey.Wsgi;
+
+/// <summary>The Python types of the objects PEP 3333 gives the application, made once per process.</summary>
+internal sealed class WsgiTypes
+{
+    public NativeType StartResponse { get; }
+    public NativeType Write { get; }
+    public NativeType Input { get; }
+    public NativeType Errors { get; }
+    public NativeType FileWrapper { get; }
+
+    public WsgiTypes()
+    {
+        StartResponse = NativeType.Create(new("osprey.StartResponse", "start_response(status, response_headers, exc_info=None)") { Callable = true });
+        Write = NativeType.Create(new("osprey.Write", "write(data): the legacy write callable of PEP 3333") { Callable = true });
+        Input = NativeType.Create(new("osprey.InputStream", "wsgi.input: the request body")
+        {
+            Iterator = true,
+            Methods = [new("read", "read(size=-1)"), new("readline", "readline(size=-1)"), new("readlines", "readlines(hint=-1)"), new("close")],
+        });
+        Errors = NativeType.Create(new("osprey.ErrorStream", "wsgi.errors: text written here goes to Osprey's error log")
+        {
+            Methods = [new("write"), new("writelines"), new("flush"), new("isatty"), new("fileno"), new("writable"), new("readable")],
+            Attributes = ["encoding", "errors", "closed"],
+        });
+        FileWrapper = NativeType.Create(new("osprey.FileWrapper", "wsgi.file_wrapper(filelike, block_size=8192)")
+        {
+            Iterator = true,
+            Methods = [new("close")],
+            Attributes = ["filelike", "blksize"],
+            Constructor = FileWrapperObject.Create,
+        });
+    }
+}
+
+/// <summary>Parsing help for positional arguments of native methods.</summary>
+internal static class Args
+{
+    public static PyBorrowed Optional(PyBorrowed args, int index) =>
+        args.IsNull || args.TupleSize <= index ? default : args.TupleItem(index);
+
+    public static PyBorrowed Required(PyBorrowed args, int index, string function)
+    {
+        PyBorrowed item = Optional(args, index);
+        return item.IsNull ? throw new PythonErrorException(Py.TypeError, $"{function}() missing a required argument") : item;
+    }
+
+    /// <summary>An optional size argument: absent, None or negative mean "no limit" (-1).</summary>
+    public static long Size(PyBorrowed args, int index)
+    {
+        PyBorrowed size = Optional(args, index);
+        if (size.IsNull || size.IsNone)
+        {
+            return -1;
+        }
+        if (!size.IsInt)
+        {
+            throw new PythonErrorException(Py.TypeError, $"argument should be integer or None, not '{size.TypeName()}'");
+        }
+        long value = size.AsLong();
+        return value < 0 ? -1 : value;
+    }
+}
+
+/// <summary>wsgi.errors, and sys.stdout / sys.stderr: text goes to the error log as written.</summary>
+internal sealed class ErrorStreamObject(int fileDescriptor) : NativeObject
+{
+    public override PyRef InvokeMethod(int index, PyBorrowed args)
+    {
+        switch (index)
+        {
+            case 0:
+                PyBorrowed text = Args.Required(args, 0, "write");
+                if (text.IsBytes)
+                {
+                    Log.Raw(text.AsBytesSpan());
+                    return Py.Int(text.Length);
+                }
+                if (!text.IsStr)
+                {
+                    throw new PythonErrorException(Py.TypeError, $"write() argument must be str, not {text.TypeName()}");
+                }
+                Log.Raw(text.AsUtf8());
+                return Py.Int(text.Length);
+            case 1:
+                using (PyRef iterator = Args.Required(args, 0, "writelines").GetIter())
+                {
+                    while (true)
+                    {
+                        using PyRef line = iterator.Borrow().IterNext();
+                        if (line.IsNull)
+                        {
+                            break;
+                        }
+                        if (!line.Borrow().IsStr)
+                        {
+                            throw new PythonErrorException(Py.TypeError, "writelines() argument must be a sequence of strings");
+                        }
+                        Log.Raw(line.Borrow().AsUtf8());
+                    }
+                    if (Py.ErrorPending)
+                    {
+                        throw PythonException.Fetch();
+                    }
+                }
+                return Py.None.NewRef();
+            case 2:
+                return Py.None.NewRef();
+            case 3:
+                return Py.Bool(false);
+            case 4:
+                return Py.Int(fileDescriptor);
+            case 5:
+                return Py.Bool(true);
+            default:
+                return Py.Bool(false);
+        }
+    }
+
+    public override PyRef GetAttribute(int index) => index switch
+    {
+        0 => Py.Str("utf-8"),
+        1 => Py.Str("backslashreplace"),
+        _ => Py.Bool(false),
+    };
+}
+
+/// <summary>start_response: forwards to the request it belongs to, and refuses calls once that request is over.</summary>
+internal sealed class StartResponseObject(WsgiWorker worker, int generation) : NativeObject
+{
+    public override PyRef Call(PyBorrowed args, PyBorrowed kwargs)
+    {
+        worker.CheckCurrent(generation, "start_response");
+        PyBorrowed status = Args.Required(args, 0, "start_response");
+        PyBorrowed headers = Args.Required(args, 1, "start_response");
+        PyBorrowed excInfo = Args.Optional(args, 2);
+        if (!kwargs.IsNull)
+        {
+            PyBorrowed keyword = Py.GetItem(kwargs, "exc_info\0"u8);
+            if (!keyword.IsNull)
+            {
+                excInfo = keyword;
+            }
+        }
+        return worker.StartResponse(status, headers, excInfo);
+    }
+}
+
+/// <summary>The write callable start_response returns.</summary>
+internal sealed class WriteObject(WsgiWorker worker, int generation) : NativeObject
+{
+    public override PyRef Call(PyBorrowed args, PyBorrowed kwargs)
+    {
+        worker.CheckCurrent(generation, "write");
+        PyBorrowed data = Args.Required(args, 0, "write");
+        if (!data.IsBytes)
+        {
+            throw new PythonErrorException(Py.TypeError, $"write() argument must be bytes, not {data.TypeName()}");
+        }
+        worker.WriteFromApplication(data);
+        return Py.None.NewRef();
+    }
+}
+
+/// <summary>
+/// wsgi.input over the request body. It keeps a small look-ahead buffer for readline; reading
+/// stops at the end of the body and never waits beyond it.
+/// </summary>
+internal sealed class InputStreamObject(WsgiWorker worker, int generation) : NativeObject
+{
+    private const int ChunkSize = 16 * 1024;
+    private byte[]? _buffer;
+    private int _start;
+    private int _end;
+    private bool _eof;
+
+    public override PyRef InvokeMethod(int index, PyBorrowed args)
+    {
+        worker.CheckCurrent(generation, "wsgi.input");
+        return index switch
+        {
+            0 => Read(Args.Size(args, 0)),
+            1 => ReadLine(Args.Size(args, 0)),
+            2 => ReadLines(Args.Size(args, 0)),
+            _ => Py.None.NewRef(),
+        };
+    }
+
+    public override PyRef Next()
+    {
+        worker.CheckCurrent(generation, "wsgi.input");
+        PyRef line = ReadLine(-1);
+        if (line.Borrow().Length == 0)
+        {
+            line.Dispose();
+            return default;
+        }
+        return line;
+    }
+
+    public override void Release() => ReturnBuffer();
+
+    private int Buffered => _end - _start;
+
+    private PyRef Read(long size)
+    {
+        if (size < 0)
+        {
+            return ReadToEnd();
+        }
+        if (size == 0)
+        {
+            return Py.Bytes([]);
+        }
+        while (Buffered < size && Fill(size - Buffered))
+        {
+        }
+        int take = (int)Math.Min(size, Buffered);
+        PyRef result = Py.Bytes(_buffer.AsSpan(_start, take));
+        _start += take;
+        return result;
+    }
+
+    private PyRef ReadToEnd()
+    {
+        while (Fill(ChunkSize))
+        {
+        }
+        PyRef result = Py.Bytes(_buffer.AsSpan(_start, Buffered));
+        _start = _end;
+        return result;
+    }
+
+    private PyRef ReadLine(long limit)
+    {
+        int scanned = 0;
+        while (true)
+        {
+            ReadOnlySpan<byte> pending = _buffer.AsSpan(_start, Buffered);
+            int newline = pending[scanned..].IndexOf((byte)'\n');
+            if (newline >= 0)
+            {
+                int length = scanned + newline + 1;
+                return Take(limit >= 0 ? (int)Math.Min(limit, length) : length);
+            }
+            if (limit >= 0 && pending.Length >= limit)
+            {
+                return Take((int)limit);
+            }
+            scanned = pending.Length;
+            if (!Fill(ChunkSize))
+            {
+                return Take(Buffered);
+            }
+        }
+    }
+
+    private PyRef ReadLines(long hint)
+    {
+        PyRef lines = Py.List();
+        long total = 0;
+        while (true)
+        {
+            using PyRef line = ReadLine(-1);
+            nint length = line.Borrow().Length;
+            if (length == 0)
+            {
+                return lines;
+            }
+            Py.Append(lines.Borrow(), line.Borrow());
+            total += length;
+            if (hint > 0 && total >= hint)
+            {
+                return lines;
+            }
+        }
+    }
+
+    private PyRef Take(int length)
+    {
+        PyRef result = Py.Bytes(_buffer.AsSpan(_start, length));
+        _start += length;
+        return result;
+    }
+
+    /// <summary>Reads more of the body into the buffer; false at the end of the body.</summary>
+    private bool Fill(long wanted)
+    {
+        if (_eof)
+        {
+            return false;
+        }
+        int want = (int)Math.Clamp(wanted, 1, 1024 * 1024);
+        if (_buffer is null)
+        {
+            _buffer = ArrayPool<byte>.Shared.Rent(Math.Max(ChunkSize, want));
+        }
+        else if (_buffer.Length - _end < want)
+        {
+            if (_start > 0 && _buffer.Length - Buffered >= want)
+            {
+                _buffer.AsSpan(_start, Buffered).CopyTo(_buffer);
+            }
+            else
+            {
+                byte[] larger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, Buffered + want));
+                _buffer.AsSpan(_start, Buffered).CopyTo(larger);
+                ArrayPool<byte>.Shared.Return(_buffer);
+                _buffer = larger;
+            }
+            _end = Buffered;
+            _start = 0;
+        }
+        int read = worker.ReadBody(_buffer.AsSpan(_end));
+        if (read == 0)
+        {
+            _eof = true;
+            return false;
+        }
+        _end += read;
+        return true;
+    }
+
+    private void ReturnBuffer()
+    {
+        if (_buffer is not null)
+        {
+            ArrayPool<byte>.Shared.Return(_buffer);
+            _buffer = null;
+        }
+    }
+}
+
+/// <summary>
+/// wsgi.file_wrapper. Iterating it reads blocks through the file-like object; the server
+/// recognises it as a response and sends a real file with sendfile instead.
+/// </summary>
+internal sealed class FileWrapperObject : NativeObject
+{
+    private PyRef _filelike;
+    private readonly long _blockSize;
+
+    private FileWrapperObject(PyRef filelike, long blockSize)
+    {
+        _filelike = filelike;
+        _blockSize = blockSize;
+    }
+
+    public PyBorrowed FileLike => _filelike.Borrow();
+
+    public static NativeObject Create(PyBorrowed args, PyBorrowed kwargs)
+    {
+        PyBorrowed filelike = Args.Required(args, 0, "file_wrapper");
+        long blockSize = Args.Size(args, 1);
+        if (!kwargs.IsNull)
+        {
+            PyBorrowed keyword = Py.GetItem(kwargs, "block_size\0"u8);
+            if (!keyword.IsNull)
+            {
+                blockSize = keyword.AsLong();
+            }
+        }
+        return new FileWrapperObject(filelike.NewRef(), blockSize > 0 ? blockSize : 8192);
+    }
+
+    public override PyRef Next()
+    {
+        using PyRef read = _filelike.Borrow().GetAttr("read");
+        using PyRef size = Py.Int(_blockSize);
+        using PyRef args = Py.Tuple(size.Borrow());
+        PyRef data = read.Borrow().Call(args.Borrow());
+        if (data.Borrow().Length == 0)
+        {
+            data.Dispose();
+            return default;
+        }
+        return data;
+    }
+
+    public override PyRef InvokeMethod(int index, PyBorrowed args)
+    {
+        using PyRef close = _filelike.Borrow().GetAttrOrNull("close\0"u8);
+        if (!close.IsNull)
+        {
+            using PyRef ignored = close.Borrow().CallNoArgs();
+        }
+        return Py.None.NewRef();
+    }
+
+    public override PyRef GetAttribute(int index) => index == 0 ? _filelike.Borrow().NewRef() : Py.Int(_blockSize);
+
+    public override void Release() => _filelike.Dispose();
+}

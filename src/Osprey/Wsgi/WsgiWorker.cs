@@ -1,0 +1,558 @@
+using System.Buffers.Text;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+using Osprey.Logging;
+using Osprey.Python;
+
+namespace Osprey.Wsgi;
+
+/// <summary>
+/// Runs requests on one Python thread: builds environ, calls the application, validates what it
+/// gives start_response, and frames the response (PEP 3333). One instance per Python thread,
+/// reused from request to request. Every method runs with the GIL held unless it says otherwise.
+/// </summary>
+internal sealed class WsgiWorker(WsgiApplication application)
+{
+    private static readonly byte[] s_errorBody =
+        "<html><head><title>Internal Server Error</title></head><body><h1><p>Internal Server Error</p></h1></body></html>"u8.ToArray();
+
+    private readonly ResponseHead _head = new();
+    private IHttpExchange? _exchange;
+    private int _generation;
+    private bool _statusSet;
+    private bool _headersSent;
+    private bool _finished;
+    private bool _isHead;
+    private bool _bodyForbidden;
+    private bool _truncatedWarned;
+    private long _bodyBytesSent;
+    // Separate buffers: a header's name and value are both in use at once when either is non-ASCII.
+    private byte[]? _latin1Scratch;
+    private byte[]? _nameScratch;
+    private byte[]? _valueScratch;
+
+    private IHttpExchange Exchange => _exchange ?? throw new InvalidOperationException("no request in progress");
+
+    public void Handle(IHttpExchange exchange)
+    {
+        _exchange = exchange;
+        _generation++;
+        _head.Reset();
+        _statusSet = _headersSent = _finished = _truncatedWarned = false;
+        _bodyBytesSent = 0;
+        _isHead = exchange.Request.Method == "HEAD";
+        _bodyForbidden = false;
+
+        PyRef result = default;
+        try
+        {
+            using (PyRef input = application.Types.Input.Instantiate(new InputStreamObject(this, _generation)))
+            using (PyRef environ = application.Environ.Build(exchange.Request, input.Borrow()))
+            using (PyRef startResponse = application.Types.StartResponse.Instantiate(new StartResponseObject(this, _generation)))
+            using (PyRef args = Py.Tuple(environ.Borrow(), startResponse.Borrow()))
+            {
+                result = application.Callable.Call(args.Borrow());
+            }
+            SendResult(result.Borrow());
+        }
+        catch (PythonException e)
+        {
+            Fail($"Error handling request {DescribeRequest()}\n{e.Traceback}");
+            e.ReleaseObjects();
+        }
+        catch (ResponseException e)
+        {
+            Fail($"Error handling request {DescribeRequest()}: {e.Message}");
+        }
+        catch (ClientGoneException)
+        {
+            Finish(complete: false);
+        }
+        finally
+        {
+            if (!result.IsNull)
+            {
+                CloseIterable(result.Borrow());
+                result.Dispose();
+            }
+            if (!_finished)
+            {
+                Finish(complete: false);
+            }
+            // Objects the application kept refuse further use from here on.
+            _generation++;
+            _exchange = null;
+        }
+    }
+
+    public void CheckCurrent(int generation, string what)
+    {
+        if (generation != _generation || _exchange is null)
+        {
+            throw new PythonErrorException(Py.RuntimeError, $"{what} used after its request completed");
+        }
+    }
+
+    /// <summary>Reads request body bytes for wsgi.input, letting other Python threads run if the client must be waited for.</summary>
+    public int ReadBody(Span<byte> destination)
+    {
+        IHttpExchange exchange = Exchange;
+        if (exchange.BodyIsBuffered)
+        {
+            return exchange.ReadBody(destination);
+        }
+        using (Gil.Release())
+        {
+            return exchange.ReadBody(destination);
+        }
+    }
+
+    public PyRef StartResponse(PyBorrowed status, PyBorrowed headers, PyBorrowed excInfo)
+    {
+        if (!excInfo.IsNull && !excInfo.IsNone)
+        {
+            if (_headersSent)
+            {
+                // PEP 3333: once headers are out, start_response with exc_info re-raises it.
+                if (!excInfo.IsTuple || excInfo.TupleSize != 3)
+                {
+                    throw new PythonErrorException(Py.TypeError, "exc_info must be a (type, value, traceback) tuple");
+                }
+                Py.RestoreError(excInfo.TupleItem(0), excInfo.TupleItem(1), excInfo.TupleItem(2));
+                throw PythonException.Fetch();
+            }
+            _head.Reset();
+        }
+        else if (_statusSet)
+        {
+            throw new PythonErrorException(Py.AssertionError, "start_response() called again without exc_info");
+        }
+
+        _head.Reset();
+        ParseStatus(status);
+        if (!headers.IsList)
+        {
+            throw new PythonErrorException(Py.TypeError, $"response headers must be a list, not {headers.TypeName()}");
+        }
+        nint count = headers.ListSize;
+        for (nint i = 0; i < count; i++)
+        {
+            AddHeader(headers.ListItem(i));
+        }
+        _statusSet = true;
+        int code = _head.StatusCode;
+        _bodyForbidden = code is (>= 100 and < 200) or 204 or 304;
+        return application.Types.Write.Instantiate(new WriteObject(this, _generation));
+    }
+
+    private void ParseStatus(PyBorrowed status)
+    {
+        if (!status.IsStr)
+        {
+            throw new PythonErrorException(Py.TypeError, $"status must be a str, not {status.TypeName()}");
+        }
+        if (!status.TryGetLatin1(ref _latin1Scratch, out ReadOnlySpan<byte> text))
+        {
+            throw new PythonErrorException(Py.ValueError, "status must be encodable as latin-1");
+        }
+        if (text.Length < 4 || !IsDigit(text[0]) || !IsDigit(text[1]) || !IsDigit(text[2]) || text[3] != ' ' || text[0] == '0')
+        {
+            throw new PythonErrorException(Py.ValueError, $"status must be 'NNN reason', got {status.Repr()}");
+        }
+        ReadOnlySpan<byte> reason = text[4..];
+        if (ContainsControl(reason))
+        {
+            throw new PythonErrorException(Py.ValueError, "status must not contain control characters such as CR or LF");
+        }
+        _head.SetStatus((text[0] - '0') * 100 + (text[1] - '0') * 10 + (text[2] - '0'), reason);
+    }
+
+    private void AddHeader(PyBorrowed item)
+    {
+        if (!item.IsTuple || item.TupleSize != 2)
+        {
+            throw new PythonErrorException(Py.TypeError, $"each response header must be a (name, value) tuple, got {item.Repr()}");
+        }
+        PyBorrowed name = item.TupleItem(0);
+        PyBorrowed value = item.TupleItem(1);
+        if (!name.IsStr || !value.IsStr)
+        {
+            throw new PythonErrorException(Py.TypeError, $"response header names and values must be str, got {item.Repr()}");
+        }
+        if (!name.TryGetLatin1(ref _nameScratch, out ReadOnlySpan<byte> nameBytes) || nameBytes.Length == 0 || !IsToken(nameBytes))
+        {
+            throw new PythonErrorException(Py.ValueError, $"invalid response header name {name.Repr()}");
+        }
+        if (IsHopByHop(nameBytes))
+        {
+            throw new PythonErrorException(Py.ValueError, $"hop-by-hop header {name.Repr()} is not allowed in a WSGI response");
+        }
+        if (!value.TryGetLatin1(ref _valueScratch, out ReadOnlySpan<byte> valueBytes))
+        {
+            throw new PythonErrorException(Py.ValueError, $"response header value {value.Repr()} is not latin-1");
+        }
+        if (ContainsControl(valueBytes))
+        {
+            throw new PythonErrorException(Py.ValueError, $"response header value {value.Repr()} contains a control character (CR, LF or NUL)");
+        }
+        if (Ascii.EqualsIgnoreCase(nameBytes, "content-length"u8))
+        {
+            if (!Utf8Parser.TryParse(valueBytes, out long length, out int consumed) || consumed != valueBytes.Length || length < 0)
+            {
+                throw new PythonErrorException(Py.ValueError, $"invalid Content-Length {value.Repr()}");
+            }
+            _head.SetContentLength(length);
+        }
+        _head.AddHeader(nameBytes, valueBytes);
+    }
+
+    public void WriteFromApplication(PyBorrowed data)
+    {
+        if (!_statusSet)
+        {
+            throw new PythonErrorException(Py.AssertionError, "write() called before start_response()");
+        }
+        Write(data.AsBytesSpan(), flush: true);
+    }
+
+    private void SendResult(PyBorrowed result)
+    {
+        if (application.Types.FileWrapper.TryGetTarget(result, out FileWrapperObject? wrapper) && _statusSet && TrySendFile(wrapper))
+        {
+            return;
+        }
+        if (result.IsList || result.IsTuple)
+        {
+            bool list = result.IsList;
+            nint count = list ? result.ListSize : result.TupleSize;
+            if (count == 1 && !_headersSent && _statusSet && _head.ContentLength < 0)
+            {
+                PyBorrowed only = list ? result.ListItem(0) : result.TupleItem(0);
+                if (only.IsBytes)
+                {
+                    AddContentLength(only.Length);
+                }
+            }
+            for (nint i = 0; i < count; i++)
+            {
+                // Re-read the size each time: the application may hold and mutate its list.
+                if (i >= (list ? result.ListSize : result.TupleSize))
+                {
+                    break;
+                }
+                WriteItem(list ? result.ListItem(i) : result.TupleItem(i), flush: i < count - 1);
+            }
+        }
+        else
+        {
+            PyRef iterator;
+            try
+            {
+                iterator = result.GetIter();
+            }
+            catch (PythonException e)
+            {
+                e.ReleaseObjects();
+                throw new ResponseException($"the application returned {result.TypeName()}, which is not an iterable of bytes");
+            }
+            using (iterator)
+            {
+                while (true)
+                {
+                    using PyRef item = iterator.Borrow().IterNext();
+                    if (item.IsNull)
+                    {
+                        if (Py.ErrorPending)
+                        {
+                            throw PythonException.Fetch();
+                        }
+                        break;
+                    }
+                    WriteItem(item.Borrow(), flush: true);
+                }
+            }
+        }
+        EndResponse();
+    }
+
+    private void WriteItem(PyBorrowed item, bool flush)
+    {
+        if (!item.IsBytes)
+        {
+            throw new ResponseException($"the application's response iterable yielded {item.TypeName()}, but PEP 3333 requires bytes");
+        }
+        if (!_statusSet)
+        {
+            throw new ResponseException("the application returned a body without calling start_response()");
+        }
+        Write(item.AsBytesSpan(), flush);
+    }
+
+    private void Write(ReadOnlySpan<byte> data, bool flush)
+    {
+        if (data.IsEmpty)
+        {
+            return;
+        }
+        IHttpExchange exchange = Exchange;
+        if (!_headersSent)
+        {
+            exchange.WriteHead(_head);
+            _headersSent = true;
+        }
+        if (_isHead || _bodyForbidden)
+        {
+            return;
+        }
+        if (_head.ContentLength >= 0)
+        {
+            long room = _head.ContentLength - _bodyBytesSent;
+            if (data.Length > room)
+            {
+                if (!_truncatedWarned)
+                {
+                    _truncatedWarned = true;
+                    Log.Warning($"{DescribeRequest()}: the application sent more than its Content-Length of {_head.ContentLength}; the excess was dropped");
+                }
+                data = data[..(int)Math.Max(0, room)];
+                if (data.IsEmpty)
+                {
+                    return;
+                }
+            }
+        }
+        _bodyBytesSent += data.Length;
+        if (!exchange.WriteBody(data, flush))
+        {
+            bool alive;
+            using (Gil.Release())
+            {
+                alive = exchange.WaitForDrain();
+            }
+            if (!alive)
+            {
+                throw new ClientGoneException();
+            }
+        }
+        if (exchange.ClientDisconnected)
+        {
+            throw new ClientGoneException();
+        }
+    }
+
+    private bool TrySendFile(FileWrapperObject wrapper)
+    {
+        using PyRef fileno = wrapper.FileLike.GetAttrOrNull("fileno\0"u8);
+        if (fileno.IsNull)
+        {
+            return false;
+        }
+        long fd;
+        long offset = 0;
+        try
+        {
+            using PyRef number = fileno.Borrow().CallNoArgs();
+            fd = number.Borrow().AsLong();
+            using PyRef tell = wrapper.FileLike.GetAttrOrNull("tell\0"u8);
+            if (!tell.IsNull)
+            {
+                using PyRef position = tell.Borrow().CallNoArgs();
+                offset = position.Borrow().AsLong();
+            }
+        }
+        catch (PythonException e)
+        {
+            // io.BytesIO and friends raise here: they are sent by iteration instead.
+            e.ReleaseObjects();
+            return false;
+        }
+        using var handle = new SafeFileHandle((nint)fd, ownsHandle: false);
+        long length;
+        try
+        {
+            length = RandomAccess.GetLength(handle);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException)
+        {
+            return false;
+        }
+        if (length <= offset)
+        {
+            // Pipes and sockets report no size; an exhausted file has nothing to send: iterate instead.
+            return false;
+        }
+        long count = length - offset;
+        if (_head.ContentLength >= 0)
+        {
+            count = Math.Min(count, _head.ContentLength);
+        }
+        else if (!_headersSent)
+        {
+            AddContentLength(count);
+        }
+        IHttpExchange exchange = Exchange;
+        if (!_headersSent)
+        {
+            exchange.WriteHead(_head);
+            _headersSent = true;
+        }
+        if (!_isHead && !_bodyForbidden && count > 0)
+        {
+            bool sent;
+            using (Gil.Release())
+            {
+                sent = exchange.SendFile(handle, offset, count);
+            }
+            if (!sent)
+            {
+                throw new ClientGoneException();
+            }
+            _bodyBytesSent += count;
+        }
+        EndResponse();
+        return true;
+    }
+
+    private void EndResponse()
+    {
+        if (!_statusSet)
+        {
+            throw new ResponseException("the application returned without calling start_response()");
+        }
+        IHttpExchange exchange = Exchange;
+        if (!_headersSent)
+        {
+            if (_head.ContentLength < 0 && !_bodyForbidden)
+            {
+                AddContentLength(0);
+            }
+            exchange.WriteHead(_head);
+            _headersSent = true;
+        }
+        bool shortBody = _head.ContentLength >= 0 && _bodyBytesSent < _head.ContentLength && !_isHead && !_bodyForbidden;
+        if (shortBody)
+        {
+            Log.Warning($"{DescribeRequest()}: the application sent {_bodyBytesSent} of its Content-Length of {_head.ContentLength} bytes; closing the connection");
+        }
+        Finish(complete: !shortBody);
+    }
+
+    private void AddContentLength(long length)
+    {
+        Span<byte> digits = stackalloc byte[20];
+        Utf8Formatter.TryFormat(length, digits, out int written);
+        _head.AddHeader("Content-Length"u8, digits[..written]);
+        _head.SetContentLength(length);
+    }
+
+    /// <summary>An error the application caused: a 500 if nothing was sent yet, otherwise the connection is cut.</summary>
+    private void Fail(string logMessage)
+    {
+        Log.Error(logMessage);
+        if (_finished || _exchange is null)
+        {
+            return;
+        }
+        if (_headersSent)
+        {
+            Finish(complete: false);
+            return;
+        }
+        _head.Reset();
+        _head.SetStatus(500, "Internal Server Error"u8);
+        _head.AddHeader("Content-Type"u8, "text/html"u8);
+        _bodyForbidden = false;
+        AddContentLength(s_errorBody.Length);
+        _exchange.WriteHead(_head);
+        _headersSent = true;
+        if (!_isHead)
+        {
+            _exchange.WriteBody(s_errorBody, flush: false);
+        }
+        Finish(complete: true);
+    }
+
+    private void Finish(bool complete)
+    {
+        if (_finished || _exchange is null)
+        {
+            return;
+        }
+        _finished = true;
+        if (complete)
+        {
+            _exchange.Complete();
+        }
+        else
+        {
+            _exchange.Abort();
+        }
+    }
+
+    private void CloseIterable(PyBorrowed result)
+    {
+        try
+        {
+            using PyRef close = result.GetAttrOrNull("close\0"u8);
+            if (!close.IsNull)
+            {
+                using PyRef ignored = close.Borrow().CallNoArgs();
+            }
+        }
+        catch (PythonException e)
+        {
+            Log.Error($"Error closing the response of {DescribeRequest()}\n{e.Traceback}");
+            e.ReleaseObjects();
+        }
+    }
+
+    private string DescribeRequest()
+    {
+        if (_exchange is null)
+        {
+            return "(finished request)";
+        }
+        RequestHead request = _exchange.Request;
+        return $"{request.Method} {Encoding.Latin1.GetString(request.Target)}";
+    }
+
+    private static bool IsDigit(byte b) => b is >= (byte)'0' and <= (byte)'9';
+
+    private static bool ContainsControl(ReadOnlySpan<byte> text)
+    {
+        foreach (byte b in text)
+        {
+            if ((b < 0x20 && b != '\t') || b == 0x7F)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // RFC 9110 token characters.
+    private static bool IsToken(ReadOnlySpan<byte> name)
+    {
+        foreach (byte b in name)
+        {
+            bool ok = b is (>= (byte)'a' and <= (byte)'z') or (>= (byte)'A' and <= (byte)'Z') or (>= (byte)'0' and <= (byte)'9')
+                or (byte)'!' or (byte)'#' or (byte)'$' or (byte)'%' or (byte)'&' or (byte)'\'' or (byte)'*' or (byte)'+'
+                or (byte)'-' or (byte)'.' or (byte)'^' or (byte)'_' or (byte)'`' or (byte)'|' or (byte)'~';
+            if (!ok)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private static bool IsHopByHop(ReadOnlySpan<byte> name) =>
+        Ascii.EqualsIgnoreCase(name, "connection"u8) || Ascii.EqualsIgnoreCase(name, "keep-alive"u8) ||
+        Ascii.EqualsIgnoreCase(name, "proxy-authenticate"u8) || Ascii.EqualsIgnoreCase(name, "proxy-authorization"u8) ||
+        Ascii.EqualsIgnoreCase(name, "te"u8) || Ascii.EqualsIgnoreCase(name, "trailer"u8) || Ascii.EqualsIgnoreCase(name, "trailers"u8) ||
+        Ascii.EqualsIgnoreCase(name, "transfer-encoding"u8) || Ascii.EqualsIgnoreCase(name, "upgrade"u8);
+
+    private sealed class ResponseException(string message) : Exception(message);
+
+    private sealed class ClientGoneException : Exception;
+}
