@@ -67,6 +67,10 @@ public static class Server
             return 1;
         }
         Log.Info($"Application {options.App} loaded; {options.Threads} Python thread(s)");
+        if (options.Workers > 1)
+        {
+            Log.Warning($"--workers {options.Workers}: this version serves from one process; use --threads for concurrency");
+        }
 
         using var workers = new PythonWorkers(application, options.Threads);
         var settings = new HttpSettings(
