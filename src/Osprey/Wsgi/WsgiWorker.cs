@@ -479,6 +479,10 @@ internal sealed class WsgiWorker(WsgiApplication application)
             return;
         }
         _finished = true;
+        if (Log.AccessLogEnabled)
+        {
+            WriteAccessLog(_exchange.Request);
+        }
         if (complete)
         {
             _exchange.Complete();
@@ -487,6 +491,30 @@ internal sealed class WsgiWorker(WsgiApplication application)
         {
             _exchange.Abort();
         }
+    }
+
+    /// <summary>gunicorn's default format: %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s".</summary>
+    private void WriteAccessLog(RequestHead request)
+    {
+        string referer = "-", agent = "-";
+        for (int i = 0; i < request.HeaderCount; i++)
+        {
+            ReadOnlySpan<byte> name = request.HeaderName(i);
+            if (Ascii.EqualsIgnoreCase(name, "referer"u8))
+            {
+                referer = Encoding.Latin1.GetString(request.HeaderValue(i));
+            }
+            else if (Ascii.EqualsIgnoreCase(name, "user-agent"u8))
+            {
+                agent = Encoding.Latin1.GetString(request.HeaderValue(i));
+            }
+        }
+        string protocol = request.Version switch { HttpVersion.Http10 => "HTTP/1.0", HttpVersion.Http2 => "HTTP/2.0", _ => "HTTP/1.1" };
+        DateTimeOffset now = DateTimeOffset.Now;
+        string offset = now.ToString("zzz", System.Globalization.CultureInfo.InvariantCulture).Replace(":", "", StringComparison.Ordinal);
+        string line = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{(request.RemoteAddress.Length > 0 ? request.RemoteAddress : "-")} - - [{now:dd/MMM/yyyy:HH:mm:ss} {offset}] \"{request.Method} {Encoding.Latin1.GetString(request.Target)} {protocol}\" {_head.StatusCode} {(_bodyBytesSent > 0 ? _bodyBytesSent.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-")} \"{referer}\" \"{agent}\"\n");
+        Log.Access(Encoding.UTF8.GetBytes(line));
     }
 
     private void CloseIterable(PyBorrowed result)
