@@ -121,7 +121,6 @@ internal sealed class WsgiWorker(WsgiApplication application)
                 Py.RestoreError(excInfo.TupleItem(0), excInfo.TupleItem(1), excInfo.TupleItem(2));
                 throw PythonException.Fetch();
             }
-            _head.Reset();
         }
         else if (_statusSet)
         {

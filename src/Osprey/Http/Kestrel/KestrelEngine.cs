@@ -65,7 +65,9 @@ public sealed class KestrelEngine : IAsyncDisposable
         }
         foreach (Socket listener in listeners)
         {
-            options.ListenHandle((ulong)listener.Handle);
+            // The exchange is kept per connection, which holds for HTTP/1.1's one request at a time;
+            // HTTP/2 (TLS listeners, later) will need one per stream.
+            options.ListenHandle((ulong)listener.Handle, listen => listen.Protocols = HttpProtocols.Http1);
         }
         var transport = new SocketTransportFactory(Options.Create(new SocketTransportOptions()), loggerFactory);
         var server = new KestrelServer(Options.Create(options), transport, loggerFactory);
