@@ -37,8 +37,11 @@ public interface IHttpExchange
     /// <summary>Sends <paramref name="count"/> bytes of a file from <paramref name="offset"/> (blocking). False if the client is gone.</summary>
     bool SendFile(SafeFileHandle file, long offset, long count);
 
-    /// <summary>The response is complete; the connection may be reused.</summary>
-    void Complete();
+    /// <summary>
+    /// The response is over. With <paramref name="closeConnection"/> the body fell short of its
+    /// Content-Length: what was written is still delivered, then the connection is closed.
+    /// </summary>
+    void Complete(bool closeConnection);
 
     /// <summary>The response cannot be completed: close the connection without finishing it.</summary>
     void Abort();

@@ -66,7 +66,7 @@ internal sealed class WsgiWorker(WsgiApplication application)
         }
         catch (ClientGoneException)
         {
-            Finish(complete: false);
+            Finish(ResponseEnd.Aborted);
         }
         finally
         {
@@ -77,7 +77,7 @@ internal sealed class WsgiWorker(WsgiApplication application)
             }
             if (!_finished)
             {
-                Finish(complete: false);
+                Finish(ResponseEnd.Aborted);
             }
             // Objects the application kept refuse further use from here on.
             _generation++;
@@ -433,7 +433,7 @@ internal sealed class WsgiWorker(WsgiApplication application)
         {
             Log.Warning($"{DescribeRequest()}: the application sent {_bodyBytesSent} of its Content-Length of {_head.ContentLength} bytes; closing the connection");
         }
-        Finish(complete: !shortBody);
+        Finish(shortBody ? ResponseEnd.Truncated : ResponseEnd.Complete);
     }
 
     private void AddContentLength(long length)
@@ -454,7 +454,7 @@ internal sealed class WsgiWorker(WsgiApplication application)
         }
         if (_headersSent)
         {
-            Finish(complete: false);
+            Finish(ResponseEnd.Aborted);
             return;
         }
         _head.Reset();
@@ -468,10 +468,10 @@ internal sealed class WsgiWorker(WsgiApplication application)
         {
             _exchange.WriteBody(s_errorBody, flush: false);
         }
-        Finish(complete: true);
+        Finish(ResponseEnd.Complete);
     }
 
-    private void Finish(bool complete)
+    private void Finish(ResponseEnd end)
     {
         if (_finished || _exchange is null)
         {
@@ -482,13 +482,13 @@ internal sealed class WsgiWorker(WsgiApplication application)
         {
             WriteAccessLog(_exchange.Request);
         }
-        if (complete)
+        if (end == ResponseEnd.Aborted)
         {
-            _exchange.Complete();
+            _exchange.Abort();
         }
         else
         {
-            _exchange.Abort();
+            _exchange.Complete(closeConnection: end == ResponseEnd.Truncated);
         }
     }
 
@@ -578,6 +578,8 @@ internal sealed class WsgiWorker(WsgiApplication application)
         Ascii.EqualsIgnoreCase(name, "proxy-authenticate"u8) || Ascii.EqualsIgnoreCase(name, "proxy-authorization"u8) ||
         Ascii.EqualsIgnoreCase(name, "te"u8) || Ascii.EqualsIgnoreCase(name, "trailer"u8) || Ascii.EqualsIgnoreCase(name, "trailers"u8) ||
         Ascii.EqualsIgnoreCase(name, "transfer-encoding"u8) || Ascii.EqualsIgnoreCase(name, "upgrade"u8);
+
+    private enum ResponseEnd { Complete, Truncated, Aborted }
 
     private sealed class ResponseException(string message) : Exception(message);
 

@@ -162,7 +162,9 @@ internal sealed class KestrelLogBridge : ILoggerProvider
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
-            if (!IsEnabled(logLevel))
+            // Kestrel's "application error" (event 13) is only ever a Content-Length mismatch here,
+            // which the WSGI layer has already logged as a warning with the request named.
+            if (!IsEnabled(logLevel) || eventId.Id == 13)
             {
                 return;
             }

@@ -19,6 +19,7 @@ namespace Osprey.Http.Kestrel;
 internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 {
     private const int FileChunk = 64 * 1024;
+    private static readonly TimeSpan AbortGrace = TimeSpan.FromMilliseconds(50);
 
     private readonly RequestHead _head = new();
     private readonly RequestBodyBuffer _body;
@@ -38,6 +39,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     private bool _bodyBuffered;
     private bool _aborted;
     private bool _clientGone;
+    private long _responseBodyBytes;
     private Task<FlushResult>? _pendingFlush;
 
     public KestrelExchange(long bodyMemoryLimit) => _body = new RequestBodyBuffer(bodyMemoryLimit);
@@ -71,6 +73,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _bodyBuffered = true;
         _aborted = false;
         _clientGone = false;
+        _responseBodyBytes = 0;
         _pendingFlush = null;
         _body.Reset();
         if (_bodyDetection?.CanHaveBody ?? true)
@@ -91,6 +94,13 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         await new ValueTask(this, _completion.Version).ConfigureAwait(false);
         if (_aborted)
         {
+            if (_responseBodyBytes > 0)
+            {
+                // Kestrel's abort drops whatever its socket transport has not sent yet; the client
+                // should still get the bytes that were flushed before the failure. Error path only,
+                // and no thread waits.
+                await Task.Delay(AbortGrace).ConfigureAwait(false);
+            }
             _lifetime.Abort();
         }
     }
@@ -184,6 +194,18 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     public void WriteHead(ResponseHead head)
     {
+        try
+        {
+            WriteHeadToKestrel(head);
+        }
+        catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException or IOException)
+        {
+            _clientGone = true;
+        }
+    }
+
+    private void WriteHeadToKestrel(ResponseHead head)
+    {
         _response.StatusCode = head.StatusCode;
         _response.ReasonPhrase = Encoding.Latin1.GetString(head.Reason);
         IHeaderDictionary headers = _response.Headers;
@@ -200,9 +222,23 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     public bool WriteBody(ReadOnlySpan<byte> data, bool flush)
     {
-        PipeWriter writer = _responseBody.Writer;
-        writer.Write(data);
-        return !flush || Flush(writer);
+        if (ClientDisconnected)
+        {
+            return true;
+        }
+        try
+        {
+            PipeWriter writer = _responseBody.Writer;
+            writer.Write(data);
+            _responseBodyBytes += data.Length;
+            return !flush || Flush(writer);
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or ObjectDisposedException or IOException)
+        {
+            // Kestrel refuses writes once it has aborted the connection.
+            _clientGone = true;
+            return true;
+        }
     }
 
     private bool Flush(PipeWriter writer)
@@ -240,6 +276,19 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     public bool SendFile(SafeFileHandle file, long offset, long count)
     {
         // Kestrel has no sendfile path; this reads through the page cache into its pipe.
+        try
+        {
+            return CopyFile(file, offset, count);
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or ObjectDisposedException)
+        {
+            _clientGone = true;
+            return false;
+        }
+    }
+
+    private bool CopyFile(SafeFileHandle file, long offset, long count)
+    {
         PipeWriter writer = _responseBody.Writer;
         while (count > 0)
         {
@@ -251,6 +300,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
                 break;
             }
             writer.Advance(read);
+            _responseBodyBytes += read;
             offset += read;
             count -= read;
             if (!Flush(writer) && !WaitForDrain())
@@ -265,7 +315,17 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         return true;
     }
 
-    public void Complete() => _completion.SetResult(true);
+    public void Complete(bool closeConnection)
+    {
+        // Kestrel sees the short body itself and closes the connection after sending what was
+        // written; only when no body byte was written would it keep the connection, so cut it then.
+        if (closeConnection && _responseBodyBytes == 0)
+        {
+            Abort();
+            return;
+        }
+        _completion.SetResult(true);
+    }
 
     public void Abort()
     {

@@ -1,0 +1,23 @@
+namespace Osprey.Tests.Infrastructure;
+
+/// <summary>
+/// The HTTP engines every integration test runs against, passed to the server as <c>--engine NAME</c>.
+/// Use as <c>[Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]</c>.
+/// </summary>
+public static class Engines
+{
+    public static IReadOnlyList<string> Names { get; } = ["kestrel"];
+
+    public static TheoryData<string> All
+    {
+        get
+        {
+            var data = new TheoryData<string>();
+            foreach (var name in Names)
+            {
+                data.Add(name);
+            }
+            return data;
+        }
+    }
+}

@@ -1,0 +1,253 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using Osprey.Tests.Infrastructure;
+using static Osprey.Tests.Integration.TestSupport;
+
+namespace Osprey.Tests.Integration;
+
+/// <summary>
+/// The command line as a user meets it: --version, --help, every startup error (a non-zero exit and one clear
+/// line, a Python traceback where there is one, never a .NET stack trace), and the APP forms
+/// <c>module</c>, <c>module:factory()</c>, <c>module:factory('prod', n=2)</c>.
+/// </summary>
+public sealed class StartupTests
+{
+    private static readonly TimeSpan RunTimeout = TimeSpan.FromSeconds(20);
+
+    private static Task<ProcessResult> RunAsync(params string[] args) => OspreyServer.RunToCompletionAsync(args, RunTimeout);
+
+    /// <summary>Runs the server with the usual flags and the given app/extra arguments (bind first, so they can override it).</summary>
+    private static Task<ProcessResult> RunAppAsync(string engine, string app, params string[] extra) =>
+        RunAsync([
+            "-b", $"127.0.0.1:{OspreyServer.GetFreePort()}", "--python", RepoPaths.SystemPython,
+            "--chdir", RepoPaths.Apps, "--engine", engine, .. extra, app,
+        ]);
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Version_prints_the_version_and_exits_0(string engine)
+    {
+        var result = await RunAsync("--engine", engine, "--version");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var output = result.Stdout + result.Stderr;
+        Assert.Contains("osprey", output, StringComparison.OrdinalIgnoreCase);
+        Assert.Matches(@"\d+\.\d+\.\d+", output);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Help_prints_usage_and_exits_0(string engine)
+    {
+        var result = await RunAsync("--engine", engine, "--help");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("usage:", result.Stdout, StringComparison.Ordinal);
+        Assert.Contains("--bind", result.Stdout, StringComparison.Ordinal);
+        Assert.Contains("--threads", result.Stdout, StringComparison.Ordinal);
+        AssertNoDotNetStackTrace(result.Stdout + result.Stderr);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Module_not_found_is_one_clear_line(string engine)
+    {
+        var result = await RunAppAsync(engine, "no_such_module_xyz:app");
+        AssertCleanFailure(result, allowTraceback: true, "no_such_module_xyz");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Import_error_shows_the_python_traceback(string engine)
+    {
+        var result = await RunAppAsync(engine, "broken_import:app");
+
+        AssertCleanFailure(result, allowTraceback: true, "broken_import");
+        Assert.Contains("Traceback (most recent call last):", result.Stderr, StringComparison.Ordinal);
+        Assert.Contains("RuntimeError: broken_import marker: this module fails at import", result.Stderr, StringComparison.Ordinal);
+        Assert.Contains("broken_import.py", result.Stderr, StringComparison.Ordinal);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Missing_attribute_is_one_clear_line(string engine)
+    {
+        var result = await RunAppAsync(engine, "no_app:app");
+        AssertCleanFailure(result, allowTraceback: false, "no_app", "app");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Module_alone_without_application_attribute_is_one_clear_line(string engine)
+    {
+        var result = await RunAppAsync(engine, "no_app");
+        AssertCleanFailure(result, allowTraceback: false, "no_app", "application");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Attribute_not_callable_is_one_clear_line(string engine)
+    {
+        var result = await RunAppAsync(engine, "not_callable:app");
+        AssertCleanFailure(result, allowTraceback: false, "callable");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Port_in_use_is_one_clear_line(string engine)
+    {
+        var occupier = new TcpListener(IPAddress.Loopback, 0);
+        occupier.Start();
+        try
+        {
+            var port = ((IPEndPoint)occupier.LocalEndpoint).Port;
+            var result = await RunAsync("-b", $"127.0.0.1:{port}", "--python", RepoPaths.SystemPython,
+                "--chdir", RepoPaths.Apps, "--engine", engine, "environ_app:app");
+            AssertCleanFailure(result, allowTraceback: false, port.ToString(CultureInfo.InvariantCulture));
+        }
+        finally
+        {
+            occupier.Stop();
+        }
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Invalid_bind_address_is_one_clear_line(string engine)
+    {
+        var result = await RunAsync("-b", "999.1.1.1:80", "--python", RepoPaths.SystemPython,
+            "--chdir", RepoPaths.Apps, "--engine", engine, "environ_app:app");
+        AssertCleanFailure(result, allowTraceback: false, "999.1.1.1");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Port_out_of_range_is_one_clear_line(string engine)
+    {
+        var result = await RunAsync("-b", "127.0.0.1:99999", "--python", RepoPaths.SystemPython,
+            "--chdir", RepoPaths.Apps, "--engine", engine, "environ_app:app");
+        AssertCleanFailure(result, allowTraceback: false, "99999");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Python_that_is_not_an_interpreter_is_one_clear_line(string engine)
+    {
+        var result = await RunAppAsync(engine, "environ_app:app", "--python", "/bin/true");
+        AssertCleanFailure(result, allowTraceback: false, "/bin/true");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Python_script_that_prints_nothing_is_one_clear_line(string engine)
+    {
+        var dir = Directory.CreateTempSubdirectory("osprey-fakepython-");
+        try
+        {
+            var fake = Path.Combine(dir.FullName, "python3");
+            await File.WriteAllTextAsync(fake, "#!/bin/sh\n# Looks like an interpreter, answers nothing.\nexit 0\n");
+            if (!OperatingSystem.IsWindows())
+            {
+                File.SetUnixFileMode(fake, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            }
+
+            var result = await RunAppAsync(engine, "environ_app:app", "--python", fake);
+            AssertCleanFailure(result, allowTraceback: false, fake);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Missing_python_is_one_clear_line(string engine)
+    {
+        var result = await RunAppAsync(engine, "environ_app:app", "--python", "/nonexistent/bin/python3");
+        AssertCleanFailure(result, allowTraceback: false, "/nonexistent/bin/python3");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Module_alone_uses_its_application_attribute(string engine)
+    {
+        var made = await ServeFactoryAppAsync(engine, "factory_app");
+        Assert.Equal("application", made.GetProperty("label").GetString());
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Factory_call_without_arguments_is_called(string engine)
+    {
+        var made = await ServeFactoryAppAsync(engine, "factory_app:create_app()");
+
+        Assert.Equal("create_app", made.GetProperty("label").GetString());
+        Assert.Equal(0, made.GetProperty("args").GetArrayLength());
+        Assert.Empty(made.GetProperty("kwargs").EnumerateObject());
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Factory_call_with_literal_arguments_is_called_with_them(string engine)
+    {
+        var made = await ServeFactoryAppAsync(engine, "factory_app:create_app('prod', n=2)");
+
+        Assert.Equal("create_app", made.GetProperty("label").GetString());
+        Assert.Equal(["prod"], Strings(made.GetProperty("args")));
+        Assert.Equal(2, made.GetProperty("kwargs").GetProperty("n").GetInt32());
+        Assert.Single(made.GetProperty("kwargs").EnumerateObject());
+    }
+
+    private static async Task<JsonElement> ServeFactoryAppAsync(string engine, string app)
+    {
+        await using var server = await OspreyServer.StartAsync(engine, app);
+        var response = await RawHttp.GetAsync(server, "/");
+        Assert.True(response.StatusCode == 200, response.ToString());
+        return response.Json();
+    }
+
+    /// <summary>
+    /// Non-zero exit, no .NET stack trace, and, apart from INFO/DEBUG log lines, an argparse-style "usage:" line and
+    /// (when allowed) a Python traceback, exactly one line on stderr, which names every one of <paramref name="mentions"/>.
+    /// </summary>
+    private static void AssertCleanFailure(ProcessResult result, bool allowTraceback, params string[] mentions)
+    {
+        Assert.True(result.ExitCode != 0, "expected a non-zero exit: " + result);
+        AssertNoDotNetStackTrace(result.Stdout + result.Stderr);
+
+        var lines = WithoutTracebacks(result.Stderr.Split('\n'), out var hadTraceback)
+            .Where(l => l.Trim().Length > 0)
+            .Where(l => !(LogLineRegex().Match(l) is { Success: true } m && m.Groups["level"].Value is "INFO" or "DEBUG"))
+            // Command-line errors may follow the argparse/gunicorn convention of a "usage:" reminder before the error.
+            .Where(l => !l.StartsWith("usage: ", StringComparison.Ordinal))
+            .ToList();
+        if (!allowTraceback)
+        {
+            Assert.False(hadTraceback, "no Python traceback expected here: " + result);
+        }
+        Assert.True(lines.Count == 1, $"expected exactly one error line, got {lines.Count}: {result}");
+        foreach (var mention in mentions)
+        {
+            Assert.True(lines[0].Contains(mention, StringComparison.Ordinal), $"the error line should name '{mention}': {lines[0]}");
+        }
+    }
+
+    /// <summary>Drops Python traceback blocks ("Traceback ..." up to and including the exception line).</summary>
+    private static IEnumerable<string> WithoutTracebacks(IEnumerable<string> lines, out bool hadTraceback)
+    {
+        var kept = new List<string>();
+        var inTraceback = false;
+        hadTraceback = false;
+        foreach (var line in lines)
+        {
+            if (line.StartsWith("Traceback (most recent call last):", StringComparison.Ordinal))
+            {
+                inTraceback = true;
+                hadTraceback = true;
+                continue;
+            }
+            if (line.StartsWith("During handling of the above exception", StringComparison.Ordinal)
+                || line.StartsWith("The above exception was the direct cause", StringComparison.Ordinal))
+            {
+                continue;
+            }
+            if (inTraceback)
+            {
+                if (!line.StartsWith(' '))
+                {
+                    inTraceback = false; // the exception line ends the block
+                }
+                continue;
+            }
+            kept.Add(line);
+        }
+        return kept;
+    }
+}

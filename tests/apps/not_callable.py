@@ -1,0 +1,2 @@
+"""`app` exists but is not callable."""
+app = 42

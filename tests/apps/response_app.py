@@ -1,0 +1,241 @@
+"""One route per response behaviour the server must get right (see the integration tests)."""
+import io
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from urllib.parse import parse_qs
+
+TEXT = [('Content-Type', 'text/plain')]
+
+# Deterministic binary content for the file_wrapper routes: every byte value, 300 KiB + 3.
+FILE_CONTENT = bytes(range(256)) * 1200 + b'end'
+_fd, FILE_PATH = tempfile.mkstemp(prefix='osprey-filewrapper-', suffix='.bin')
+with os.fdopen(_fd, 'wb') as _f:
+    _f.write(FILE_CONTENT)
+
+# id -> {"yielded": n, "finished": bool, "closed": bool}, for close() tracking.
+_tracked = {}
+_lock = threading.Lock()
+
+
+def _query(environ):
+    return {k: v[0] for k, v in parse_qs(environ.get('QUERY_STRING', '')).items()}
+
+
+def _record(track_id, **changes):
+    with _lock:
+        state = _tracked.setdefault(track_id, {'yielded': 0, 'finished': False, 'closed': False})
+        for key, value in changes.items():
+            state[key] = state[key] + value if key == 'yielded' else value
+
+
+class CloseTracker:
+    """An iterable with close(): ?count chunks of ?size bytes, ?delay seconds apart."""
+
+    def __init__(self, track_id, count, size, delay):
+        self.track_id, self.count, self.size, self.delay = track_id, count, size, delay
+        _record(track_id)
+
+    def __iter__(self):
+        for i in range(self.count):
+            if i and self.delay:
+                time.sleep(self.delay)
+            _record(self.track_id, yielded=1)
+            yield (b'%d:' % i).ljust(self.size, b'.')
+        _record(self.track_id, finished=True)
+
+    def close(self):
+        _record(self.track_id, closed=True)
+
+
+class TrackedBytesIO(io.BytesIO):
+    def __init__(self, track_id, data):
+        super().__init__(data)
+        self.track_id = track_id
+        _record(track_id)
+
+    def close(self):
+        _record(self.track_id, closed=True)
+        super().close()
+
+
+def _caught(environ, start_response, attempt):
+    """Run attempt(); report in a 200 body which exception start_response raised."""
+    try:
+        attempt()
+    except Exception as e:  # noqa: BLE001 - reporting the type is the point
+        # exc_info lets start_response replace whatever the failed call may have stored.
+        start_response('200 OK', list(TEXT), sys.exc_info())
+        return [('caught:' + type(e).__name__).encode()]
+    # No exception: the bad status/headers were accepted and are what the server sends.
+    return [b'caught:none']
+
+
+def app(environ, start_response):
+    path = environ['PATH_INFO']
+    q = _query(environ)
+
+    if path == '/list1':
+        start_response('200 OK', list(TEXT))
+        return [b'hello']
+    if path == '/list3':
+        start_response('200 OK', list(TEXT))
+        return [b'a', b'bb', b'ccc']
+    if path == '/gen':
+        def gen():
+            yield b'g1'
+            yield b''
+            yield b'g2'
+            yield b'g3'
+        start_response('200 OK', list(TEXT))
+        return gen()
+    if path == '/slowgen':
+        delay = float(q.get('delay', '0.5'))
+
+        def slow():
+            yield b'first;'
+            time.sleep(delay)
+            yield b'second'
+        start_response('200 OK', list(TEXT))
+        return slow()
+    if path == '/empty_gen':
+        def empty():
+            return
+            yield b''  # noqa: unreachable - makes this a generator
+        start_response('200 OK', list(TEXT))
+        return empty()
+    if path == '/cl_short':
+        start_response('200 OK', TEXT + [('Content-Length', '10')])
+        return [b'12345']
+    if path == '/cl_long':
+        start_response('200 OK', TEXT + [('Content-Length', '5')])
+        return [b'12345', b'67890']
+    if path == '/204':
+        start_response('204 No Content', [])
+        return []
+    if path == '/304':
+        start_response('304 Not Modified', [('ETag', '"v1"')])
+        return []
+    if path == '/head':
+        start_response('200 OK', TEXT + [('Content-Length', '11')])
+        return [b'hello world']
+    if path == '/close_tracker':
+        start_response('200 OK', list(TEXT))
+        return CloseTracker(q['id'], int(q.get('count', '3')), int(q.get('size', '16')),
+                            float(q.get('delay', '0')))
+    if path == '/close_status':
+        with _lock:
+            state = dict(_tracked.get(q['id'], {}))
+        body = json.dumps(state).encode()
+        start_response('200 OK', [('Content-Type', 'application/json'),
+                                  ('Content-Length', str(len(body)))])
+        return [body]
+    if path == '/write':
+        write = start_response('200 OK', TEXT + [('Content-Length', '11')])
+        write(b'hello ')
+        write(b'world')
+        return []
+    if path == '/write_mixed':
+        write = start_response('200 OK', list(TEXT))
+        write(b'written;')
+        return [b'returned']
+    if path == '/exc_info_before':
+        start_response('200 OK', TEXT + [('X-First', 'yes')])
+        try:
+            raise ValueError('exc_info_before marker')
+        except ValueError:
+            start_response('500 Internal Server Error', TEXT + [('X-Handled', 'exc_info')],
+                           sys.exc_info())
+        return [b'handled error']
+    if path == '/exc_info_after':
+        def after():
+            yield b'first chunk;'
+            try:
+                raise ValueError('exc_info_after marker')
+            except ValueError:
+                start_response('500 Internal Server Error', list(TEXT), sys.exc_info())
+            yield b'must not be sent'
+        start_response('200 OK', list(TEXT))
+        return after()
+    if path == '/double_start':
+        start_response('200 OK', list(TEXT))
+        try:
+            start_response('201 Created', list(TEXT))
+            outcome = 'none'
+        except Exception as e:  # noqa: BLE001
+            outcome = type(e).__name__
+        return [('caught:' + outcome).encode()]
+    if path == '/bad_header_crlf':
+        return _caught(environ, start_response,
+                       lambda: start_response('200 OK', [('X-Bad', 'a\r\nInjected: yes')]))
+    if path == '/bad_header_lf':
+        return _caught(environ, start_response,
+                       lambda: start_response('200 OK', [('X-Bad', 'a\nInjected: yes')]))
+    if path == '/bad_header_name':
+        return _caught(environ, start_response,
+                       lambda: start_response('200 OK', [('X-Bad: Injected', 'yes')]))
+    if path == '/bad_header_hop':
+        return _caught(environ, start_response,
+                       lambda: start_response('200 OK', [('Connection', 'close')]))
+    if path == '/bad_status':
+        return _caught(environ, start_response,
+                       lambda: start_response(q.get('s', '200'), list(TEXT)))
+    if path == '/non_latin1_header':
+        return _caught(environ, start_response,
+                       lambda: start_response('200 OK', [('X-Euro', 'caf\u20ac')]))
+    if path == '/bytes_header':
+        return _caught(environ, start_response,
+                       lambda: start_response('200 OK', [('X-Bytes', b'value')]))
+    if path == '/str_body':
+        start_response('200 OK', list(TEXT))
+        return ['text']
+    if path == '/bare_str_body':
+        start_response('200 OK', list(TEXT))
+        return 'text'
+    if path == '/none_body':
+        start_response('200 OK', list(TEXT))
+        return None
+    if path == '/int_body':
+        start_response('200 OK', list(TEXT))
+        return 42
+    if path == '/raise':
+        raise RuntimeError('raise marker: before start_response')
+    if path == '/raise_after_headers':
+        def broken():
+            yield b'partial;'
+            raise RuntimeError('raise_after_headers marker')
+        start_response('200 OK', list(TEXT))
+        return broken()
+    if path == '/print':
+        marker = q.get('m', 'marker')
+        print('stdout-' + marker)
+        print('stderr-' + marker, file=sys.stderr)
+        environ['wsgi.errors'].write('errors-' + marker + '\n')
+        environ['wsgi.errors'].flush()
+        start_response('200 OK', list(TEXT))
+        return [b'printed']
+    if path == '/filewrapper':
+        f = open(FILE_PATH, 'rb')
+        start_response('200 OK', [('Content-Type', 'application/octet-stream'),
+                                  ('Content-Length', str(len(FILE_CONTENT)))])
+        return environ['wsgi.file_wrapper'](f, 8192)
+    if path == '/filewrapper_nocl':
+        f = open(FILE_PATH, 'rb')
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return environ['wsgi.file_wrapper'](f, 8192)
+    if path == '/filewrapper_bytesio':
+        f = TrackedBytesIO(q.get('id', 'bytesio'), FILE_CONTENT)
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return environ['wsgi.file_wrapper'](f, 1000)
+    if path == '/expect':
+        body = environ['wsgi.input'].read()
+        start_response('200 OK', list(TEXT))
+        return [b'got:' + body]
+    if path == '/expect_ignore':
+        start_response('200 OK', list(TEXT))
+        return [b'ignored']
+    start_response('404 Not Found', list(TEXT))
+    return [b'no such route: ' + path.encode('latin-1')]
