@@ -52,11 +52,13 @@ public static class Log
             _ => "CRITICAL",
         };
         DateTimeOffset now = DateTimeOffset.Now;
-        // gunicorn writes the offset as +0000, which .NET's "zzz" spells +00:00.
-        string offset = now.ToString("zzz", CultureInfo.InvariantCulture).Replace(":", "", StringComparison.Ordinal);
-        string line = string.Create(CultureInfo.InvariantCulture, $"[{now:yyyy-MM-dd HH:mm:ss} {offset}] [{s_pid}] [{label}] {message}\n");
+        string line = string.Create(CultureInfo.InvariantCulture, $"[{now:yyyy-MM-dd HH:mm:ss} {UtcOffset(now)}] [{s_pid}] [{label}] {message}\n");
         WriteRaw(s_errors, Encoding.UTF8.GetBytes(line));
     }
+
+    /// <summary>The UTC offset as gunicorn writes it (+0000), which .NET's "zzz" spells +00:00.</summary>
+    public static string UtcOffset(DateTimeOffset time) =>
+        time.ToString("zzz", CultureInfo.InvariantCulture).Replace(":", "", StringComparison.Ordinal);
 
     /// <summary>Application output, as the application wrote it.</summary>
     public static void Raw(ReadOnlySpan<byte> utf8) => WriteRaw(s_errors, utf8);

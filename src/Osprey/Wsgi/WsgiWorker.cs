@@ -510,7 +510,7 @@ internal sealed class WsgiWorker(WsgiApplication application)
         }
         string protocol = request.Version switch { HttpVersion.Http10 => "HTTP/1.0", HttpVersion.Http2 => "HTTP/2.0", _ => "HTTP/1.1" };
         DateTimeOffset now = DateTimeOffset.Now;
-        string offset = now.ToString("zzz", System.Globalization.CultureInfo.InvariantCulture).Replace(":", "", StringComparison.Ordinal);
+        string offset = Log.UtcOffset(now);
         string line = string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"{(request.RemoteAddress.Length > 0 ? request.RemoteAddress : "-")} - - [{now:dd/MMM/yyyy:HH:mm:ss} {offset}] \"{request.Method} {Encoding.Latin1.GetString(request.Target)} {protocol}\" {_head.StatusCode} {(_bodyBytesSent > 0 ? _bodyBytesSent.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-")} \"{referer}\" \"{agent}\"\n");
         Log.Access(Encoding.UTF8.GetBytes(line));
