@@ -11,10 +11,14 @@ from urllib.parse import parse_qs
 TEXT = [('Content-Type', 'text/plain')]
 
 # Deterministic binary content for the file_wrapper routes: every byte value, 300 KiB + 3.
+# One shared file in the temp dir (servers are killed, so nothing would clean up per-process copies).
 FILE_CONTENT = bytes(range(256)) * 1200 + b'end'
-_fd, FILE_PATH = tempfile.mkstemp(prefix='osprey-filewrapper-', suffix='.bin')
-with os.fdopen(_fd, 'wb') as _f:
-    _f.write(FILE_CONTENT)
+FILE_PATH = os.path.join(tempfile.gettempdir(), 'osprey-filewrapper-%d.bin' % len(FILE_CONTENT))
+if not os.path.isfile(FILE_PATH) or os.path.getsize(FILE_PATH) != len(FILE_CONTENT):
+    _fd, _tmp = tempfile.mkstemp(prefix='osprey-filewrapper-', suffix='.tmp')
+    with os.fdopen(_fd, 'wb') as _f:
+        _f.write(FILE_CONTENT)
+    os.replace(_tmp, FILE_PATH)  # atomic: concurrent servers never see a partial file
 
 # id -> {"yielded": n, "finished": bool, "closed": bool}, for close() tracking.
 _tracked = {}
