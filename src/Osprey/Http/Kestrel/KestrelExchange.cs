@@ -74,8 +74,6 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _aborted = false;
         _clientGone = false;
         _responseBodyBytes = 0;
-        _pendingFlush = null;
-        _body.Reset();
         if (_bodyDetection?.CanHaveBody ?? true)
         {
             if (IsExpectContinue())
@@ -333,6 +331,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _completion.SetResult(false);
     }
 
+    /// <summary>Kestrel calls this (through DisposeContext) after every request, so each request starts clean.</summary>
     public void Reset()
     {
         _body.Reset();
