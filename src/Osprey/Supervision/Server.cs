@@ -1,7 +1,7 @@
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Osprey.Cli;
-using Osprey.Http.Kestrel;
+using Osprey.Http;
 using Osprey.Logging;
 using Osprey.Python;
 using Osprey.Wsgi;
@@ -85,7 +85,7 @@ public static class Server
         using PosixSignalRegistration term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stop.Set(); });
         using PosixSignalRegistration interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, context => { context.Cancel = true; stop.Set(); });
 
-        KestrelEngine engine = KestrelEngine.StartAsync(listeners, workers, settings).GetAwaiter().GetResult();
+        IHttpEngine engine = HttpEngines.Start(options.Engine, listeners, workers, settings);
         Log.Info($"Booting worker with pid: {Environment.ProcessId}");
         stop.Wait();
         Log.Info("Shutting down: stopping accepting, finishing requests in flight");

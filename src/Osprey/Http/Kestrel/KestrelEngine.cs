@@ -9,23 +9,15 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Osprey.Wsgi;
+using Osprey.Http;
 
 namespace Osprey.Http.Kestrel;
-
-/// <summary>Limits and timeouts the engines share, taken from the command line.</summary>
-public sealed record HttpSettings(
-    long BodyBufferSize,
-    long? MaxRequestBodySize,
-    TimeSpan KeepAlive,
-    int MaxRequestLine,
-    int MaxRequestHeaders,
-    int MaxRequestFieldSize);
 
 /// <summary>
 /// Kestrel hosted directly with our own <see cref="IHttpApplication{TContext}"/>: no generic host,
 /// no middleware pipeline, so a request costs Kestrel's parsing and our hand-off and nothing else.
 /// </summary>
-public sealed class KestrelEngine : IAsyncDisposable
+public sealed class KestrelEngine : IHttpEngine
 {
     private readonly KestrelServer _server;
     private readonly ServiceProvider _services;
