@@ -724,7 +724,7 @@ public static class CommandLine
               -w INT, --workers INT          Number of worker processes. [{d.Workers}]
               --threads INT                  Threads per worker serving requests. [{d.Threads}]
               --engine {"{auto,kestrel,osprey}"}
-                                             HTTP engine serving the sockets. [{engine}]
+                                             HTTP engine; auto means osprey, the own epoll loop. [{engine}]
               -t INT, --timeout INT          Workers silent for more than this many seconds are killed
                                              and restarted; 0 disables. [{d.Timeout}]
               --graceful-timeout INT         Seconds workers get to finish requests when restarted or

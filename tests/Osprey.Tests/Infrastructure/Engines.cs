@@ -6,7 +6,7 @@ namespace Osprey.Tests.Infrastructure;
 /// </summary>
 public static class Engines
 {
-    public static IReadOnlyList<string> Names { get; } = ["kestrel"];
+    public static IReadOnlyList<string> Names { get; } = ["kestrel", "osprey"];
 
     public static TheoryData<string> All
     {

@@ -27,6 +27,20 @@ public sealed class FileWrapperTests(ServerPool pool) : IClassFixture<ServerPool
         await AssertStillServesAsync(server);
     }
 
+    [Fact]
+    public async Task Lean_engine_sends_a_real_file_with_sendfile()
+    {
+        // Kestrel has no sendfile path (it copies through its pipe); the lean engine hands the
+        // file descriptor to the kernel, and says so in the debug log.
+        var server = await pool.GetAsync("osprey", "response_app:app", "--log-level", "debug");
+        int position = server.ErrorLogPosition;
+        var response = await RawHttp.GetAsync(server, "/filewrapper");
+
+        Assert.Equal(FileContent, response.Body);
+        string log = await server.WaitForLogAsync("sendfile: ", TimeSpan.FromSeconds(5), position);
+        Assert.Contains($"sendfile: {FileContent.Length} bytes", log, StringComparison.Ordinal);
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Real_file_without_content_length_is_sent_exactly(string engine)
     {

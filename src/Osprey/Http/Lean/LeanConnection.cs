@@ -1,0 +1,1048 @@
+using System.Buffers;
+using System.Buffers.Text;
+using System.Text;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core.Internal.Http;
+using Microsoft.Win32.SafeHandles;
+using Osprey.Logging;
+using Osprey.Wsgi;
+using KestrelVersion = Microsoft.AspNetCore.Server.Kestrel.Core.Internal.Http.HttpVersion;
+using WsgiVersion = Osprey.Wsgi.HttpVersion;
+using HttpMethod = Microsoft.AspNetCore.Server.Kestrel.Core.Internal.Http.HttpMethod;
+
+namespace Osprey.Http.Lean;
+
+internal enum ConnectionState { ReadingHead, ReadingBody, Dispatched, Flushing, Lingering, Closed }
+
+/// <summary>What a Python thread asks the loop to do with a connection it hands back.</summary>
+internal enum LoopAction { Process, Flush, Linger, Close }
+
+/// <summary>
+/// One client connection and, while a request is in flight, that request's exchange.
+/// Ownership moves, it is never shared: the loop thread owns the connection while it reads a
+/// request; <see cref="LeanEngine"/> then hands it to a Python thread, which writes the response
+/// straight to the socket (no hop back to the loop for a response the socket takes at once) and
+/// finally re-arms the socket or hands the connection back to the loop.
+/// </summary>
+internal sealed class LeanConnection : IHttpExchange
+{
+    private static readonly HttpParser<ParseHandler> s_parser = new(showErrorDetails: false);
+    private const int InitialInputSize = 8 * 1024;
+    private const int StagingSize = 16 * 1024;
+    /// <summary>Unsent response bytes beyond which the Python thread waits (without the GIL), as Kestrel's MaxResponseBufferSize.</summary>
+    private const long OutputLimit = 1024 * 1024;
+    private const int MaxHeadSize = 1024 * 1024;
+    private const int ClientStallMs = 30_000;
+
+    private readonly LeanEngine _engine;
+    private readonly HttpSettings _settings;
+    private readonly RequestHead _head = new();
+    private readonly OutputQueue _pending = new();
+    private RequestBodyBuffer? _body;
+    private BodyDecoder _decoder;
+    private byte[] _input = [];
+    private int _inputStart;
+    private int _inputEnd;
+    private byte[]? _staging;
+    private int _stagingLength;
+
+    // What the request's headers said, gathered while the parser walks them.
+    private int _headerCount;
+    private int _hostCount;
+    private int _contentLengthCount;
+    private long _contentLength;
+    private int _transferEncodingCount;
+    private bool _transferEncodingIsChunked;
+    private bool _connectionClose;
+    private bool _connectionKeepAlive;
+    private bool _expectContinue;
+    private int _rejectStatus;
+
+    private WsgiVersion _version;
+    private bool _isHeadRequest;
+    private bool _keepAlive;
+    private bool _bodyStreamed;
+    private bool _continueSent;
+    private long _bodyReceived;
+    private bool _chunkedResponse;
+    private bool _bodyAllowed;
+    private volatile bool _clientGone;
+    private string _remoteAddress = "";
+    private int _remotePort;
+    private string _localAddress = "";
+    private int _localPort;
+
+    public LeanConnection(LeanEngine engine, HttpSettings settings)
+    {
+        _engine = engine;
+        _settings = settings;
+    }
+
+    public int Fd { get; private set; } = -1;
+    public uint Generation { get; private set; }
+    public ulong Token => ((ulong)Generation << 32) | (uint)Fd;
+    public volatile ConnectionState State;
+    public LoopAction PostedAction;
+    /// <summary>Environment.TickCount64 of the last progress, for the loop's timeouts.</summary>
+    public long LastProgress;
+    public bool ServedRequest;
+    public bool HasPartialRequest => _inputEnd > _inputStart;
+
+    public void Open(int fd, uint generation, string remoteAddress, int remotePort, string localAddress, int localPort)
+    {
+        Fd = fd;
+        Generation = generation;
+        _remoteAddress = remoteAddress;
+        _remotePort = remotePort;
+        _localAddress = localAddress;
+        _localPort = localPort;
+        _input = ArrayPool<byte>.Shared.Rent(InitialInputSize);
+        _inputStart = _inputEnd = 0;
+        ServedRequest = false;
+        _clientGone = false;
+        State = ConnectionState.ReadingHead;
+        LastProgress = Environment.TickCount64;
+    }
+
+    /// <summary>Called by the loop once the socket is closed: returns buffers to their pools.</summary>
+    public void Release()
+    {
+        State = ConnectionState.Closed;
+        Fd = -1;
+        _pending.Clear();
+        ReturnStaging();
+        _body?.Reset();
+        if (_input.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(_input);
+            _input = [];
+        }
+    }
+
+    // ---------------------------------------------------------------- loop thread: reading
+
+    /// <summary>The socket is readable: receive and move the request on. Loop thread only.</summary>
+    public void OnReadable()
+    {
+        if (State == ConnectionState.Lingering)
+        {
+            DrainForClose();
+            return;
+        }
+        if (!Receive())
+        {
+            _engine.Close(this);
+            return;
+        }
+        Process();
+    }
+
+    /// <summary>One non-blocking receive. False when the client closed or the socket failed.</summary>
+    private bool Receive()
+    {
+        if (_inputStart == _inputEnd)
+        {
+            _inputStart = _inputEnd = 0;
+        }
+        if (_inputEnd == _input.Length)
+        {
+            if (_inputStart > 0)
+            {
+                _input.AsSpan(_inputStart, _inputEnd - _inputStart).CopyTo(_input);
+                _inputEnd -= _inputStart;
+                _inputStart = 0;
+            }
+            else
+            {
+                byte[] larger = ArrayPool<byte>.Shared.Rent(_input.Length * 2);
+                _input.AsSpan(0, _inputEnd).CopyTo(larger);
+                ArrayPool<byte>.Shared.Return(_input);
+                _input = larger;
+            }
+        }
+        long received = Syscalls.Receive(Fd, _input.AsSpan(_inputEnd));
+        if (received > 0)
+        {
+            _inputEnd += (int)received;
+            LastProgress = Environment.TickCount64;
+            return true;
+        }
+        return received == -Syscalls.EAGAIN;
+    }
+
+    /// <summary>Parses what has arrived; dispatches a complete request, or waits for more. Loop thread only.</summary>
+    public void Process()
+    {
+        if (State == ConnectionState.ReadingHead)
+        {
+            int status = TryParseHead();
+            if (status < 0)
+            {
+                _engine.ArmRead(this);
+                return;
+            }
+            if (status > 0)
+            {
+                Refuse(status);
+                return;
+            }
+            if (_decoder.Framing == BodyFraming.None || _bodyStreamed)
+            {
+                Dispatch();
+                return;
+            }
+            State = ConnectionState.ReadingBody;
+        }
+        if (State == ConnectionState.ReadingBody)
+        {
+            int status = BufferBody();
+            if (status == 0)
+            {
+                Dispatch();
+            }
+            else if (status > 0)
+            {
+                Refuse(status);
+            }
+            else
+            {
+                _engine.ArmRead(this);
+            }
+        }
+    }
+
+    private void Dispatch()
+    {
+        State = ConnectionState.Dispatched;
+        _engine.Workers.Dispatch(this);
+    }
+
+    /// <summary>0 when a head was parsed, -1 when more input is needed, else the status to refuse with.</summary>
+    private int TryParseHead()
+    {
+        ReadOnlySpan<byte> data = _input.AsSpan(_inputStart, _inputEnd - _inputStart);
+        int lineEnd = data.IndexOf((byte)'\n');
+        int lineLimit = _settings.MaxRequestLine > 0 ? _settings.MaxRequestLine : MaxHeadSize;
+        if (lineEnd < 0)
+        {
+            return data.Length > lineLimit + 1 ? StatusCodes.Status414UriTooLong : -1;
+        }
+        if (lineEnd > lineLimit + 1)
+        {
+            return StatusCodes.Status414UriTooLong;
+        }
+        int headEnd = data.IndexOf("\r\n\r\n"u8);
+        if (headEnd < 0)
+        {
+            return data.Length > MaxHeadSize ? StatusCodes.Status431RequestHeaderFieldsTooLarge : -1;
+        }
+
+        ResetRequest();
+        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(_input, _inputStart, headEnd + 4));
+        var handler = new ParseHandler(this);
+        try
+        {
+            if (!s_parser.ParseRequestLine(handler, ref reader) || !s_parser.ParseHeaders(handler, ref reader))
+            {
+                return StatusCodes.Status400BadRequest;
+            }
+        }
+        catch (BadHttpRequestException e)
+        {
+            return e.StatusCode;
+        }
+        if (_rejectStatus != 0)
+        {
+            return _rejectStatus;
+        }
+        _inputStart += headEnd + 4;
+        return DecideFraming();
+    }
+
+    private void ResetRequest()
+    {
+        _head.Reset();
+        _headerCount = _hostCount = _contentLengthCount = _transferEncodingCount = _rejectStatus = 0;
+        _contentLength = 0;
+        _transferEncodingIsChunked = _connectionClose = _connectionKeepAlive = _expectContinue = false;
+        _bodyStreamed = _continueSent = false;
+        _bodyReceived = 0;
+        _body?.Reset();
+    }
+
+    private void OnStartLine(HttpVersionAndMethod versionAndMethod, TargetOffsetPathLength targetPath, Span<byte> startLine)
+    {
+        HttpMethod method = versionAndMethod.Method;
+        _head.Method = method switch
+        {
+            HttpMethod.Get => "GET",
+            HttpMethod.Post => "POST",
+            HttpMethod.Head => "HEAD",
+            HttpMethod.Put => "PUT",
+            HttpMethod.Delete => "DELETE",
+            HttpMethod.Patch => "PATCH",
+            HttpMethod.Options => "OPTIONS",
+            HttpMethod.Trace => "TRACE",
+            HttpMethod.Connect => "CONNECT",
+            _ => Encoding.ASCII.GetString(startLine[..versionAndMethod.MethodEnd]),
+        };
+        _isHeadRequest = method == HttpMethod.Head;
+        _version = versionAndMethod.Version == KestrelVersion.Http10 ? WsgiVersion.Http10 : WsgiVersion.Http11;
+
+        ReadOnlySpan<byte> target = startLine[targetPath.Offset..];
+        int space = target.IndexOf((byte)' ');
+        if (space >= 0)
+        {
+            target = target[..space];
+        }
+        if (!IsAcceptableTarget(target, method))
+        {
+            _rejectStatus = StatusCodes.Status400BadRequest;
+        }
+        _head.SetTarget(target);
+    }
+
+    private static bool IsAcceptableTarget(ReadOnlySpan<byte> target, HttpMethod method)
+    {
+        if (target.IsEmpty)
+        {
+            return false;
+        }
+        foreach (byte b in target)
+        {
+            if (b <= 0x20 || b == 0x7F)
+            {
+                return false;
+            }
+        }
+        if (target[0] == '/')
+        {
+            return true;
+        }
+        if (target.SequenceEqual("*"u8))
+        {
+            return method == HttpMethod.Options;
+        }
+        if (StartsWithIgnoreCase(target, "http://"u8) || StartsWithIgnoreCase(target, "https://"u8))
+        {
+            return true;
+        }
+        // authority-form belongs to CONNECT alone.
+        return method == HttpMethod.Connect;
+    }
+
+    private static bool StartsWithIgnoreCase(ReadOnlySpan<byte> text, ReadOnlySpan<byte> prefix) =>
+        text.Length >= prefix.Length && Ascii.EqualsIgnoreCase(text[..prefix.Length], prefix);
+
+    private void OnHeader(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
+    {
+        if (_rejectStatus != 0)
+        {
+            return;
+        }
+        if (_settings.MaxRequestHeaders > 0 && ++_headerCount > _settings.MaxRequestHeaders)
+        {
+            _rejectStatus = StatusCodes.Status431RequestHeaderFieldsTooLarge;
+            return;
+        }
+        if (_settings.MaxRequestFieldSize > 0 && name.Length + 2 + value.Length > _settings.MaxRequestFieldSize)
+        {
+            _rejectStatus = StatusCodes.Status431RequestHeaderFieldsTooLarge;
+            return;
+        }
+        if (!IsToken(name) || !IsFieldValue(value))
+        {
+            _rejectStatus = StatusCodes.Status400BadRequest;
+            return;
+        }
+        switch (name.Length)
+        {
+            case 4 when Ascii.EqualsIgnoreCase(name, "host"u8):
+                _hostCount++;
+                break;
+            case 6 when Ascii.EqualsIgnoreCase(name, "expect"u8):
+                _expectContinue = Ascii.EqualsIgnoreCase(value, "100-continue"u8);
+                break;
+            case 10 when Ascii.EqualsIgnoreCase(name, "connection"u8):
+                ScanConnectionTokens(value);
+                break;
+            case 14 when Ascii.EqualsIgnoreCase(name, "content-length"u8):
+                _contentLengthCount++;
+                if (value.IsEmpty || value.Length > 18 || value.IndexOfAnyExceptInRange((byte)'0', (byte)'9') >= 0 ||
+                    !Utf8Parser.TryParse(value, out _contentLength, out int consumed) || consumed != value.Length)
+                {
+                    _rejectStatus = StatusCodes.Status400BadRequest;
+                }
+                break;
+            case 17 when Ascii.EqualsIgnoreCase(name, "transfer-encoding"u8):
+                _transferEncodingCount++;
+                // Only a lone "chunked" is accepted: any other coding list is a smuggling vector
+                // or a coding we would have to guess at.
+                _transferEncodingIsChunked = Ascii.EqualsIgnoreCase(value, "chunked"u8);
+                break;
+        }
+        _head.AddHeader(name, value);
+    }
+
+    private void ScanConnectionTokens(ReadOnlySpan<byte> value)
+    {
+        foreach (Range range in value.Split((byte)','))
+        {
+            ReadOnlySpan<byte> token = value[range].Trim(" \t"u8);
+            if (Ascii.EqualsIgnoreCase(token, "close"u8))
+            {
+                _connectionClose = true;
+            }
+            else if (Ascii.EqualsIgnoreCase(token, "keep-alive"u8))
+            {
+                _connectionKeepAlive = true;
+            }
+        }
+    }
+
+    private static bool IsToken(ReadOnlySpan<byte> name)
+    {
+        if (name.IsEmpty)
+        {
+            return false;
+        }
+        foreach (byte b in name)
+        {
+            if (!TokenChars[b])
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private static bool IsFieldValue(ReadOnlySpan<byte> value)
+    {
+        foreach (byte b in value)
+        {
+            if ((b < 0x20 && b != '\t') || b == 0x7F)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private static readonly bool[] TokenChars = BuildTokenChars();
+
+    private static bool[] BuildTokenChars()
+    {
+        var table = new bool[256];
+        foreach (char c in "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+        {
+            table[c] = true;
+        }
+        return table;
+    }
+
+    /// <summary>RFC 9112 §6.3 framing, refusing every ambiguity a proxy in front could read differently.</summary>
+    private int DecideFraming()
+    {
+        if (_version == WsgiVersion.Http11 ? _hostCount != 1 : _hostCount > 1)
+        {
+            return StatusCodes.Status400BadRequest;
+        }
+        BodyFraming framing = BodyFraming.None;
+        if (_transferEncodingCount > 0)
+        {
+            if (_version == WsgiVersion.Http10 || _contentLengthCount > 0 || _transferEncodingCount > 1 || !_transferEncodingIsChunked)
+            {
+                return StatusCodes.Status400BadRequest;
+            }
+            framing = BodyFraming.Chunked;
+        }
+        else if (_contentLengthCount > 1)
+        {
+            return StatusCodes.Status400BadRequest;
+        }
+        else if (_contentLengthCount == 1 && _contentLength > 0)
+        {
+            if (_settings.MaxRequestBodySize is long limit && _contentLength > limit)
+            {
+                return StatusCodes.Status413PayloadTooLarge;
+            }
+            framing = BodyFraming.ContentLength;
+        }
+        _decoder.Start(framing, _contentLength);
+        _keepAlive = _version == WsgiVersion.Http11 ? !_connectionClose : _connectionKeepAlive && !_connectionClose;
+        // The client waits for "100 Continue", which goes out when the application first reads:
+        // that body is streamed to the application instead of buffered.
+        _bodyStreamed = framing != BodyFraming.None && _expectContinue && _version == WsgiVersion.Http11;
+        _head.Version = _version;
+        _head.Scheme = "http";
+        _head.RemoteAddress = _remoteAddress;
+        _head.RemotePort = _remotePort;
+        _head.LocalAddress = _localAddress;
+        _head.LocalPort = _localPort;
+        return 0;
+    }
+
+    /// <summary>Moves body bytes from the input into the body buffer: 0 when complete, -1 for more, else a status to refuse with.</summary>
+    private int BufferBody()
+    {
+        while (true)
+        {
+            ReadOnlySpan<byte> input = _input.AsSpan(_inputStart, _inputEnd - _inputStart);
+            DecodeStatus status = _decoder.Decode(input, out int consumed, out ReadOnlySpan<byte> data);
+            _inputStart += consumed;
+            switch (status)
+            {
+                case DecodeStatus.Data:
+                    _bodyReceived += data.Length;
+                    if (_settings.MaxRequestBodySize is long limit && _bodyReceived > limit)
+                    {
+                        return StatusCodes.Status413PayloadTooLarge;
+                    }
+                    _body ??= new RequestBodyBuffer(_settings.BodyBufferSize);
+                    _body.Append(data);
+                    break;
+                case DecodeStatus.Done:
+                    return 0;
+                case DecodeStatus.NeedMore:
+                    return -1;
+                default:
+                    return StatusCodes.Status400BadRequest;
+            }
+        }
+    }
+
+    /// <summary>Answers a request that cannot be served with a bare status and closes. Loop thread only.</summary>
+    public void Refuse(int status)
+    {
+        _keepAlive = false;
+        string reason = Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(status);
+        byte[] response = Encoding.ASCII.GetBytes($"HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n");
+        Syscalls.Send(Fd, response, HttpDate.HeaderLine, "\r\n"u8);
+        _inputStart = _inputEnd = 0;
+        StartLingering();
+    }
+
+    /// <summary>Half-closes and waits briefly for the client's FIN, so a close never turns unread input into a reset that destroys the response.</summary>
+    public void StartLingering()
+    {
+        Syscalls.Shutdown(Fd, Syscalls.SHUT_WR);
+        State = ConnectionState.Lingering;
+        LastProgress = Environment.TickCount64;
+        _engine.ArmRead(this);
+    }
+
+    private void DrainForClose()
+    {
+        Span<byte> scratch = stackalloc byte[4096];
+        while (true)
+        {
+            long n = Syscalls.Receive(Fd, scratch);
+            if (n == -Syscalls.EAGAIN)
+            {
+                _engine.ArmRead(this);
+                return;
+            }
+            if (n <= 0)
+            {
+                _engine.Close(this);
+                return;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- loop thread: flushing
+
+    /// <summary>The socket is writable while a finished response is still queued. Loop thread only.</summary>
+    public void OnWritable()
+    {
+        long before = _pending.BufferedBytes;
+        if (!_pending.Flush(Fd))
+        {
+            _engine.Close(this);
+            return;
+        }
+        if (_pending.BufferedBytes != before)
+        {
+            LastProgress = Environment.TickCount64;
+        }
+        if (!_pending.IsEmpty)
+        {
+            _engine.ArmWrite(this);
+            return;
+        }
+        AfterResponse(onLoop: true);
+    }
+
+    /// <summary>The response is fully written: keep the connection for the next request, or close it.</summary>
+    private void AfterResponse(bool onLoop)
+    {
+        ReturnStaging();
+        _body?.Reset();
+        ServedRequest = true;
+        LastProgress = Environment.TickCount64;
+        if (!_keepAlive || _clientGone)
+        {
+            if (onLoop)
+            {
+                StartLingering();
+            }
+            else
+            {
+                _engine.Post(this, LoopAction.Linger);
+            }
+            return;
+        }
+        State = ConnectionState.ReadingHead;
+        if (_inputEnd > _inputStart)
+        {
+            // A pipelined request is already here: the loop parses it.
+            if (onLoop)
+            {
+                Process();
+            }
+            else
+            {
+                _engine.Post(this, LoopAction.Process);
+            }
+            return;
+        }
+        _inputStart = _inputEnd = 0;
+        _engine.ArmRead(this);
+    }
+
+    // ---------------------------------------------------------------- Python thread: IHttpExchange
+
+    public RequestHead Request => _head;
+
+    public bool BodyIsBuffered => !_bodyStreamed;
+
+    public bool ClientDisconnected => _clientGone;
+
+    public int ReadBody(Span<byte> destination)
+    {
+        if (!_bodyStreamed)
+        {
+            return _body?.Read(destination) ?? 0;
+        }
+        if (destination.IsEmpty)
+        {
+            return 0;
+        }
+        if (!_continueSent)
+        {
+            _continueSent = true;
+            if (!SendAll("HTTP/1.1 100 Continue\r\n\r\n"u8))
+            {
+                return 0;
+            }
+        }
+        while (true)
+        {
+            ReadOnlySpan<byte> input = _input.AsSpan(_inputStart, _inputEnd - _inputStart);
+            DecodeStatus status = _decoder.Decode(input, out int consumed, out ReadOnlySpan<byte> data, destination.Length);
+            _inputStart += consumed;
+            if (status == DecodeStatus.Data)
+            {
+                int n = data.Length;
+                data.CopyTo(destination);
+                _bodyReceived += n;
+                if (_settings.MaxRequestBodySize is long limit && _bodyReceived > limit)
+                {
+                    _keepAlive = false;
+                    return 0;
+                }
+                return n;
+            }
+            if (status == DecodeStatus.Done)
+            {
+                return 0;
+            }
+            if (status == DecodeStatus.Invalid)
+            {
+                _keepAlive = false;
+                return 0;
+            }
+            if (!ReceiveBlocking())
+            {
+                _clientGone = true;
+                _keepAlive = false;
+                return 0;
+            }
+        }
+    }
+
+    /// <summary>Waits (Python thread, GIL released) for more body bytes from a streaming client.</summary>
+    private bool ReceiveBlocking()
+    {
+        while (true)
+        {
+            if (!Receive())
+            {
+                return false;
+            }
+            if (_inputEnd > _inputStart)
+            {
+                return true;
+            }
+            if (!Syscalls.Poll(Fd, forWrite: false, ClientStallMs))
+            {
+                return false;
+            }
+        }
+    }
+
+    public void WriteHead(ResponseHead head)
+    {
+        int code = head.StatusCode;
+        _bodyAllowed = !_isHeadRequest && code is not ((>= 100 and < 200) or 204 or 304);
+        bool lengthKnown = head.ContentLength >= 0;
+        _chunkedResponse = false;
+        if (!lengthKnown && _bodyAllowed)
+        {
+            if (_version == WsgiVersion.Http11)
+            {
+                _chunkedResponse = true;
+            }
+            else
+            {
+                // HTTP/1.0 has no chunking: the body ends when the connection does.
+                _keepAlive = false;
+            }
+        }
+
+        _staging ??= ArrayPool<byte>.Shared.Rent(StagingSize);
+        _stagingLength = 0;
+        Stage("HTTP/1.1 "u8);
+        Span<byte> digits = stackalloc byte[3];
+        digits[0] = (byte)('0' + code / 100);
+        digits[1] = (byte)('0' + code / 10 % 10);
+        digits[2] = (byte)('0' + code % 10);
+        Stage(digits);
+        Stage(" "u8);
+        Stage(head.Reason);
+        Stage("\r\n"u8);
+        bool hasDate = false;
+        for (int i = 0; i < head.HeaderCount; i++)
+        {
+            ReadOnlySpan<byte> name = head.HeaderName(i);
+            hasDate |= name.Length == 4 && Ascii.EqualsIgnoreCase(name, "date"u8);
+            Stage(name);
+            Stage(": "u8);
+            Stage(head.HeaderValue(i));
+            Stage("\r\n"u8);
+        }
+        if (!hasDate)
+        {
+            Stage(HttpDate.HeaderLine);
+        }
+        if (_chunkedResponse)
+        {
+            Stage("Transfer-Encoding: chunked\r\n"u8);
+        }
+        if (!_keepAlive)
+        {
+            Stage("Connection: close\r\n"u8);
+        }
+        else if (_version == WsgiVersion.Http10)
+        {
+            Stage("Connection: keep-alive\r\n"u8);
+        }
+        Stage("\r\n"u8);
+    }
+
+    private void Stage(ReadOnlySpan<byte> bytes)
+    {
+        if (_stagingLength + bytes.Length > _staging!.Length)
+        {
+            byte[] larger = ArrayPool<byte>.Shared.Rent(Math.Max(_staging.Length * 2, _stagingLength + bytes.Length));
+            _staging.AsSpan(0, _stagingLength).CopyTo(larger);
+            ArrayPool<byte>.Shared.Return(_staging);
+            _staging = larger;
+        }
+        bytes.CopyTo(_staging.AsSpan(_stagingLength));
+        _stagingLength += bytes.Length;
+    }
+
+    private void ReturnStaging()
+    {
+        if (_staging is not null)
+        {
+            ArrayPool<byte>.Shared.Return(_staging);
+            _staging = null;
+        }
+        _stagingLength = 0;
+    }
+
+    public bool WriteBody(ReadOnlySpan<byte> data, bool flush)
+    {
+        if (_clientGone || data.IsEmpty)
+        {
+            return true;
+        }
+        Span<byte> prefix = stackalloc byte[18];
+        int prefixLength = 0;
+        ReadOnlySpan<byte> suffix = default;
+        if (_chunkedResponse)
+        {
+            Utf8Formatter.TryFormat(data.Length, prefix, out prefixLength, new StandardFormat('x'));
+            prefix[prefixLength++] = (byte)'\r';
+            prefix[prefixLength++] = (byte)'\n';
+            suffix = "\r\n"u8;
+        }
+        ReadOnlySpan<byte> framing = prefix[..prefixLength];
+        if (!_pending.IsEmpty)
+        {
+            // Earlier output is still queued: keep the order, then push what the socket takes.
+            _pending.Append(_staging.AsSpan(0, _stagingLength));
+            _stagingLength = 0;
+            _pending.Append(framing);
+            _pending.Append(data);
+            _pending.Append(suffix);
+            if (!_pending.Flush(Fd))
+            {
+                _clientGone = true;
+            }
+            return _pending.BufferedBytes <= OutputLimit;
+        }
+        int total = framing.Length + data.Length + suffix.Length;
+        if (!flush && _staging is not null && _stagingLength + total <= _staging.Length)
+        {
+            Stage(framing);
+            Stage(data);
+            Stage(suffix);
+            return true;
+        }
+        SendOrQueue(_staging.AsSpan(0, _stagingLength), framing, data, suffix);
+        _stagingLength = 0;
+        return _pending.BufferedBytes <= OutputLimit;
+    }
+
+    /// <summary>Sends the parts without blocking; whatever the socket does not take is queued, in order.</summary>
+    private void SendOrQueue(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b, ReadOnlySpan<byte> c, ReadOnlySpan<byte> d)
+    {
+        long total = a.Length + b.Length + c.Length + d.Length;
+        long sent = Syscalls.Send(Fd, a, b, c, d);
+        if (sent == total)
+        {
+            return;
+        }
+        if (sent < 0)
+        {
+            if (sent != -Syscalls.EAGAIN)
+            {
+                _clientGone = true;
+                return;
+            }
+            sent = 0;
+        }
+        QueueUnsent(ref sent, a);
+        QueueUnsent(ref sent, b);
+        QueueUnsent(ref sent, c);
+        QueueUnsent(ref sent, d);
+    }
+
+    private void QueueUnsent(ref long sent, ReadOnlySpan<byte> part)
+    {
+        if (sent >= part.Length)
+        {
+            sent -= part.Length;
+            return;
+        }
+        _pending.Append(part[(int)sent..]);
+        sent = 0;
+    }
+
+    /// <summary>Blocking send of a small control message (100 Continue) on a Python thread.</summary>
+    private bool SendAll(ReadOnlySpan<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            long sent = Syscalls.Send(Fd, data);
+            if (sent > 0)
+            {
+                data = data[(int)sent..];
+            }
+            else if (sent != -Syscalls.EAGAIN || !Syscalls.Poll(Fd, forWrite: true, ClientStallMs))
+            {
+                _clientGone = true;
+                return false;
+            }
+        }
+        return true;
+    }
+
+    public bool WaitForDrain()
+    {
+        long lastProgress = Environment.TickCount64;
+        while (!_clientGone && !_pending.IsEmpty)
+        {
+            long before = _pending.BufferedBytes;
+            if (!_pending.Flush(Fd))
+            {
+                _clientGone = true;
+                break;
+            }
+            if (_pending.IsEmpty)
+            {
+                break;
+            }
+            long now = Environment.TickCount64;
+            if (_pending.BufferedBytes != before)
+            {
+                lastProgress = now;
+            }
+            else if (now - lastProgress > ClientStallMs)
+            {
+                // A client that reads nothing for this long is gone as far as we are concerned.
+                _clientGone = true;
+                break;
+            }
+            Syscalls.Poll(Fd, forWrite: true, 1000);
+        }
+        return !_clientGone;
+    }
+
+    public bool SendFile(SafeFileHandle file, long offset, long count)
+    {
+        if (_clientGone)
+        {
+            return false;
+        }
+        if (_chunkedResponse)
+        {
+            Span<byte> prefix = stackalloc byte[18];
+            Utf8Formatter.TryFormat(count, prefix, out int length, new StandardFormat('x'));
+            prefix[length++] = (byte)'\r';
+            prefix[length++] = (byte)'\n';
+            Stage(prefix[..length]);
+        }
+        if (_pending.IsEmpty)
+        {
+            SendOrQueue(_staging.AsSpan(0, _stagingLength), default, default, default);
+        }
+        else
+        {
+            _pending.Append(_staging.AsSpan(0, _stagingLength));
+        }
+        _stagingLength = 0;
+        int fileFd = (int)file.DangerousGetHandle();
+        if (Log.IsEnabled(Severity.Debug))
+        {
+            Log.Debug($"sendfile: {count} bytes of fd {fileFd} from offset {offset}");
+        }
+        while (count > 0 && _pending.IsEmpty && !_clientGone)
+        {
+            long sent = Syscalls.SendFile(Fd, fileFd, ref offset, count);
+            if (sent > 0)
+            {
+                count -= sent;
+            }
+            else if (sent == -Syscalls.EAGAIN)
+            {
+                break;
+            }
+            else
+            {
+                // 0: the file is shorter than it said; otherwise the client is gone.
+                _clientGone = true;
+                return false;
+            }
+        }
+        if (count > 0)
+        {
+            // The loop finishes the transfer, so a slow reader holds no Python thread.
+            int duplicate = Syscalls.Dup(fileFd);
+            if (duplicate < 0)
+            {
+                _clientGone = true;
+                return false;
+            }
+            _pending.AppendFile(duplicate, offset, count);
+        }
+        if (_chunkedResponse)
+        {
+            if (_pending.IsEmpty)
+            {
+                Stage("\r\n"u8);
+            }
+            else
+            {
+                _pending.Append("\r\n"u8);
+            }
+        }
+        return !_clientGone;
+    }
+
+    public void Complete(bool closeConnection)
+    {
+        if (closeConnection || (_bodyStreamed && !_decoder.IsDone))
+        {
+            _keepAlive = false;
+        }
+        if (!_clientGone)
+        {
+            if (_chunkedResponse)
+            {
+                if (_pending.IsEmpty)
+                {
+                    Stage("0\r\n\r\n"u8);
+                }
+                else
+                {
+                    _pending.Append("0\r\n\r\n"u8);
+                }
+            }
+            if (_pending.IsEmpty)
+            {
+                SendOrQueue(_staging.AsSpan(0, _stagingLength), default, default, default);
+            }
+            else
+            {
+                _pending.Append(_staging.AsSpan(0, _stagingLength));
+            }
+            _stagingLength = 0;
+        }
+        if (_clientGone)
+        {
+            _pending.Clear();
+            ReturnStaging();
+            _engine.Post(this, LoopAction.Close);
+            return;
+        }
+        if (!_pending.IsEmpty)
+        {
+            ReturnStaging();
+            State = ConnectionState.Flushing;
+            LastProgress = Environment.TickCount64;
+            _engine.Post(this, LoopAction.Flush);
+            return;
+        }
+        AfterResponse(onLoop: false);
+    }
+
+    public void Abort()
+    {
+        _keepAlive = false;
+        _pending.Clear();
+        ReturnStaging();
+        _engine.Post(this, LoopAction.Close);
+    }
+
+    /// <summary>Kestrel's parser calls back through this struct, so the generic parser is specialised for it and the calls inline.</summary>
+    private readonly struct ParseHandler(LeanConnection connection) : IHttpRequestLineHandler, IHttpHeadersHandler
+    {
+        public void OnStartLine(HttpVersionAndMethod versionAndMethod, TargetOffsetPathLength targetPath, Span<byte> startLine) =>
+            connection.OnStartLine(versionAndMethod, targetPath, startLine);
+
+        public void OnHeader(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value) => connection.OnHeader(name, value);
+
+        public void OnHeadersComplete(bool endStream)
+        {
+        }
+
+        // Only HPACK and QPACK use indexed headers; HTTP/1.1 parsing never calls these.
+        public void OnStaticIndexedHeader(int index) => throw new NotSupportedException();
+
+        public void OnStaticIndexedHeader(int index, ReadOnlySpan<byte> value) => throw new NotSupportedException();
+    }
+}

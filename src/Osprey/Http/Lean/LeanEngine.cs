@@ -1,0 +1,372 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using Osprey.Logging;
+using Osprey.Wsgi;
+
+namespace Osprey.Http.Lean;
+
+/// <summary>
+/// Osprey's own cleartext HTTP/1.1 engine: one event-loop thread on epoll, requests parsed by
+/// Kestrel's <c>HttpParser</c>, no async state machines and no thread-pool hop per request.
+/// The loop accepts, reads and parses; complete requests go to the Python threads, which write
+/// their responses straight to the socket; only a response the socket cannot take at once, a
+/// pipelined request, or a close comes back to the loop. A slow client therefore costs a
+/// connection object, never a thread.
+/// </summary>
+public sealed class LeanEngine : IHttpEngine
+{
+    private const ulong ListenerTag = 1UL << 63;
+    private const ulong WakeTag = 1UL << 62;
+    private const int AcceptBatch = 64;
+    private const int LingerMs = 2_000;
+    private const int HeaderTimeoutMs = 30_000;
+    private const int BodyStallMs = 30_000;
+
+    private readonly int _epoll;
+    private readonly int _wakeFd;
+    private readonly Socket[] _listeners;
+    private readonly HttpSettings _settings;
+    private readonly Thread _thread;
+    private readonly ConcurrentQueue<(LeanConnection Connection, LoopAction Action)> _posted = new();
+    private readonly Stack<LeanConnection> _free = new();
+    private readonly ManualResetEventSlim _drained = new();
+    private LeanConnection?[] _byFd = new LeanConnection?[1024];
+    private uint _generation;
+    private long _nextSweep;
+    private volatile bool _stopAccepting;
+    private volatile bool _stopNow;
+    private bool _listenersRemoved;
+
+    internal PythonWorkers Workers { get; }
+
+    private LeanEngine(IReadOnlyList<Socket> listeners, PythonWorkers workers, HttpSettings settings)
+    {
+        _listeners = [.. listeners];
+        Workers = workers;
+        _settings = settings;
+        _epoll = Syscalls.EpollCreate();
+        _wakeFd = Syscalls.CreateEventFd();
+        if (_epoll < 0 || _wakeFd < 0)
+        {
+            throw new IOException($"cannot create the event loop (errno {-Math.Min(_epoll, _wakeFd)})");
+        }
+        Syscalls.EpollAdd(_epoll, _wakeFd, Syscalls.EPOLLIN, WakeTag);
+        for (int i = 0; i < _listeners.Length; i++)
+        {
+            int fd = (int)_listeners[i].Handle;
+            Syscalls.SetNonBlocking(fd);
+            // EPOLLEXCLUSIVE: with several worker processes on one socket, a connection wakes one of them.
+            Syscalls.EpollAdd(_epoll, fd, Syscalls.EPOLLIN | Syscalls.EPOLLEXCLUSIVE, ListenerTag | (uint)i);
+        }
+        _thread = new Thread(Run) { IsBackground = true, Name = "osprey-loop" };
+    }
+
+    public static LeanEngine Start(IReadOnlyList<Socket> listeners, PythonWorkers workers, HttpSettings settings)
+    {
+        var engine = new LeanEngine(listeners, workers, settings);
+        engine._thread.Start();
+        return engine;
+    }
+
+    // ---------------------------------------------------------------- called from any thread
+
+    internal void Post(LeanConnection connection, LoopAction action)
+    {
+        connection.PostedAction = action;
+        _posted.Enqueue((connection, action));
+        Syscalls.SignalEventFd(_wakeFd);
+    }
+
+    internal void ArmRead(LeanConnection connection) =>
+        Syscalls.EpollModify(_epoll, connection.Fd, Syscalls.EPOLLIN | Syscalls.EPOLLRDHUP | Syscalls.EPOLLONESHOT, connection.Token);
+
+    internal void ArmWrite(LeanConnection connection) =>
+        Syscalls.EpollModify(_epoll, connection.Fd, Syscalls.EPOLLOUT | Syscalls.EPOLLONESHOT, connection.Token);
+
+    // ---------------------------------------------------------------- loop thread
+
+    private void Run()
+    {
+        byte[] events = new byte[Syscalls.EpollEventSize * 256];
+        Span<byte> address = stackalloc byte[128];
+        while (!_stopNow)
+        {
+            int count = Syscalls.EpollWait(_epoll, events, 1000);
+            for (int i = 0; i < count; i++)
+            {
+                ulong data = Syscalls.EventData(events, i);
+                uint mask = Syscalls.EventMask(events, i);
+                if ((data & ListenerTag) != 0)
+                {
+                    Accept(_listeners[(int)(data & 0xFFFF)], address);
+                }
+                else if (data == WakeTag)
+                {
+                    Syscalls.DrainEventFd(_wakeFd);
+                    RunPosted();
+                }
+                else
+                {
+                    OnConnectionEvent(data, mask);
+                }
+            }
+            long now = Environment.TickCount64;
+            if (now >= _nextSweep)
+            {
+                _nextSweep = now + 1000;
+                HttpDate.Refresh();
+                Sweep(now);
+            }
+            if (_stopAccepting)
+            {
+                StopAcceptingOnLoop();
+            }
+        }
+        CloseAll();
+    }
+
+    private void Accept(Socket listener, Span<byte> address)
+    {
+        int listenerFd = (int)listener.Handle;
+        for (int n = 0; n < AcceptBatch && !_stopAccepting; n++)
+        {
+            int fd = Syscalls.Accept(listenerFd, address, out int addressLength);
+            if (fd < 0)
+            {
+                if (fd != -Syscalls.EAGAIN && fd != -Syscalls.EINTR)
+                {
+                    // EMFILE and friends: log once per burst and let the backlog hold the rest.
+                    Log.Warning($"accept failed: errno {-fd}");
+                }
+                return;
+            }
+            (string remote, int remotePort) = FormatAddress(address[..addressLength]);
+            string local = "";
+            int localPort = 0;
+            if (listener.AddressFamily != AddressFamily.Unix)
+            {
+                Syscalls.SetNoDelay(fd);
+                if (Syscalls.GetSockName(fd, address, out int localLength) == 0)
+                {
+                    (local, localPort) = FormatAddress(address[..localLength]);
+                }
+            }
+            LeanConnection connection = _free.Count > 0 ? _free.Pop() : new LeanConnection(this, _settings);
+            connection.Open(fd, ++_generation, remote, remotePort, local, localPort);
+            if (fd >= _byFd.Length)
+            {
+                Array.Resize(ref _byFd, Math.Max(_byFd.Length * 2, fd + 1));
+            }
+            _byFd[fd] = connection;
+            Syscalls.EpollAdd(_epoll, fd, Syscalls.EPOLLIN | Syscalls.EPOLLRDHUP | Syscalls.EPOLLONESHOT, connection.Token);
+        }
+    }
+
+    private static (string Address, int Port) FormatAddress(ReadOnlySpan<byte> sockaddr)
+    {
+        if (sockaddr.Length < 2)
+        {
+            return ("", 0);
+        }
+        ushort family = BinaryPrimitives.ReadUInt16LittleEndian(sockaddr);
+        if (family == 2 && sockaddr.Length >= 8)
+        {
+            return (new IPAddress(sockaddr[4..8]).ToString(), BinaryPrimitives.ReadUInt16BigEndian(sockaddr[2..]));
+        }
+        if (family == 10 && sockaddr.Length >= 24)
+        {
+            var address = new IPAddress(sockaddr[8..24]);
+            return ((address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address).ToString(), BinaryPrimitives.ReadUInt16BigEndian(sockaddr[2..]));
+        }
+        return ("", 0);
+    }
+
+    private void OnConnectionEvent(ulong token, uint mask)
+    {
+        int fd = (int)(uint)token;
+        LeanConnection? connection = fd < _byFd.Length ? _byFd[fd] : null;
+        if (connection is null || connection.Token != token)
+        {
+            return;
+        }
+        switch (connection.State)
+        {
+            case ConnectionState.ReadingHead:
+            case ConnectionState.ReadingBody:
+            case ConnectionState.Lingering:
+                connection.OnReadable();
+                break;
+            case ConnectionState.Flushing:
+                if ((mask & (Syscalls.EPOLLERR | Syscalls.EPOLLHUP)) != 0 && (mask & Syscalls.EPOLLOUT) == 0)
+                {
+                    Close(connection);
+                }
+                else
+                {
+                    connection.OnWritable();
+                }
+                break;
+        }
+    }
+
+    private void RunPosted()
+    {
+        while (_posted.TryDequeue(out (LeanConnection Connection, LoopAction Action) item))
+        {
+            LeanConnection connection = item.Connection;
+            if (connection.State == ConnectionState.Closed)
+            {
+                continue;
+            }
+            switch (item.Action)
+            {
+                case LoopAction.Process:
+                    connection.Process();
+                    break;
+                case LoopAction.Flush:
+                    connection.OnWritable();
+                    break;
+                case LoopAction.Linger:
+                    connection.StartLingering();
+                    break;
+                default:
+                    Close(connection);
+                    break;
+            }
+        }
+    }
+
+    internal void Close(LeanConnection connection)
+    {
+        int fd = connection.Fd;
+        if (fd < 0)
+        {
+            return;
+        }
+        _byFd[fd] = null;
+        Syscalls.Close(fd);
+        connection.Release();
+        _free.Push(connection);
+    }
+
+    /// <summary>Once a second: idle keep-alive connections, stalled clients and lingering closes time out.</summary>
+    private void Sweep(long now)
+    {
+        long keepAliveMs = (long)_settings.KeepAlive.TotalMilliseconds;
+        bool anyActive = false;
+        for (int fd = 0; fd < _byFd.Length; fd++)
+        {
+            LeanConnection? connection = _byFd[fd];
+            if (connection is null)
+            {
+                continue;
+            }
+            long idle = now - connection.LastProgress;
+            switch (connection.State)
+            {
+                case ConnectionState.ReadingHead:
+                    if (!connection.HasPartialRequest)
+                    {
+                        if (_stopAccepting || idle > (connection.ServedRequest ? keepAliveMs : HeaderTimeoutMs))
+                        {
+                            Close(connection);
+                        }
+                    }
+                    else if (idle > HeaderTimeoutMs)
+                    {
+                        connection.Refuse(408);
+                    }
+                    else
+                    {
+                        anyActive = true;
+                    }
+                    break;
+                case ConnectionState.ReadingBody:
+                    if (idle > BodyStallMs)
+                    {
+                        connection.Refuse(408);
+                    }
+                    else
+                    {
+                        anyActive = true;
+                    }
+                    break;
+                case ConnectionState.Flushing:
+                    if (idle > BodyStallMs)
+                    {
+                        Close(connection);
+                    }
+                    else
+                    {
+                        anyActive = true;
+                    }
+                    break;
+                case ConnectionState.Lingering:
+                    if (idle > LingerMs)
+                    {
+                        Close(connection);
+                    }
+                    break;
+                case ConnectionState.Dispatched:
+                    anyActive = true;
+                    break;
+            }
+        }
+        if (_stopAccepting && !anyActive)
+        {
+            _drained.Set();
+        }
+    }
+
+    private void StopAcceptingOnLoop()
+    {
+        if (_listenersRemoved)
+        {
+            return;
+        }
+        _listenersRemoved = true;
+        foreach (Socket listener in _listeners)
+        {
+            Syscalls.EpollDelete(_epoll, (int)listener.Handle);
+        }
+        _nextSweep = 0;
+    }
+
+    private void CloseAll()
+    {
+        for (int fd = 0; fd < _byFd.Length; fd++)
+        {
+            if (_byFd[fd] is LeanConnection connection && connection.State != ConnectionState.Dispatched)
+            {
+                Close(connection);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- IHttpEngine
+
+    public Task StopAsync(TimeSpan grace)
+    {
+        _stopAccepting = true;
+        Syscalls.SignalEventFd(_wakeFd);
+        // The sweep sets _drained once nothing is in flight; it runs at least once a second.
+        _drained.Wait(grace);
+        _stopNow = true;
+        Syscalls.SignalEventFd(_wakeFd);
+        _thread.Join(TimeSpan.FromSeconds(5));
+        return Task.CompletedTask;
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        if (!_thread.IsAlive)
+        {
+            Syscalls.Close(_epoll);
+            Syscalls.Close(_wakeFd);
+        }
+        _drained.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}

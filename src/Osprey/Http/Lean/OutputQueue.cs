@@ -1,0 +1,170 @@
+using System.Buffers;
+
+namespace Osprey.Http.Lean;
+
+/// <summary>
+/// Response bytes the socket would not take yet, in pooled segments, plus file ranges still to
+/// go out with sendfile (each holding its own duplicate descriptor, because the application
+/// may close its file as soon as its response is over). Used by one thread at a time.
+/// </summary>
+internal sealed class OutputQueue
+{
+    private const int SegmentSize = 16 * 1024;
+
+    private readonly List<Entry> _entries = [];
+    private readonly ArraySegment<byte>[] _batch = new ArraySegment<byte>[16];
+    private int _first;
+    private Entry _tail;
+    private bool _hasTail;
+
+    private struct Entry
+    {
+        public byte[]? Buffer;
+        public int Start;
+        public int End;
+        public int FileFd;
+        public long FileOffset;
+        public long FileCount;
+    }
+
+    /// <summary>Bytes held in memory (file ranges are not counted: they cost no memory).</summary>
+    public long BufferedBytes { get; private set; }
+
+    public bool IsEmpty => !_hasTail && _first == _entries.Count;
+
+    public void Append(ReadOnlySpan<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            if (!_hasTail || _tail.Buffer is null || _tail.End == _tail.Buffer.Length)
+            {
+                PushTail();
+                _tail = new Entry { Buffer = ArrayPool<byte>.Shared.Rent(Math.Max(SegmentSize, Math.Min(data.Length, 256 * 1024))), FileFd = -1 };
+                _hasTail = true;
+            }
+            int n = Math.Min(data.Length, _tail.Buffer!.Length - _tail.End);
+            data[..n].CopyTo(_tail.Buffer.AsSpan(_tail.End));
+            _tail.End += n;
+            BufferedBytes += n;
+            data = data[n..];
+        }
+    }
+
+    /// <summary>Queues a file range; the queue owns <paramref name="fileFd"/> and closes it.</summary>
+    public void AppendFile(int fileFd, long offset, long count)
+    {
+        PushTail();
+        _entries.Add(new Entry { FileFd = fileFd, FileOffset = offset, FileCount = count });
+    }
+
+    private void PushTail()
+    {
+        if (_hasTail)
+        {
+            _entries.Add(_tail);
+            _hasTail = false;
+        }
+    }
+
+    /// <summary>
+    /// Writes as much as the socket takes without blocking. Returns false when the client is
+    /// gone; <see cref="IsEmpty"/> tells whether everything went.
+    /// </summary>
+    public bool Flush(int socket)
+    {
+        PushTail();
+        Span<ArraySegment<byte>> batch = _batch;
+        while (_first < _entries.Count)
+        {
+            Entry head = _entries[_first];
+            if (head.Buffer is null)
+            {
+                long sent = Syscalls.SendFile(socket, head.FileFd, ref head.FileOffset, head.FileCount);
+                if (sent < 0)
+                {
+                    return sent == -Syscalls.EAGAIN;
+                }
+                if (sent == 0)
+                {
+                    // The file shrank under us: the response cannot be completed truthfully.
+                    return false;
+                }
+                head.FileCount -= sent;
+                if (head.FileCount == 0)
+                {
+                    Syscalls.Close(head.FileFd);
+                    Dequeue();
+                }
+                else
+                {
+                    _entries[_first] = head;
+                }
+                continue;
+            }
+
+            int count = 0;
+            for (int e = _first; e < _entries.Count; e++)
+            {
+                Entry entry = _entries[e];
+                if (entry.Buffer is null || count == batch.Length)
+                {
+                    break;
+                }
+                batch[count++] = new ArraySegment<byte>(entry.Buffer, entry.Start, entry.End - entry.Start);
+            }
+            long written = Syscalls.SendSegments(socket, batch[..count]);
+            if (written < 0)
+            {
+                return written == -Syscalls.EAGAIN;
+            }
+            BufferedBytes -= written;
+            while (written > 0)
+            {
+                Entry first = _entries[_first];
+                int length = first.End - first.Start;
+                if (written >= length)
+                {
+                    written -= length;
+                    ArrayPool<byte>.Shared.Return(first.Buffer!);
+                    Dequeue();
+                }
+                else
+                {
+                    first.Start += (int)written;
+                    written = 0;
+                    _entries[_first] = first;
+                }
+            }
+        }
+        return true;
+    }
+
+    private void Dequeue()
+    {
+        if (++_first == _entries.Count)
+        {
+            _entries.Clear();
+            _first = 0;
+        }
+    }
+
+    public void Clear()
+    {
+        PushTail();
+        for (int e = _first; e < _entries.Count; e++)
+        {
+            Entry entry = _entries[e];
+            if (entry.Buffer is not null)
+            {
+                ArrayPool<byte>.Shared.Return(entry.Buffer);
+            }
+            else
+            {
+                Syscalls.Close(entry.FileFd);
+            }
+        }
+        _entries.Clear();
+        _first = 0;
+        BufferedBytes = 0;
+    }
+}
