@@ -15,7 +15,7 @@ namespace Osprey.Http.Lean;
 internal enum ConnectionState { ReadingHead, ReadingBody, Dispatched, Flushing, Lingering, Closed }
 
 /// <summary>What a Python thread asks the loop to do with a connection it hands back.</summary>
-internal enum LoopAction { Process, Flush, Linger, Close }
+internal enum LoopAction { Read, Flush, Linger, Close }
 
 /// <summary>
 /// One client connection and, while a request is in flight, that request's exchange.
@@ -86,6 +86,11 @@ internal sealed class LeanConnection : IHttpExchange
     /// <summary>Environment.TickCount64 of the last progress, for the loop's timeouts.</summary>
     public long LastProgress;
     public bool ServedRequest;
+    /// <summary>1 when a socket event arrived while a Python thread owned the connection (edge-triggered: it will not repeat).</summary>
+    private int _eventPending;
+    /// <summary>The last receive filled the buffer, so the socket may hold more than the edge announced.</summary>
+    private bool _socketMayHaveMore;
+    private volatile bool _peerHungUp;
     public bool HasPartialRequest => _inputEnd > _inputStart;
 
     public void Open(int fd, uint generation, string remoteAddress, int remotePort, string localAddress, int localPort)
@@ -100,6 +105,9 @@ internal sealed class LeanConnection : IHttpExchange
         _inputStart = _inputEnd = 0;
         ServedRequest = false;
         _clientGone = false;
+        _eventPending = 0;
+        _socketMayHaveMore = false;
+        _peerHungUp = false;
         State = ConnectionState.ReadingHead;
         LastProgress = Environment.TickCount64;
     }
@@ -121,7 +129,36 @@ internal sealed class LeanConnection : IHttpExchange
 
     // ---------------------------------------------------------------- loop thread: reading
 
-    /// <summary>The socket is readable: receive and move the request on. Loop thread only.</summary>
+    /// <summary>A socket event for this connection. Loop thread only.</summary>
+    public void OnEvent(uint mask)
+    {
+        if ((mask & (Syscalls.EPOLLRDHUP | Syscalls.EPOLLHUP | Syscalls.EPOLLERR)) != 0)
+        {
+            _peerHungUp = true;
+        }
+        // Publish the event before looking at the owner; the Python thread publishes the owner
+        // before looking at the event (AfterResponse), so one of the two always sees the other.
+        Interlocked.Exchange(ref _eventPending, 1);
+        switch (State)
+        {
+            case ConnectionState.ReadingHead:
+            case ConnectionState.ReadingBody:
+            case ConnectionState.Lingering:
+                if (Interlocked.Exchange(ref _eventPending, 0) == 1)
+                {
+                    OnReadable();
+                }
+                break;
+            case ConnectionState.Flushing:
+                if (Interlocked.Exchange(ref _eventPending, 0) == 1)
+                {
+                    OnWritable();
+                }
+                break;
+        }
+    }
+
+    /// <summary>Receives until the socket is drained (edge-triggered) and moves the request on. Loop thread only.</summary>
     public void OnReadable()
     {
         if (State == ConnectionState.Lingering)
@@ -129,16 +166,40 @@ internal sealed class LeanConnection : IHttpExchange
             DrainForClose();
             return;
         }
-        if (!Receive())
+        while (true)
         {
-            _engine.Close(this);
-            return;
+            int received = Receive();
+            if (received < 0)
+            {
+                if (HasPartialRequest && State == ConnectionState.ReadingHead)
+                {
+                    // The client sent a request and closed its side: still answer it.
+                    _peerHungUp = true;
+                    Process();
+                    if (State == ConnectionState.Dispatched)
+                    {
+                        return;
+                    }
+                }
+                _engine.Close(this);
+                return;
+            }
+            bool filled = received > 0 && _inputEnd == _input.Length;
+            Process();
+            if (State is not (ConnectionState.ReadingHead or ConnectionState.ReadingBody))
+            {
+                _socketMayHaveMore = filled;
+                return;
+            }
+            if (!filled)
+            {
+                return;
+            }
         }
-        Process();
     }
 
-    /// <summary>One non-blocking receive. False when the client closed or the socket failed.</summary>
-    private bool Receive()
+    /// <summary>One non-blocking receive: the byte count, 0 when nothing is waiting, -1 when the client closed or the socket failed.</summary>
+    private int Receive()
     {
         if (_inputStart == _inputEnd)
         {
@@ -165,9 +226,9 @@ internal sealed class LeanConnection : IHttpExchange
         {
             _inputEnd += (int)received;
             LastProgress = Environment.TickCount64;
-            return true;
+            return (int)received;
         }
-        return received == -Syscalls.EAGAIN;
+        return received == -Syscalls.EAGAIN ? 0 : -1;
     }
 
     /// <summary>Parses what has arrived; dispatches a complete request, or waits for more. Loop thread only.</summary>
@@ -178,7 +239,6 @@ internal sealed class LeanConnection : IHttpExchange
             int status = TryParseHead();
             if (status < 0)
             {
-                _engine.ArmRead(this);
                 return;
             }
             if (status > 0)
@@ -203,10 +263,6 @@ internal sealed class LeanConnection : IHttpExchange
             else if (status > 0)
             {
                 Refuse(status);
-            }
-            else
-            {
-                _engine.ArmRead(this);
             }
         }
     }
@@ -528,7 +584,7 @@ internal sealed class LeanConnection : IHttpExchange
         Syscalls.Shutdown(Fd, Syscalls.SHUT_WR);
         State = ConnectionState.Lingering;
         LastProgress = Environment.TickCount64;
-        _engine.ArmRead(this);
+        DrainForClose();
     }
 
     private void DrainForClose()
@@ -539,7 +595,6 @@ internal sealed class LeanConnection : IHttpExchange
             long n = Syscalls.Receive(Fd, scratch);
             if (n == -Syscalls.EAGAIN)
             {
-                _engine.ArmRead(this);
                 return;
             }
             if (n <= 0)
@@ -567,7 +622,7 @@ internal sealed class LeanConnection : IHttpExchange
         }
         if (!_pending.IsEmpty)
         {
-            _engine.ArmWrite(this);
+            // The failed write armed the socket's write-space wakeup: an edge will come.
             return;
         }
         AfterResponse(onLoop: true);
@@ -592,22 +647,24 @@ internal sealed class LeanConnection : IHttpExchange
             }
             return;
         }
-        State = ConnectionState.ReadingHead;
-        if (_inputEnd > _inputStart)
+        if (onLoop)
         {
-            // A pipelined request is already here: the loop parses it.
-            if (onLoop)
-            {
-                Process();
-            }
-            else
-            {
-                _engine.Post(this, LoopAction.Process);
-            }
+            State = ConnectionState.ReadingHead;
+            // Events that came while flushing were spent on writing: read whatever is there.
+            OnReadable();
             return;
         }
-        _inputStart = _inputEnd = 0;
-        _engine.ArmRead(this);
+        bool mustRead = _inputEnd > _inputStart || _socketMayHaveMore || _peerHungUp;
+        _socketMayHaveMore = false;
+        // Hand the connection back: publish the owner, then look for an event the loop saw
+        // while we owned it (see OnEvent). Nothing here touches the connection afterwards
+        // except to post it, because the loop may already be reading it.
+        State = ConnectionState.ReadingHead;
+        Interlocked.MemoryBarrier();
+        if (Interlocked.Exchange(ref _eventPending, 0) == 1 || mustRead)
+        {
+            _engine.Post(this, LoopAction.Read);
+        }
     }
 
     // ---------------------------------------------------------------- Python thread: IHttpExchange
@@ -676,13 +733,10 @@ internal sealed class LeanConnection : IHttpExchange
     {
         while (true)
         {
-            if (!Receive())
+            int received = Receive();
+            if (received != 0)
             {
-                return false;
-            }
-            if (_inputEnd > _inputStart)
-            {
-                return true;
+                return received > 0;
             }
             if (!Syscalls.Poll(Fd, forWrite: false, ClientStallMs))
             {

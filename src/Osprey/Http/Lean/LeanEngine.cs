@@ -79,12 +79,6 @@ public sealed class LeanEngine : IHttpEngine
         Syscalls.SignalEventFd(_wakeFd);
     }
 
-    internal void ArmRead(LeanConnection connection) =>
-        Syscalls.EpollModify(_epoll, connection.Fd, Syscalls.EPOLLIN | Syscalls.EPOLLRDHUP | Syscalls.EPOLLONESHOT, connection.Token);
-
-    internal void ArmWrite(LeanConnection connection) =>
-        Syscalls.EpollModify(_epoll, connection.Fd, Syscalls.EPOLLOUT | Syscalls.EPOLLONESHOT, connection.Token);
-
     // ---------------------------------------------------------------- loop thread
 
     private void Run()
@@ -160,7 +154,10 @@ public sealed class LeanEngine : IHttpEngine
                 Array.Resize(ref _byFd, Math.Max(_byFd.Length * 2, fd + 1));
             }
             _byFd[fd] = connection;
-            Syscalls.EpollAdd(_epoll, fd, Syscalls.EPOLLIN | Syscalls.EPOLLRDHUP | Syscalls.EPOLLONESHOT, connection.Token);
+            // Registered once, edge-triggered, for the connection's whole life: no epoll_ctl per
+            // request. Whoever owns the connection reads until the socket is drained, and events
+            // that arrive while a Python thread owns it are remembered (LeanConnection.OnEvent).
+            Syscalls.EpollAdd(_epoll, fd, Syscalls.EPOLLIN | Syscalls.EPOLLOUT | Syscalls.EPOLLRDHUP | Syscalls.EPOLLET, connection.Token);
         }
     }
 
@@ -191,24 +188,7 @@ public sealed class LeanEngine : IHttpEngine
         {
             return;
         }
-        switch (connection.State)
-        {
-            case ConnectionState.ReadingHead:
-            case ConnectionState.ReadingBody:
-            case ConnectionState.Lingering:
-                connection.OnReadable();
-                break;
-            case ConnectionState.Flushing:
-                if ((mask & (Syscalls.EPOLLERR | Syscalls.EPOLLHUP)) != 0 && (mask & Syscalls.EPOLLOUT) == 0)
-                {
-                    Close(connection);
-                }
-                else
-                {
-                    connection.OnWritable();
-                }
-                break;
-        }
+        connection.OnEvent(mask);
     }
 
     private void RunPosted()
@@ -222,8 +202,13 @@ public sealed class LeanEngine : IHttpEngine
             }
             switch (item.Action)
             {
-                case LoopAction.Process:
-                    connection.Process();
+                case LoopAction.Read:
+                    // A Python thread handed the connection back; the loop may already have
+                    // taken it again (and dispatched a new request) through a socket event.
+                    if (connection.State is ConnectionState.ReadingHead or ConnectionState.ReadingBody)
+                    {
+                        connection.OnReadable();
+                    }
                     break;
                 case LoopAction.Flush:
                     connection.OnWritable();

@@ -22,7 +22,7 @@ internal static unsafe partial class Syscalls
     public const uint EPOLLHUP = 0x010;
     public const uint EPOLLRDHUP = 0x2000;
     public const uint EPOLLEXCLUSIVE = 1u << 28;
-    public const uint EPOLLONESHOT = 1u << 30;
+    public const uint EPOLLET = 1u << 31;
 
     private const int EPOLL_CLOEXEC = 0x80000;
     private const int EPOLL_CTL_ADD = 1;
