@@ -286,6 +286,22 @@ public sealed partial class DifferentialTests
     };
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public Task Flask_test_app(string engine) =>
+        CompareAsync(engine, RepoPaths.Apps, "flask_app:app", NoEnvironment, port => new DiffClient(port, NoSecrets, []), async c =>
+        {
+            await c.GetAsync("/", "/");
+            await c.SendAsync("/form", "POST", "/form", ["Content-Type: application/x-www-form-urlencoded"], "name=Zo%C3%AB&n=7"u8.ToArray());
+            await c.SendAsync("/form", "POST", "/form", ["Content-Type: application/x-www-form-urlencoded"], "name=x"u8.ToArray());
+            await c.GetAsync("/json", "/json");
+            await c.SendAsync("/json_echo", "POST", "/json_echo", ["Content-Type: application/json"], "{\"a\": [1, \"\u00e9\"]}"u8.ToArray());
+            await c.GetAsync("/stream", "/stream?tag=t");
+            await c.SendAsync("/stream", "GET", "/stream?tag=t", version: "HTTP/1.0");
+            await c.GetAsync("/file", "/file");
+            await c.SendAsync("/file", "HEAD", "/file");
+            await c.GetAsync("404", "/missing");
+        });
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public Task Input_app(string engine) =>
         CompareAsync(engine, RepoPaths.Apps, "input_app:app", NoEnvironment, port => new DiffClient(port, NoSecrets, []), async c =>
         {
