@@ -190,6 +190,9 @@ internal sealed class WsgiWorker(WsgiApplication application)
         {
             throw new PythonErrorException(Py.ValueError, $"response header value {value.Repr()} is not latin-1");
         }
+        // Leading and trailing whitespace is not part of a field value (RFC 9110 §5.5); Django's
+        // cookie headers start with a space, which gunicorn strips too.
+        valueBytes = valueBytes.Trim(" \t"u8);
         if (ContainsControl(valueBytes))
         {
             throw new PythonErrorException(Py.ValueError, $"response header value {value.Repr()} contains a control character (CR, LF or NUL)");
@@ -421,7 +424,9 @@ internal sealed class WsgiWorker(WsgiApplication application)
         IHttpExchange exchange = Exchange;
         if (!_headersSent)
         {
-            if (_head.ContentLength < 0 && !_bodyForbidden)
+            // A HEAD response's Content-Length must be what a GET would send (RFC 9110 §9.3.2):
+            // an application that gave none (werkzeug for streamed bodies) gets none, not 0.
+            if (_head.ContentLength < 0 && !_bodyForbidden && !_isHead)
             {
                 AddContentLength(0);
             }

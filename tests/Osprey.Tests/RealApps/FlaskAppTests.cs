@@ -159,12 +159,10 @@ public sealed class FlaskAppTests
     }
 
     /// <summary>
-    /// KNOWN OSPREY BUG (found by the gunicorn differential; src/ belongs to other engineers, so not fixed here).
-    /// For HEAD, werkzeug (like most frameworks) returns an empty iterable and no Content-Length on purpose. Osprey's
-    /// WsgiWorker.EndResponse then adds "Content-Length: 0" because nothing was sent, which tells the client that a
-    /// GET would return an empty body (RFC 9110 9.3.2 / 8.6: a Content-Length in a HEAD response must be the length
-    /// a GET would have). gunicorn sends no Content-Length there. This test fails until EndResponse skips the
-    /// computed length for HEAD.
+    /// Found by the gunicorn differential. For HEAD, werkzeug (like most frameworks) returns an empty iterable and
+    /// no Content-Length on purpose; a computed "Content-Length: 0" would tell the client that a GET returns an
+    /// empty body (RFC 9110 9.3.2 / 8.6: a Content-Length in a HEAD response must be the length a GET would have).
+    /// gunicorn sends none, and neither may Osprey.
     /// </summary>
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Head_of_a_streamed_response_does_not_claim_an_empty_body(string engine)
