@@ -19,6 +19,10 @@ public static unsafe class Py
     public static PyBorrowed StopIteration { get; private set; }
     public static PyBorrowed AssertionError { get; private set; }
 
+    /// <summary>The list and tuple type objects (PyList_Type, PyTuple_Type are exported type objects, not pointers).</summary>
+    public static nint ListType { get; private set; }
+    public static nint TupleType { get; private set; }
+
     private static PyRef s_formatException;
 
     internal static void BindConstants()
@@ -33,6 +37,8 @@ public static unsafe class Py
         OSError = ExceptionType("PyExc_OSError");
         StopIteration = ExceptionType("PyExc_StopIteration");
         AssertionError = ExceptionType("PyExc_AssertionError");
+        ListType = PythonLibrary.Export("PyList_Type");
+        TupleType = PythonLibrary.Export("PyTuple_Type");
     }
 
     internal static void BindTraceback()

@@ -22,6 +22,8 @@ public readonly struct PyBorrowed(nint handle)
     public bool IsStr => CPython.HasTypeFlag(Handle, CPython.TPFLAGS_UNICODE_SUBCLASS);
     public bool IsTuple => CPython.HasTypeFlag(Handle, CPython.TPFLAGS_TUPLE_SUBCLASS);
     public bool IsList => CPython.HasTypeFlag(Handle, CPython.TPFLAGS_LIST_SUBCLASS);
+    /// <summary>A plain list or tuple, not a subclass (which could define close()).</summary>
+    public bool IsExactListOrTuple => CPython.TypeOf(Handle) is var type && (type == Py.ListType || type == Py.TupleType);
     public bool IsDict => CPython.HasTypeFlag(Handle, CPython.TPFLAGS_DICT_SUBCLASS);
     public bool IsInt => CPython.HasTypeFlag(Handle, CPython.TPFLAGS_LONG_SUBCLASS);
     public bool IsNone => Handle == Py.None.Handle;

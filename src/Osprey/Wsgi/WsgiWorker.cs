@@ -523,6 +523,11 @@ internal sealed class WsgiWorker(WsgiApplication application)
 
     private void CloseIterable(PyBorrowed result)
     {
+        if (result.IsExactListOrTuple)
+        {
+            // The common case has no close(): looking it up would raise and format an AttributeError per request.
+            return;
+        }
         try
         {
             using PyRef close = result.GetAttrOrNull("close\0"u8);
