@@ -16,15 +16,19 @@ public sealed class PythonWorkers : IDisposable
     private readonly SemaphoreSlim _available = new(0);
     private readonly Thread[] _threads;
     private readonly WsgiApplication _application;
+    private readonly RequestSlot[]? _slots;
     private volatile bool _stopping;
 
-    public PythonWorkers(WsgiApplication application, int threads)
+    /// <param name="watchdog">Times requests out (<c>--timeout</c>); null when disabled.</param>
+    public PythonWorkers(WsgiApplication application, int threads, RequestWatchdog? watchdog = null)
     {
         _application = application;
+        _slots = watchdog?.CreateSlots(threads);
         _threads = new Thread[threads];
         for (int i = 0; i < threads; i++)
         {
-            _threads[i] = new Thread(Run) { IsBackground = true, Name = $"python-{i}" };
+            RequestSlot? slot = _slots?[i];
+            _threads[i] = new Thread(() => Run(slot)) { IsBackground = true, Name = $"python-{i}" };
             _threads[i].Start();
         }
     }
@@ -35,11 +39,11 @@ public sealed class PythonWorkers : IDisposable
         _available.Release();
     }
 
-    private void Run()
+    private void Run(RequestSlot? slot)
     {
         var thread = new PythonThread();
         thread.Attach();
-        var worker = new WsgiWorker(_application);
+        var worker = new WsgiWorker(_application, slot);
         while (true)
         {
             _available.Wait();
