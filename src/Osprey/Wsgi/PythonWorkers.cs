@@ -43,6 +43,7 @@ public sealed class PythonWorkers : IDisposable
     {
         var thread = new PythonThread();
         thread.Attach();
+        slot?.IdentifyThread(thread.Ident);
         var worker = new WsgiWorker(_application, slot);
         while (true)
         {

@@ -144,9 +144,14 @@ internal sealed class RequestSlot(string threadName)
     private long _handled;
     private int _outcome;
 
-    public string ThreadName { get; } = threadName;
+    /// <summary>The thread's name and the identifier under which faulthandler lists its stack.</summary>
+    public string ThreadName { get; private set; } = threadName;
     public IHttpExchange? Exchange { get; private set; }
     public long StartedAt { get; private set; }
+
+    /// <summary>Python thread, once before its first request.</summary>
+    public void IdentifyThread(ulong ident) =>
+        ThreadName = string.Create(CultureInfo.InvariantCulture, $"{ThreadName} (Thread 0x{ident:x16})");
 
     /// <summary>Python thread, at the start of each request: two plain stores and one release store.</summary>
     public void Begin(IHttpExchange exchange)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text;
+using System.Text.RegularExpressions;
 using Osprey.Tests.Infrastructure;
 using static Osprey.Tests.Integration.TestSupport;
 
@@ -48,8 +49,13 @@ public sealed class TimeoutTests
         Assert.Contains("answered 504 Gateway Timeout", log, StringComparison.Ordinal);
         // faulthandler's dump: every thread, the hung one inside the application's function.
         Assert.Contains("Thread 0x", log, StringComparison.Ordinal);
-        Assert.Contains("in sleepy_view", log, StringComparison.Ordinal);
         Assert.Contains("timeout_app.py", log, StringComparison.Ordinal);
+        // The log line names the hung thread as faulthandler does; that thread's stack is in the view.
+        var hungThread = Regex.Match(log, @"on thread python-\d \((Thread 0x[0-9a-f]{16})\)");
+        Assert.True(hungThread.Success, log);
+        var stack = Regex.Match(log, Regex.Escape(hungThread.Groups[1].Value) + @" \(most recent call first\):\n((?:  .*\n)+)");
+        Assert.True(stack.Success, log);
+        Assert.Contains("in sleepy_view", stack.Groups[1].Value, StringComparison.Ordinal);
 
         // The application returns 3 s in: its response must reach no client, this one included.
         var rest = await connection.ReadToCloseAsync(TimeSpan.FromSeconds(10));
