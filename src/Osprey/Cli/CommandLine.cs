@@ -725,8 +725,9 @@ public static class CommandLine
               --threads INT                  Threads per worker serving requests. [{d.Threads}]
               --engine {"{auto,kestrel,osprey}"}
                                              HTTP engine; auto means osprey, the own epoll loop. [{engine}]
-              -t INT, --timeout INT          Workers silent for more than this many seconds are killed
-                                             and restarted; 0 disables. [{d.Timeout}]
+              -t INT, --timeout INT          A request running longer than this many seconds is
+                                             answered 504, all Python stacks are logged and the
+                                             worker is recycled; 0 disables. [{d.Timeout}]
               --graceful-timeout INT         Seconds workers get to finish requests when restarted or
                                              stopped. [{d.GracefulTimeout}]
               --keep-alive INT               Seconds to wait for the next request on a keep-alive
