@@ -158,6 +158,36 @@ public sealed class TimeoutTests
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Stacks_reach_an_error_log_file_intact(string engine)
+    {
+        var logFile = Path.Combine(Path.GetTempPath(), $"osprey-timeout-{Guid.NewGuid():N}.log");
+        try
+        {
+            await using var server = await OspreyServer.StartAsync(engine, App,
+                "--timeout", "1", "--threads", "2", "--error-logfile", logFile);
+            var response = await RawHttp.GetAsync(server, "/sleep?s=3");
+            Assert.Equal(504, response.StatusCode);
+
+            string log = "";
+            Assert.True(await EventuallyAsync(() =>
+            {
+                log = File.ReadAllText(logFile);
+                return Task.FromResult(log.Contains("Recycle requested", StringComparison.Ordinal));
+            }, LogTimeout), log);
+            // faulthandler writes to the descriptor, the log to its stream: neither may overwrite
+            // the other. Three Python threads: the main one and the two --threads.
+            var dump = log[log.IndexOf("Python stacks of all threads:", StringComparison.Ordinal)..log.IndexOf("Recycle requested", StringComparison.Ordinal)];
+            Assert.True(Regex.Matches(dump, @"^Thread 0x[0-9a-f]{16} \(most recent call first\):$", RegexOptions.Multiline).Count == 3, log);
+            Assert.Contains("in sleepy_view", dump, StringComparison.Ordinal);
+            Assert.Matches(@"\n\[[^\n]*\] \[WARNING\] Recycle requested", log);
+        }
+        finally
+        {
+            File.Delete(logFile);
+        }
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Timeout_0_disables_it(string engine)
     {
         await using var server = await StartAsync(engine, timeout: "0");
