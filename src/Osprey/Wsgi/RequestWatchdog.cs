@@ -39,6 +39,7 @@ public sealed class RequestWatchdog : IDisposable
         {
             PythonStacks.Install(Log.ErrorLogDescriptor);
         }
+        Log.Debug($"--timeout {timeout.TotalSeconds.ToString(CultureInfo.InvariantCulture)}: Python stacks are dumped with signal {PythonStacks.Signal}");
         _thread = new Thread(Run) { IsBackground = true, Name = "osprey-watchdog" };
     }
 
