@@ -42,7 +42,13 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     private long _responseBodyBytes;
     private Task<FlushResult>? _pendingFlush;
 
-    public KestrelExchange(long bodyMemoryLimit) => _body = new RequestBodyBuffer(bodyMemoryLimit);
+    private readonly HttpSettings _settings;
+
+    public KestrelExchange(HttpSettings settings)
+    {
+        _settings = settings;
+        _body = new RequestBodyBuffer(settings.BodyBufferSize);
+    }
 
     public RequestHead Request => _head;
     public bool BodyIsBuffered => _bodyBuffered;
@@ -69,7 +75,15 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     public async Task ProcessAsync(PythonWorkers workers)
     {
-        FillHead();
+        int refusal = FillHead();
+        if (refusal != 0)
+        {
+            // Before the application, and without reading the body: the connection closes after
+            // this answer, so nothing the client sent after the head is ever taken as a request.
+            _response.StatusCode = refusal;
+            _response.Headers.Connection = "close";
+            return;
+        }
         _bodyBuffered = true;
         _aborted = false;
         _clientGone = false;
@@ -103,7 +117,8 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         }
     }
 
-    private void FillHead()
+    /// <summary>Copies the request head; 0, or the status to refuse it with when Kestrel let through something the lean engine refuses.</summary>
+    private int FillHead()
     {
         _head.Reset();
         _head.Method = _request.Method;
@@ -119,13 +134,104 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _head.RemotePort = _connection?.RemotePort ?? 0;
         _head.LocalAddress = _localAddress;
         _head.LocalPort = _connection?.LocalPort ?? 0;
+        int refusal = IsTarget(_request.RawTarget) ? 0 : StatusCodes.Status400BadRequest;
+        int fieldSizeLimit = _settings.MaxRequestFieldSize;
         foreach (KeyValuePair<string, Microsoft.Extensions.Primitives.StringValues> header in _request.Headers)
         {
             foreach (string? value in header.Value)
             {
-                _head.AddHeader(header.Key, value ?? "");
+                string text = value ?? "";
+                if (fieldSizeLimit > 0 && header.Key.Length + 2 + text.Length > fieldSizeLimit)
+                {
+                    refusal = StatusCodes.Status431RequestHeaderFieldsTooLarge;
+                }
+                else if (refusal == 0 && (!IsToken(header.Key) || !IsFieldValue(text)))
+                {
+                    refusal = StatusCodes.Status400BadRequest;
+                }
+                _head.AddHeader(header.Key, text);
             }
         }
+        return refusal != 0 ? refusal : CheckFraming();
+    }
+
+    /// <summary>
+    /// RFC 9112 §6.3 as the lean engine applies it: Kestrel resolves some ambiguities itself
+    /// (Content-Length beside Transfer-Encoding, a coding list ending in chunked), but a proxy in
+    /// front may have resolved them differently, which is how requests get smuggled. Refuse them.
+    /// </summary>
+    private int CheckFraming()
+    {
+        IHeaderDictionary headers = _request.Headers;
+        bool http11 = _head.Version != Wsgi.HttpVersion.Http10;
+        int hosts = headers.Host.Count;
+        if (http11 ? hosts != 1 : hosts > 1)
+        {
+            return StatusCodes.Status400BadRequest;
+        }
+        Microsoft.Extensions.Primitives.StringValues transferEncoding = headers.TransferEncoding;
+        Microsoft.Extensions.Primitives.StringValues contentLength = headers.ContentLength.HasValue
+            ? new Microsoft.Extensions.Primitives.StringValues("x")
+            : headers["Content-Length"];
+        if (transferEncoding.Count > 0)
+        {
+            // Kestrel hides a Content-Length sent beside Transfer-Encoding by renaming it
+            // X-Content-Length; a client sending that name itself with a chunked body is refused too.
+            if (!http11 || contentLength.Count > 0 || headers.ContainsKey("X-Content-Length") || transferEncoding.Count > 1 ||
+                !string.Equals(transferEncoding[0], "chunked", StringComparison.OrdinalIgnoreCase))
+            {
+                return StatusCodes.Status400BadRequest;
+            }
+        }
+        return 0;
+    }
+
+    private static bool IsTarget(string target)
+    {
+        foreach (char c in target)
+        {
+            if (c <= 0x20 || c == 0x7F)
+            {
+                return false;
+            }
+        }
+        return target.Length > 0;
+    }
+
+    private static bool IsToken(string name)
+    {
+        foreach (char c in name)
+        {
+            if (c >= 0x80 || !TokenChars[c])
+            {
+                return false;
+            }
+        }
+        return name.Length > 0;
+    }
+
+    private static readonly bool[] TokenChars = BuildTokenChars();
+
+    private static bool[] BuildTokenChars()
+    {
+        var table = new bool[128];
+        foreach (char c in "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+        {
+            table[c] = true;
+        }
+        return table;
+    }
+
+    private static bool IsFieldValue(string value)
+    {
+        foreach (char c in value)
+        {
+            if ((c < 0x20 && c != '\t') || c == 0x7F)
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     private bool IsExpectContinue() =>
@@ -156,10 +262,16 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             // Kestrel answers 400/413 itself once we return; the application never sees the request.
             _response.StatusCode = e.StatusCode;
+            _response.Headers.Connection = "close";
             return false;
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or Microsoft.AspNetCore.Connections.ConnectionResetException)
+        catch (Exception e) when (e is IOException or OperationCanceledException)
         {
+            // A reset client is gone and hears nothing; anything else is a body Kestrel could not
+            // decode (it reports an overflowing chunk size as a bare IOException): 400, not the
+            // empty 200 that returning alone would produce.
+            _response.StatusCode = StatusCodes.Status400BadRequest;
+            _response.Headers.Connection = "close";
             return false;
         }
     }
