@@ -63,7 +63,8 @@ public sealed class KestrelEngine : IHttpEngine
         options.Limits.MaxResponseBufferSize = 1024 * 1024;
         if (settings.MaxRequestLine > 0)
         {
-            options.Limits.MaxRequestLineSize = settings.MaxRequestLine;
+            // gunicorn's limit excludes the CRLF; Kestrel's includes it.
+            options.Limits.MaxRequestLineSize = settings.MaxRequestLine + 2;
         }
         if (settings.MaxRequestHeaders > 0)
         {

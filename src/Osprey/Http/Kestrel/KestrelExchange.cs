@@ -32,6 +32,10 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     private IHttpConnectionFeature? _connection;
     private IHttpRequestBodyDetectionFeature? _bodyDetection;
     private IRequestBodyPipeFeature _bodyPipe = null!;
+    private IHttpMaxRequestBodySizeFeature? _bodySizeLimit;
+    /// <summary>--limit-request-body checked here on decoded bytes, for chunked bodies (Kestrel counts their framing too).</summary>
+    private long? _decodedBodyLimit;
+    private long _bodyBytesRead;
     private string? _connectionId;
     private string _remoteAddress = "";
     private string _localAddress = "";
@@ -62,6 +66,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _lifetime = features.GetRequiredFeature<IHttpRequestLifetimeFeature>();
         _bodyDetection = features.Get<IHttpRequestBodyDetectionFeature>();
         _bodyPipe = features.GetRequiredFeature<IRequestBodyPipeFeature>();
+        _bodySizeLimit = features.Get<IHttpMaxRequestBodySizeFeature>();
         IHttpConnectionFeature? connection = features.Get<IHttpConnectionFeature>();
         if (connection is not null && !ReferenceEquals(connection.ConnectionId, _connectionId))
         {
@@ -83,6 +88,14 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             _response.StatusCode = refusal;
             _response.Headers.Connection = "close";
             return;
+        }
+        _bodyBytesRead = 0;
+        _decodedBodyLimit = null;
+        if (_settings.MaxRequestBodySize is long limit && _request.Headers.TransferEncoding.Count > 0 &&
+            _bodySizeLimit is { IsReadOnly: false })
+        {
+            _bodySizeLimit.MaxRequestBodySize = null;
+            _decodedBodyLimit = limit;
         }
         _bodyBuffered = true;
         _aborted = false;
@@ -247,6 +260,14 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             while (true)
             {
                 ReadResult result = await reader.ReadAsync().ConfigureAwait(false);
+                _bodyBytesRead += result.Buffer.Length;
+                if (_bodyBytesRead > _decodedBodyLimit)
+                {
+                    _response.StatusCode = StatusCodes.Status413PayloadTooLarge;
+                    _response.Headers.Connection = "close";
+                    reader.AdvanceTo(result.Buffer.End);
+                    return false;
+                }
                 foreach (ReadOnlyMemory<byte> segment in result.Buffer)
                 {
                     _body.Append(segment.Span);
@@ -293,6 +314,13 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             int n = (int)Math.Min(buffer.Length, destination.Length);
             buffer.Slice(0, n).CopyTo(destination);
             reader.AdvanceTo(buffer.GetPosition(n));
+            _bodyBytesRead += n;
+            if (_bodyBytesRead > _decodedBodyLimit)
+            {
+                // Too late for a 413 (the application is running): the body ends here and the connection with it.
+                _clientGone = true;
+                return 0;
+            }
             return n;
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException or InvalidOperationException)
