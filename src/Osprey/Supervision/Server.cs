@@ -90,7 +90,11 @@ public static class Server
             KeepAlive: TimeSpan.FromSeconds(options.KeepAlive),
             MaxRequestLine: options.LimitRequestLine,
             MaxRequestHeaders: options.LimitRequestFields,
-            MaxRequestFieldSize: options.LimitRequestFieldSize);
+            MaxRequestFieldSize: options.LimitRequestFieldSize,
+            HeaderTimeout: TimeSpan.FromSeconds(options.HeaderTimeout),
+            MinRequestBodyRate: options.MinRequestBodyRate,
+            MaxConnections: options.MaxConnections,
+            Backlog: options.Backlog);
 
         using var stop = new ManualResetEventSlim();
         using PosixSignalRegistration term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stop.Set(); });
