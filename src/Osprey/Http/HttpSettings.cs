@@ -7,4 +7,11 @@ public sealed record HttpSettings(
     TimeSpan KeepAlive,
     int MaxRequestLine,
     int MaxRequestHeaders,
-    int MaxRequestFieldSize);
+    int MaxRequestFieldSize)
+{
+    /// <summary>Peers trusted to send a PROXY protocol header (<c>--forwarded-allow-ips</c>).</summary>
+    public Wsgi.TrustedProxies ForwardedAllowIps { get; init; } = Wsgi.TrustedProxies.Default;
+
+    /// <summary><c>--proxy-protocol</c>: a connection from a trusted peer may start with a PROXY v1 or v2 header.</summary>
+    public bool ProxyProtocol { get; init; }
+}
