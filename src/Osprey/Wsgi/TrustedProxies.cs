@@ -68,13 +68,14 @@ public sealed class TrustedProxies
                 error = $"'{entry}' is not an IP network (e.g. 10.0.0.0/8 or fd00::/8)";
                 return null;
             }
-            if (!IPNetwork.TryParse(entry, out IPNetwork network))
+            IPAddress masked = Masked(prefix, length);
+            if (!masked.Equals(prefix))
             {
-                // IPNetwork refuses a prefix with host bits set; a typo there would silently trust the wrong range.
-                error = $"'{entry}' has bits set after the /{length} prefix (did you mean {Masked(prefix, length)}/{length}?)";
+                // Host bits after the prefix are most likely a typo, which would silently trust the wrong range.
+                error = $"'{entry}' has bits set after the /{length} prefix (did you mean {masked}/{length}?)";
                 return null;
             }
-            networks.Add(network);
+            networks.Add(new IPNetwork(prefix, length));
         }
         return new TrustedProxies([.. networks], any, text);
     }
