@@ -38,6 +38,11 @@ public sealed class LeanEngine : IHttpEngine
     private volatile bool _stopAccepting;
     private volatile bool _stopNow;
     private bool _listenersRemoved;
+    // Dekker-style pair that spares Post an eventfd write (a syscall, costly on this kind of VM)
+    // whenever the loop is awake: it drains the posted queue after every batch of events anyway.
+    // _loopSleeping is set before the loop's last look at the queue; Post looks at it after enqueuing.
+    private int _loopSleeping;
+    private int _wakeSignalled;
 
     internal PythonWorkers Workers { get; }
 
@@ -76,7 +81,11 @@ public sealed class LeanEngine : IHttpEngine
     {
         connection.PostedAction = action;
         _posted.Enqueue((connection, action));
-        Syscalls.SignalEventFd(_wakeFd);
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref _loopSleeping) == 1 && Interlocked.Exchange(ref _wakeSignalled, 1) == 0)
+        {
+            Syscalls.SignalEventFd(_wakeFd);
+        }
     }
 
     // ---------------------------------------------------------------- loop thread
@@ -87,7 +96,10 @@ public sealed class LeanEngine : IHttpEngine
         Span<byte> address = stackalloc byte[128];
         while (!_stopNow)
         {
-            int count = Syscalls.EpollWait(_epoll, events, 1000);
+            Volatile.Write(ref _loopSleeping, 1);
+            Interlocked.MemoryBarrier();
+            int count = Syscalls.EpollWait(_epoll, events, _posted.IsEmpty ? 1000 : 0);
+            Volatile.Write(ref _loopSleeping, 0);
             for (int i = 0; i < count; i++)
             {
                 ulong data = Syscalls.EventData(events, i);
@@ -99,13 +111,14 @@ public sealed class LeanEngine : IHttpEngine
                 else if (data == WakeTag)
                 {
                     Syscalls.DrainEventFd(_wakeFd);
-                    RunPosted();
+                    Volatile.Write(ref _wakeSignalled, 0);
                 }
                 else
                 {
                     OnConnectionEvent(data, mask);
                 }
             }
+            RunPosted();
             long now = Environment.TickCount64;
             if (now >= _nextSweep)
             {
