@@ -154,6 +154,36 @@ public sealed class ForwardedHeadersTests(ServerPool pool) : IClassFixture<Serve
         Assert.Equal("https", Str(env, "wsgi.url_scheme"));
     }
 
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Headers_of_one_request_do_not_carry_over_to_the_next_on_the_connection(string engine)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App);
+        using RawHttpConnection connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync(RawHttp.Get("/", server.Port, "X-Forwarded-For: 203.0.113.7", "X-Forwarded-Proto: https"));
+        Assert.Equal("203.0.113.7", Str(Environ(await connection.ReadResponseAsync()), "REMOTE_ADDR"));
+
+        await connection.SendAsync(RawHttp.Get("/", server.Port));
+        JsonElement env = Environ(await connection.ReadResponseAsync());
+        Assert.Equal("127.0.0.1", Str(env, "REMOTE_ADDR"));
+        Assert.Equal(connection.LocalPort.ToString(CultureInfo.InvariantCulture), Str(env, "REMOTE_PORT"));
+        Assert.Equal("http", Str(env, "wsgi.url_scheme"));
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task The_access_log_names_the_forwarded_client(string engine)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App, "--access-logfile", "-");
+        await RawHttp.SendAsync(server.Port, RawHttp.Get("/forwarded-log", server.Port, "X-Forwarded-For: 203.0.113.77"));
+        await RawHttp.SendAsync(server.Port, RawHttp.Get("/direct-log", server.Port));
+
+        Assert.True(await EventuallyAsync(() => Task.FromResult(server.Stdout.Contains("/direct-log", StringComparison.Ordinal)), TimeSpan.FromSeconds(10)),
+            $"no access log line for /direct-log: {server.Stdout}");
+        string[] lines = server.Stdout.Split('\n');
+        Assert.StartsWith("203.0.113.77 - - [", lines.Single(l => l.Contains("/forwarded-log", StringComparison.Ordinal)), StringComparison.Ordinal);
+        // The next request (another connection, none of the headers) is logged with its real peer again.
+        Assert.StartsWith("127.0.0.1 - - [", lines.Single(l => l.Contains("/direct-log", StringComparison.Ordinal)), StringComparison.Ordinal);
+    }
+
     public static TheoryData<string, string> MalformedHeaders()
     {
         string[] headers =
