@@ -75,7 +75,18 @@ public static class Server
             Log.Warning($"--workers {options.Workers}: this version serves from one process; use --threads for concurrency");
         }
 
-        using var workers = new PythonWorkers(application, options.Threads);
+        RequestWatchdog? watchdog;
+        try
+        {
+            watchdog = options.Timeout > 0 ? new RequestWatchdog(TimeSpan.FromSeconds(options.Timeout), RequestRecycle) : null;
+        }
+        catch (PythonStartupException e)
+        {
+            Log.Error(e.Message);
+            return 1;
+        }
+        using RequestWatchdog? watchdogScope = watchdog;
+        using var workers = new PythonWorkers(application, options.Threads, watchdog);
         var settings = new HttpSettings(
             BodyBufferSize: options.BodyBufferSize,
             MaxRequestBodySize: options.LimitRequestBody > 0 ? options.LimitRequestBody : null,
@@ -108,6 +119,14 @@ public static class Server
         Log.Info("Shutdown complete");
         return 0;
     }
+
+    /// <summary>
+    /// This process should be replaced gracefully (a request timed out: its Python thread may
+    /// never come back). The master process (issue #5) connects this to its recycle hook; until
+    /// then it only logs.
+    /// </summary>
+    public static void RequestRecycle(string reason) =>
+        Log.Warning($"Recycle requested: {reason} (no master process to replace this one yet)");
 
     private static Severity ToSeverity(Cli.LogLevel level) => level switch
     {

@@ -22,15 +22,19 @@ public sealed class PythonWorkers : IDisposable
     private static readonly bool s_spinBeforeParking = Environment.ProcessorCount > 1;
     private readonly Thread[] _threads;
     private readonly WsgiApplication _application;
+    private readonly RequestSlot[]? _slots;
     private volatile bool _stopping;
 
-    public PythonWorkers(WsgiApplication application, int threads)
+    /// <param name="watchdog">Times requests out (<c>--timeout</c>); null when disabled.</param>
+    public PythonWorkers(WsgiApplication application, int threads, RequestWatchdog? watchdog = null)
     {
         _application = application;
+        _slots = watchdog?.CreateSlots(threads);
         _threads = new Thread[threads];
         for (int i = 0; i < threads; i++)
         {
-            _threads[i] = new Thread(Run) { IsBackground = true, Name = $"python-{i}" };
+            RequestSlot? slot = _slots?[i];
+            _threads[i] = new Thread(() => Run(slot)) { IsBackground = true, Name = $"python-{i}" };
             _threads[i].Start();
         }
     }
@@ -76,11 +80,12 @@ public sealed class PythonWorkers : IDisposable
         }
     }
 
-    private void Run()
+    private void Run(RequestSlot? slot)
     {
         var thread = new PythonThread();
         thread.Attach();
-        var worker = new WsgiWorker(_application);
+        slot?.IdentifyThread(thread.Ident);
+        var worker = new WsgiWorker(_application, slot);
         while (true)
         {
             WaitForWork();

@@ -67,6 +67,8 @@ internal sealed class LeanConnection : IHttpExchange
     private bool _chunkedResponse;
     private bool _bodyAllowed;
     private volatile bool _clientGone;
+    /// <summary>A <see cref="ResponseGate"/> state: whether the watchdog may still answer 504.</summary>
+    private int _responseGate;
     private string _remoteAddress = "";
     private int _remotePort;
     private string _localAddress = "";
@@ -305,6 +307,7 @@ internal sealed class LeanConnection : IHttpExchange
 
     private void Dispatch()
     {
+        _responseGate = ResponseGate.Open;
         State = ConnectionState.Dispatched;
         _engine.Workers.Dispatch(this);
     }
@@ -724,7 +727,15 @@ internal sealed class LeanConnection : IHttpExchange
         if (!_continueSent)
         {
             _continueSent = true;
-            if (!SendAll("HTTP/1.1 100 Continue\r\n\r\n"u8))
+            if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Continue, ResponseGate.Open) != ResponseGate.Open)
+            {
+                _clientGone = true;
+                return 0;
+            }
+            bool sent = SendAll("HTTP/1.1 100 Continue\r\n\r\n"u8);
+            // Fails only when the watchdog cut the connection meanwhile; it set _clientGone then.
+            Interlocked.CompareExchange(ref _responseGate, ResponseGate.Open, ResponseGate.Continue);
+            if (!sent || _clientGone)
             {
                 return 0;
             }
@@ -783,6 +794,12 @@ internal sealed class LeanConnection : IHttpExchange
 
     public void WriteHead(ResponseHead head)
     {
+        if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Started, ResponseGate.Open) != ResponseGate.Open)
+        {
+            // The watchdog answered this request: nothing of the application's goes out.
+            _clientGone = true;
+            return;
+        }
         int code = head.StatusCode;
         _bodyAllowed = !_isHeadRequest && code is not ((>= 100 and < 200) or 204 or 304);
         bool lengthKnown = head.ContentLength >= 0;
@@ -1065,6 +1082,11 @@ internal sealed class LeanConnection : IHttpExchange
 
     public void Complete(bool closeConnection)
     {
+        if (Interlocked.Exchange(ref _responseGate, ResponseGate.Completed) is ResponseGate.Answered504 or ResponseGate.Cut)
+        {
+            ReleaseAfterTimeout();
+            return;
+        }
         if (closeConnection || (_bodyStreamed && !_decoder.IsDone))
         {
             _keepAlive = false;
@@ -1112,10 +1134,81 @@ internal sealed class LeanConnection : IHttpExchange
 
     public void Abort()
     {
+        if (Interlocked.Exchange(ref _responseGate, ResponseGate.Completed) is ResponseGate.Answered504 or ResponseGate.Cut)
+        {
+            ReleaseAfterTimeout();
+            return;
+        }
         _keepAlive = false;
         _pending.Clear();
         ReturnStaging();
         _engine.Post(this, LoopAction.Close);
+    }
+
+    private void ReleaseAfterTimeout()
+    {
+        _keepAlive = false;
+        _pending.Clear();
+        ReturnStaging();
+        // After a 504 the client may still be reading it: linger (the write side is already
+        // shut down) rather than close, which could turn unread input into a reset.
+        _engine.Post(this, LoopAction.Linger);
+    }
+
+    // ---------------------------------------------------------------- watchdog thread
+
+    /// <summary>
+    /// The request ran past --timeout (watchdog thread). The Python thread owns the connection
+    /// and may be writing: the gate decides whether the response is still ours to give (504) or
+    /// can only be cut. Either way the socket is shut down, not closed: the descriptor stays
+    /// the Python thread's until it aborts the exchange, so it cannot be reused under it.
+    /// </summary>
+    public TimeoutOutcome TryTimeOut()
+    {
+        while (true)
+        {
+            int gate = Volatile.Read(ref _responseGate);
+            switch (gate)
+            {
+                case ResponseGate.Open:
+                    if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Answered504, ResponseGate.Open) == ResponseGate.Open)
+                    {
+                        _clientGone = true;
+                        SendTimeoutResponse();
+                        return TimeoutOutcome.Answered504;
+                    }
+                    break;
+                case ResponseGate.Started:
+                case ResponseGate.Continue:
+                    if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Cut, gate) == gate)
+                    {
+                        _clientGone = true;
+                        // Wakes a Python thread blocked in poll (draining output, reading a streamed body).
+                        Syscalls.Shutdown(Fd, Syscalls.SHUT_RDWR);
+                        return TimeoutOutcome.ConnectionClosed;
+                    }
+                    break;
+                default:
+                    return TimeoutOutcome.AlreadyComplete;
+            }
+        }
+    }
+
+    private void SendTimeoutResponse()
+    {
+        // Nothing of this response was sent and the previous one was flushed before this request
+        // was dispatched, so the socket's buffer takes these few hundred bytes at once.
+        ReadOnlySpan<byte> body = _isHeadRequest ? default : ResponseGate.TimeoutBody;
+        Span<byte> head = stackalloc byte[160];
+        int length = 0;
+        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/html\r\nConnection: close\r\nContent-Length: "u8.CopyTo(head);
+        length += "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/html\r\nConnection: close\r\nContent-Length: "u8.Length;
+        Utf8Formatter.TryFormat(ResponseGate.TimeoutBody.Length, head[length..], out int digits);
+        length += digits;
+        head[length++] = (byte)'\r';
+        head[length++] = (byte)'\n';
+        Syscalls.Send(Fd, head[..length], HttpDate.HeaderLine, "\r\n"u8, body);
+        Syscalls.Shutdown(Fd, Syscalls.SHUT_WR);
     }
 
     /// <summary>Kestrel's parser calls back through this struct, so the generic parser is specialised for it and the calls inline.</summary>
