@@ -73,6 +73,8 @@ internal sealed class LeanConnection : IHttpExchange
     private int _remotePort;
     private string _localAddress = "";
     private int _localPort;
+    /// <summary>--proxy-protocol and a trusted peer: the connection may start with a PROXY header.</summary>
+    private bool _expectProxyHeader;
 
     public LeanConnection(LeanEngine engine, HttpSettings settings)
     {
@@ -100,8 +102,9 @@ internal sealed class LeanConnection : IHttpExchange
     private volatile bool _peerHungUp;
     public bool HasPartialRequest => _inputEnd > _inputStart;
 
-    public void Open(int fd, uint generation, string remoteAddress, int remotePort, string localAddress, int localPort)
+    public void Open(int fd, uint generation, string remoteAddress, int remotePort, string localAddress, int localPort, bool expectProxyHeader)
     {
+        _expectProxyHeader = expectProxyHeader;
         Fd = fd;
         Generation = generation;
         _remoteAddress = remoteAddress;
@@ -247,6 +250,10 @@ internal sealed class LeanConnection : IHttpExchange
     {
         if (State == ConnectionState.ReadingHead)
         {
+            if (_expectProxyHeader && !ReadProxyHeader())
+            {
+                return;
+            }
             int status = TryParseHead();
             if (status < 0)
             {
@@ -277,6 +284,35 @@ internal sealed class LeanConnection : IHttpExchange
                 Refuse(status);
             }
         }
+    }
+
+    /// <summary>
+    /// Takes a PROXY header off the start of the connection, if there is one. False while more
+    /// input is needed (the header timeout applies as to a partial request) or when a malformed
+    /// header closed the connection.
+    /// </summary>
+    private bool ReadProxyHeader()
+    {
+        ProxyHeaderStatus status = ProxyProtocol.TryParse(_input.AsSpan(_inputStart, _inputEnd - _inputStart), out int consumed, out ProxyHeader header);
+        switch (status)
+        {
+            case ProxyHeaderStatus.NeedMore:
+                return false;
+            case ProxyHeaderStatus.Invalid:
+                Log.Warning($"malformed PROXY protocol header from {_remoteAddress}: connection closed");
+                _engine.Close(this);
+                return false;
+            case ProxyHeaderStatus.Parsed:
+                _inputStart += consumed;
+                if (header.Source is not null && header.Destination is not null)
+                {
+                    (_remoteAddress, _remotePort) = (LeanEngine.FormatAddress(header.Source.Address), header.Source.Port);
+                    (_localAddress, _localPort) = (LeanEngine.FormatAddress(header.Destination.Address), header.Destination.Port);
+                }
+                break;
+        }
+        _expectProxyHeader = false;
+        return true;
     }
 
     private void Dispatch()

@@ -170,7 +170,8 @@ public sealed class LeanEngine : IHttpEngine
             }
             _openConnections++;
             LeanConnection connection = _free.Count > 0 ? _free.Pop() : new LeanConnection(this, _settings);
-            connection.Open(fd, ++_generation, remote, remotePort, local, localPort);
+            bool expectProxyHeader = _settings.ProxyProtocol && _settings.ForwardedAllowIps.ContainsPeer(remote);
+            connection.Open(fd, ++_generation, remote, remotePort, local, localPort, expectProxyHeader);
             if (fd >= _byFd.Length)
             {
                 Array.Resize(ref _byFd, Math.Max(_byFd.Length * 2, fd + 1));
@@ -182,6 +183,9 @@ public sealed class LeanEngine : IHttpEngine
             Syscalls.EpollAdd(_epoll, fd, Syscalls.EPOLLIN | Syscalls.EPOLLOUT | Syscalls.EPOLLRDHUP | Syscalls.EPOLLET, connection.Token);
         }
     }
+
+    internal static string FormatAddress(IPAddress address) =>
+        (address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address).ToString();
 
     private static (string Address, int Port) FormatAddress(ReadOnlySpan<byte> sockaddr)
     {
