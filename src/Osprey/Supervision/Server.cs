@@ -50,7 +50,10 @@ public static class Server
             Log.Info($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
             application = WsgiApplication.Load(new ApplicationSpec(
                 options.App, options.AppModule, options.AppAttribute, options.FactoryArguments, options.PythonPath,
-                options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1));
+                options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1)
+            {
+                ForwardedAllowIps = options.ForwardedAllowIps,
+            });
         }
         catch (PythonStartupException e)
         {
@@ -90,7 +93,15 @@ public static class Server
             KeepAlive: TimeSpan.FromSeconds(options.KeepAlive),
             MaxRequestLine: options.LimitRequestLine,
             MaxRequestHeaders: options.LimitRequestFields,
-            MaxRequestFieldSize: options.LimitRequestFieldSize);
+            MaxRequestFieldSize: options.LimitRequestFieldSize,
+            HeaderTimeout: TimeSpan.FromSeconds(options.HeaderTimeout),
+            MinRequestBodyRate: options.MinRequestBodyRate,
+            MaxConnections: options.MaxConnections,
+            Backlog: options.Backlog)
+        {
+            ForwardedAllowIps = options.ForwardedAllowIps,
+            ProxyProtocol = options.ProxyProtocol,
+        };
 
         using var stop = new ManualResetEventSlim();
         using PosixSignalRegistration term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stop.Set(); });

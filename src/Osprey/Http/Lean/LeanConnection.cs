@@ -73,6 +73,8 @@ internal sealed class LeanConnection : IHttpExchange
     private int _remotePort;
     private string _localAddress = "";
     private int _localPort;
+    /// <summary>--proxy-protocol and a trusted peer: the connection may start with a PROXY header.</summary>
+    private bool _expectProxyHeader;
 
     public LeanConnection(LeanEngine engine, HttpSettings settings)
     {
@@ -88,6 +90,11 @@ internal sealed class LeanConnection : IHttpExchange
     /// <summary>Environment.TickCount64 of the last progress, for the loop's timeouts.</summary>
     public long LastProgress;
     public bool ServedRequest;
+    /// <summary>Environment.TickCount64 when the current request head began (the header timeout runs from here).</summary>
+    public long HeadStarted;
+    /// <summary>Environment.TickCount64 when the loop began receiving the current body (the minimum body rate runs from here).</summary>
+    public long BodyStarted;
+    public long BodyBytesReceived => _bodyReceived;
     /// <summary>1 when a socket event arrived while a Python thread owned the connection (edge-triggered: it will not repeat).</summary>
     private int _eventPending;
     /// <summary>The last receive filled the buffer, so the socket may hold more than the edge announced.</summary>
@@ -95,8 +102,9 @@ internal sealed class LeanConnection : IHttpExchange
     private volatile bool _peerHungUp;
     public bool HasPartialRequest => _inputEnd > _inputStart;
 
-    public void Open(int fd, uint generation, string remoteAddress, int remotePort, string localAddress, int localPort)
+    public void Open(int fd, uint generation, string remoteAddress, int remotePort, string localAddress, int localPort, bool expectProxyHeader)
     {
+        _expectProxyHeader = expectProxyHeader;
         Fd = fd;
         Generation = generation;
         _remoteAddress = remoteAddress;
@@ -111,7 +119,7 @@ internal sealed class LeanConnection : IHttpExchange
         _socketMayHaveMore = false;
         _peerHungUp = false;
         State = ConnectionState.ReadingHead;
-        LastProgress = Environment.TickCount64;
+        LastProgress = HeadStarted = Environment.TickCount64;
     }
 
     /// <summary>Called by the loop once the socket is closed: returns buffers to their pools.</summary>
@@ -206,6 +214,10 @@ internal sealed class LeanConnection : IHttpExchange
         if (_inputStart == _inputEnd)
         {
             _inputStart = _inputEnd = 0;
+            if (State == ConnectionState.ReadingHead)
+            {
+                HeadStarted = Environment.TickCount64;
+            }
         }
         if (_inputEnd == _input.Length)
         {
@@ -238,6 +250,10 @@ internal sealed class LeanConnection : IHttpExchange
     {
         if (State == ConnectionState.ReadingHead)
         {
+            if (_expectProxyHeader && !ReadProxyHeader())
+            {
+                return;
+            }
             int status = TryParseHead();
             if (status < 0)
             {
@@ -254,6 +270,7 @@ internal sealed class LeanConnection : IHttpExchange
                 return;
             }
             State = ConnectionState.ReadingBody;
+            BodyStarted = Environment.TickCount64;
         }
         if (State == ConnectionState.ReadingBody)
         {
@@ -267,6 +284,35 @@ internal sealed class LeanConnection : IHttpExchange
                 Refuse(status);
             }
         }
+    }
+
+    /// <summary>
+    /// Takes a PROXY header off the start of the connection, if there is one. False while more
+    /// input is needed (the header timeout applies as to a partial request) or when a malformed
+    /// header closed the connection.
+    /// </summary>
+    private bool ReadProxyHeader()
+    {
+        ProxyHeaderStatus status = ProxyProtocol.TryParse(_input.AsSpan(_inputStart, _inputEnd - _inputStart), out int consumed, out ProxyHeader header);
+        switch (status)
+        {
+            case ProxyHeaderStatus.NeedMore:
+                return false;
+            case ProxyHeaderStatus.Invalid:
+                Log.Warning($"malformed PROXY protocol header from {_remoteAddress}: connection closed");
+                _engine.Close(this);
+                return false;
+            case ProxyHeaderStatus.Parsed:
+                _inputStart += consumed;
+                if (header.Source is not null && header.Destination is not null)
+                {
+                    (_remoteAddress, _remotePort) = (LeanEngine.FormatAddress(header.Source.Address), header.Source.Port);
+                    (_localAddress, _localPort) = (LeanEngine.FormatAddress(header.Destination.Address), header.Destination.Port);
+                }
+                break;
+        }
+        _expectProxyHeader = false;
+        return true;
     }
 
     private void Dispatch()
@@ -637,7 +683,7 @@ internal sealed class LeanConnection : IHttpExchange
         ReturnStaging();
         _body?.Reset();
         ServedRequest = true;
-        LastProgress = Environment.TickCount64;
+        LastProgress = HeadStarted = Environment.TickCount64;
         if (!_keepAlive || _clientGone)
         {
             if (onLoop)
