@@ -134,6 +134,32 @@ public sealed class TimeoutTests
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Upload_that_stalls_while_the_application_reads_it_gets_504(string engine)
+    {
+        // Expect: 100-continue streams the body to the application, which waits (GIL released)
+        // for a client that sends half of it and stops.
+        await using var server = await StartAsync(engine);
+        var mark = server.ErrorLogPosition;
+        using (var connection = await RawHttpConnection.OpenAsync(server.Port))
+        {
+            await connection.SendAsync(RawHttp.Request("POST", "/read_body", server.Port, ["Expect: 100-continue", "Content-Length: 10"]));
+            var interim = await connection.ReadResponseAsync();
+            Assert.Equal(100, interim.StatusCode);
+            var clock = Stopwatch.StartNew();
+            await connection.SendAsync("half.");
+            var response = await connection.ReadResponseAsync();
+
+            Assert.Equal(504, response.StatusCode);
+            Assert.True(clock.Elapsed < AnswerBound, $"504 after {clock.Elapsed.TotalSeconds:0.0} s");
+            var log = await server.WaitForLogAsync("Recycle requested", LogTimeout, mark);
+            Assert.Contains("POST /read_body", log, StringComparison.Ordinal);
+            Assert.Contains("in read_whole_body", log, StringComparison.Ordinal);
+        }
+        await AssertStillServesAsync(server, "/fast", "fast");
+        AssertNoDotNetStackTrace(server.ErrorLogSince(mark));
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Requests_shorter_than_the_timeout_are_unaffected(string engine)
     {
         await using var server = await StartAsync(engine);
