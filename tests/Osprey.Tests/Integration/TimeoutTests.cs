@@ -22,7 +22,7 @@ public sealed class TimeoutTests
     private const int HangSeconds = 8;
 
     private static Task<OspreyServer> StartAsync(string engine, string timeout = "1") =>
-        OspreyServer.StartAsync(engine, App, "--timeout", timeout, "--threads", "2");
+        OspreyServer.StartAsync(engine, App, "--timeout", timeout, "--threads", "2", "--access-logfile", "-");
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Sleeping_request_gets_504_the_stacks_are_logged_and_its_late_output_is_discarded(string engine)
@@ -73,6 +73,9 @@ public sealed class TimeoutTests
             Assert.DoesNotContain("LATE-OUTPUT", Encoding.Latin1.GetString(await other.ReadForAsync(TimeSpan.FromMilliseconds(300))), StringComparison.Ordinal);
         }
         await AssertStillServesAsync(server, "/fast", "fast");
+        // Logged when the application returned, with the status the client got.
+        Assert.True(await EventuallyAsync(() => Task.FromResult(server.Stdout.Contains("\"GET /sleep?s=3 HTTP/1.1\" 504 ", StringComparison.Ordinal)), LogTimeout),
+            "access log:\n" + server.Stdout);
         var fullLog = server.ErrorLogSince(mark);
         Assert.DoesNotContain("internal error", fullLog, StringComparison.Ordinal);
         AssertNoDotNetStackTrace(fullLog);
