@@ -184,12 +184,14 @@ public sealed class ProxyProtocolTests(ServerPool pool) : IClassFixture<ServerPo
             _ => Encoding.Latin1.GetBytes(header),
         };
         OspreyServer server = await pool.GetAsync(engine, App, Trusted);
+        int mark = server.ErrorLogPosition;
         using (RawHttpConnection connection = await RawHttpConnection.OpenAsync(server.Port))
         {
             await connection.SendAsync([.. bytes, .. RawHttp.Get("/", server.Port)]);
             byte[] answer = await connection.ReadToCloseAsync(CloseTimeout);
             Assert.True(answer.Length == 0, $"expected a close without a response, got: {Encoding.Latin1.GetString(answer)}");
         }
+        await server.WaitForLogAsync("malformed PROXY protocol header from 127.0.0.1: connection closed", LogTimeout, mark);
         // Nothing else is affected.
         Assert.Equal("127.0.0.1", Str(Environ(await RawHttp.GetAsync(server, "/")), "REMOTE_ADDR"));
         AssertNoDotNetStackTrace(server.ErrorLog);
