@@ -32,6 +32,7 @@ public static class CommandLine
     // so a typo does not silently turn into a different limit.
     private const int MaxRequestLine = 8190;
     private const int MaxHeaders = 32768;
+    private const int MaxHeaderTimeout = 24 * 3600;
 
     public static string HelpText { get; } = BuildHelpText();
 
@@ -57,6 +58,7 @@ public static class CommandLine
         Help, Version, Bind, Workers, Threads, Engine, Python, Chdir, PythonPath, Env, RootPath,
         LogLevel, ErrorLog, AccessLog, Timeout, GracefulTimeout, KeepAlive, Backlog,
         LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
+        HeaderTimeout, MinRequestBodyRate, MaxConnections,
         ForwardedAllowIps, ProxyProtocol,
     }
 
@@ -90,6 +92,11 @@ public static class CommandLine
         new("--limit-request-field-size", Opt.LimitRequestFieldSize),
         new("--limit-request-body", Opt.LimitRequestBody),
         new("--body-buffer-size", Opt.BodyBufferSize),
+        new("--header-timeout", Opt.HeaderTimeout),
+        new("--min-request-body-rate", Opt.MinRequestBodyRate),
+        new("--max-connections", Opt.MaxConnections),
+        // gunicorn's name for the same limit (its async workers' simultaneous clients).
+        new("--worker-connections", Opt.MaxConnections),
         new("--forwarded-allow-ips", Opt.ForwardedAllowIps),
         new("--proxy-protocol", Opt.ProxyProtocol),
     ];
@@ -130,6 +137,9 @@ public static class CommandLine
         Opt.LimitRequestFieldSize => "--limit-request-field_size",
         Opt.LimitRequestBody => "--limit-request-body",
         Opt.BodyBufferSize => "--body-buffer-size",
+        Opt.HeaderTimeout => "--header-timeout",
+        Opt.MinRequestBodyRate => "--min-request-body-rate",
+        Opt.MaxConnections => "--max-connections",
         Opt.ForwardedAllowIps => "--forwarded-allow-ips",
         Opt.ProxyProtocol => "--proxy-protocol",
         _ => throw new ArgumentOutOfRangeException(nameof(opt)),
@@ -295,6 +305,13 @@ public static class CommandLine
                     return Int(name, value, 0, int.MaxValue, n => options = options with { LimitRequestFieldSize = n });
                 case Opt.BodyBufferSize:
                     return Int(name, value, 0, int.MaxValue, n => options = options with { BodyBufferSize = n });
+                case Opt.HeaderTimeout:
+                    // No "unlimited": a head that never ends is exactly the slow-loris attack.
+                    return Int(name, value, 1, MaxHeaderTimeout, n => options = options with { HeaderTimeout = n });
+                case Opt.MinRequestBodyRate:
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { MinRequestBodyRate = n });
+                case Opt.MaxConnections:
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { MaxConnections = n });
                 case Opt.LimitRequestBody:
                 {
                     if (!TryParseInteger(value, 0, long.MaxValue, out long n))
@@ -751,6 +768,9 @@ public static class CommandLine
               -b ADDRESS, --bind ADDRESS     Socket to bind; repeatable. HOST:PORT, HOST (port {DefaultPort}),
                                              [IPV6]:PORT, unix:PATH or fd://N. [127.0.0.1:{DefaultPort}]
               --backlog INT                  Maximum number of pending connections. [{d.Backlog}]
+              --max-connections INT, --worker-connections INT
+                                             Connections served at once; more wait in the backlog.
+                                             0 means unlimited. [{d.MaxConnections}]
 
             Worker processes:
               -w INT, --workers INT          Number of worker processes. [{d.Workers}]
@@ -790,6 +810,11 @@ public static class CommandLine
                                              unlimited. [{d.LimitRequestBody}]
               --body-buffer-size BYTES       Bodies up to this size are read completely before the
                                              application is called. [{d.BodyBufferSize}]
+              --header-timeout SECONDS       Time a client gets to send a whole request head;
+                                             408 after it. [{d.HeaderTimeout}]
+              --min-request-body-rate BYTES/S
+                                             Slowest request body accepted (after a 5 s grace);
+                                             408 below it. 0 disables. [{d.MinRequestBodyRate}]
 
             Proxies:
               --forwarded-allow-ips STRING   Comma-separated addresses and networks (10.0.0.0/8) of the

@@ -93,7 +93,11 @@ public static class Server
             KeepAlive: TimeSpan.FromSeconds(options.KeepAlive),
             MaxRequestLine: options.LimitRequestLine,
             MaxRequestHeaders: options.LimitRequestFields,
-            MaxRequestFieldSize: options.LimitRequestFieldSize)
+            MaxRequestFieldSize: options.LimitRequestFieldSize,
+            HeaderTimeout: TimeSpan.FromSeconds(options.HeaderTimeout),
+            MinRequestBodyRate: options.MinRequestBodyRate,
+            MaxConnections: options.MaxConnections,
+            Backlog: options.Backlog)
         {
             ForwardedAllowIps = options.ForwardedAllowIps,
             ProxyProtocol = options.ProxyProtocol,

@@ -32,6 +32,10 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     private IHttpConnectionFeature? _connection;
     private IHttpRequestBodyDetectionFeature? _bodyDetection;
     private IRequestBodyPipeFeature _bodyPipe = null!;
+    private IHttpMaxRequestBodySizeFeature? _bodySizeLimit;
+    /// <summary>--limit-request-body checked here on decoded bytes, for chunked bodies (Kestrel counts their framing too).</summary>
+    private long? _decodedBodyLimit;
+    private long _bodyBytesRead;
     private string? _connectionId;
     private string _remoteAddress = "";
     private string _localAddress = "";
@@ -48,7 +52,13 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     private long _responseBodyBytes;
     private Task<FlushResult>? _pendingFlush;
 
-    public KestrelExchange(long bodyMemoryLimit) => _body = new RequestBodyBuffer(bodyMemoryLimit);
+    private readonly HttpSettings _settings;
+
+    public KestrelExchange(HttpSettings settings)
+    {
+        _settings = settings;
+        _body = new RequestBodyBuffer(settings.BodyBufferSize);
+    }
 
     public RequestHead Request => _head;
     public bool BodyIsBuffered => _bodyBuffered;
@@ -62,6 +72,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _lifetime = features.GetRequiredFeature<IHttpRequestLifetimeFeature>();
         _bodyDetection = features.Get<IHttpRequestBodyDetectionFeature>();
         _bodyPipe = features.GetRequiredFeature<IRequestBodyPipeFeature>();
+        _bodySizeLimit = features.Get<IHttpMaxRequestBodySizeFeature>();
         IHttpConnectionFeature? connection = features.Get<IHttpConnectionFeature>();
         if (connection is not null && !ReferenceEquals(connection.ConnectionId, _connectionId))
         {
@@ -75,7 +86,23 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     public async Task ProcessAsync(PythonWorkers workers)
     {
-        FillHead();
+        int refusal = FillHead();
+        if (refusal != 0)
+        {
+            // Before the application, and without reading the body: the connection closes after
+            // this answer, so nothing the client sent after the head is ever taken as a request.
+            _response.StatusCode = refusal;
+            _response.Headers.Connection = "close";
+            return;
+        }
+        _bodyBytesRead = 0;
+        _decodedBodyLimit = null;
+        if (_settings.MaxRequestBodySize is long limit && _request.Headers.TransferEncoding.Count > 0 &&
+            _bodySizeLimit is { IsReadOnly: false })
+        {
+            _bodySizeLimit.MaxRequestBodySize = null;
+            _decodedBodyLimit = limit;
+        }
         _bodyBuffered = true;
         _aborted = false;
         _clientGone = false;
@@ -186,7 +213,8 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         }
     }
 
-    private void FillHead()
+    /// <summary>Copies the request head; 0, or the status to refuse it with when Kestrel let through something the lean engine refuses.</summary>
+    private int FillHead()
     {
         _head.Reset();
         _head.Method = _request.Method;
@@ -202,13 +230,104 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _head.RemotePort = _connection?.RemotePort ?? 0;
         _head.LocalAddress = _localAddress;
         _head.LocalPort = _connection?.LocalPort ?? 0;
+        int refusal = IsTarget(_request.RawTarget) ? 0 : StatusCodes.Status400BadRequest;
+        int fieldSizeLimit = _settings.MaxRequestFieldSize;
         foreach (KeyValuePair<string, Microsoft.Extensions.Primitives.StringValues> header in _request.Headers)
         {
             foreach (string? value in header.Value)
             {
-                _head.AddHeader(header.Key, value ?? "");
+                string text = value ?? "";
+                if (fieldSizeLimit > 0 && header.Key.Length + 2 + text.Length > fieldSizeLimit)
+                {
+                    refusal = StatusCodes.Status431RequestHeaderFieldsTooLarge;
+                }
+                else if (refusal == 0 && (!IsToken(header.Key) || !IsFieldValue(text)))
+                {
+                    refusal = StatusCodes.Status400BadRequest;
+                }
+                _head.AddHeader(header.Key, text);
             }
         }
+        return refusal != 0 ? refusal : CheckFraming();
+    }
+
+    /// <summary>
+    /// RFC 9112 §6.3 as the lean engine applies it: Kestrel resolves some ambiguities itself
+    /// (Content-Length beside Transfer-Encoding, a coding list ending in chunked), but a proxy in
+    /// front may have resolved them differently, which is how requests get smuggled. Refuse them.
+    /// </summary>
+    private int CheckFraming()
+    {
+        IHeaderDictionary headers = _request.Headers;
+        bool http11 = _head.Version != Wsgi.HttpVersion.Http10;
+        int hosts = headers.Host.Count;
+        if (http11 ? hosts != 1 : hosts > 1)
+        {
+            return StatusCodes.Status400BadRequest;
+        }
+        Microsoft.Extensions.Primitives.StringValues transferEncoding = headers.TransferEncoding;
+        Microsoft.Extensions.Primitives.StringValues contentLength = headers.ContentLength.HasValue
+            ? new Microsoft.Extensions.Primitives.StringValues("x")
+            : headers["Content-Length"];
+        if (transferEncoding.Count > 0)
+        {
+            // Kestrel hides a Content-Length sent beside Transfer-Encoding by renaming it
+            // X-Content-Length; a client sending that name itself with a chunked body is refused too.
+            if (!http11 || contentLength.Count > 0 || headers.ContainsKey("X-Content-Length") || transferEncoding.Count > 1 ||
+                !string.Equals(transferEncoding[0], "chunked", StringComparison.OrdinalIgnoreCase))
+            {
+                return StatusCodes.Status400BadRequest;
+            }
+        }
+        return 0;
+    }
+
+    private static bool IsTarget(string target)
+    {
+        foreach (char c in target)
+        {
+            if (c <= 0x20 || c == 0x7F)
+            {
+                return false;
+            }
+        }
+        return target.Length > 0;
+    }
+
+    private static bool IsToken(string name)
+    {
+        foreach (char c in name)
+        {
+            if (c >= 0x80 || !TokenChars[c])
+            {
+                return false;
+            }
+        }
+        return name.Length > 0;
+    }
+
+    private static readonly bool[] TokenChars = BuildTokenChars();
+
+    private static bool[] BuildTokenChars()
+    {
+        var table = new bool[128];
+        foreach (char c in "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+        {
+            table[c] = true;
+        }
+        return table;
+    }
+
+    private static bool IsFieldValue(string value)
+    {
+        foreach (char c in value)
+        {
+            if ((c < 0x20 && c != '\t') || c == 0x7F)
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     private bool IsExpectContinue() =>
@@ -224,6 +343,14 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             while (true)
             {
                 ReadResult result = await reader.ReadAsync().ConfigureAwait(false);
+                _bodyBytesRead += result.Buffer.Length;
+                if (_bodyBytesRead > _decodedBodyLimit)
+                {
+                    _response.StatusCode = StatusCodes.Status413PayloadTooLarge;
+                    _response.Headers.Connection = "close";
+                    reader.AdvanceTo(result.Buffer.End);
+                    return false;
+                }
                 foreach (ReadOnlyMemory<byte> segment in result.Buffer)
                 {
                     _body.Append(segment.Span);
@@ -239,10 +366,16 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             // Kestrel answers 400/413 itself once we return; the application never sees the request.
             _response.StatusCode = e.StatusCode;
+            _response.Headers.Connection = "close";
             return false;
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or Microsoft.AspNetCore.Connections.ConnectionResetException)
+        catch (Exception e) when (e is IOException or OperationCanceledException)
         {
+            // A reset client is gone and hears nothing; anything else is a body Kestrel could not
+            // decode (it reports an overflowing chunk size as a bare IOException): 400, not the
+            // empty 200 that returning alone would produce.
+            _response.StatusCode = StatusCodes.Status400BadRequest;
+            _response.Headers.Connection = "close";
             return false;
         }
     }
@@ -268,6 +401,13 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             int n = (int)Math.Min(buffer.Length, destination.Length);
             buffer.Slice(0, n).CopyTo(destination);
             reader.AdvanceTo(buffer.GetPosition(n));
+            _bodyBytesRead += n;
+            if (_bodyBytesRead > _decodedBodyLimit)
+            {
+                // Too late for a 413 (the application is running): the body ends here and the connection with it.
+                _clientGone = true;
+                return 0;
+            }
             return n;
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException or InvalidOperationException)

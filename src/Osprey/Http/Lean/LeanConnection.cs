@@ -90,6 +90,11 @@ internal sealed class LeanConnection : IHttpExchange
     /// <summary>Environment.TickCount64 of the last progress, for the loop's timeouts.</summary>
     public long LastProgress;
     public bool ServedRequest;
+    /// <summary>Environment.TickCount64 when the current request head began (the header timeout runs from here).</summary>
+    public long HeadStarted;
+    /// <summary>Environment.TickCount64 when the loop began receiving the current body (the minimum body rate runs from here).</summary>
+    public long BodyStarted;
+    public long BodyBytesReceived => _bodyReceived;
     /// <summary>1 when a socket event arrived while a Python thread owned the connection (edge-triggered: it will not repeat).</summary>
     private int _eventPending;
     /// <summary>The last receive filled the buffer, so the socket may hold more than the edge announced.</summary>
@@ -114,7 +119,7 @@ internal sealed class LeanConnection : IHttpExchange
         _socketMayHaveMore = false;
         _peerHungUp = false;
         State = ConnectionState.ReadingHead;
-        LastProgress = Environment.TickCount64;
+        LastProgress = HeadStarted = Environment.TickCount64;
     }
 
     /// <summary>Called by the loop once the socket is closed: returns buffers to their pools.</summary>
@@ -209,6 +214,10 @@ internal sealed class LeanConnection : IHttpExchange
         if (_inputStart == _inputEnd)
         {
             _inputStart = _inputEnd = 0;
+            if (State == ConnectionState.ReadingHead)
+            {
+                HeadStarted = Environment.TickCount64;
+            }
         }
         if (_inputEnd == _input.Length)
         {
@@ -261,6 +270,7 @@ internal sealed class LeanConnection : IHttpExchange
                 return;
             }
             State = ConnectionState.ReadingBody;
+            BodyStarted = Environment.TickCount64;
         }
         if (State == ConnectionState.ReadingBody)
         {
@@ -673,7 +683,7 @@ internal sealed class LeanConnection : IHttpExchange
         ReturnStaging();
         _body?.Reset();
         ServedRequest = true;
-        LastProgress = Environment.TickCount64;
+        LastProgress = HeadStarted = Environment.TickCount64;
         if (!_keepAlive || _clientGone)
         {
             if (onLoop)
