@@ -15,7 +15,8 @@ public class BridgeBenchmarks
 {
     private const int PythonLoopCalls = 1000;
 
-    // The application alone: the loop a WSGI server written in Python would run, minus its I/O.
+    // The application alone: the loop a WSGI server written in Python would run, minus its I/O;
+    // and the same call for one environ that Osprey built.
     private const string PythonLoop = """
 def make_loop(app, template):
     def start_response(status, headers, exc_info=None):
@@ -29,15 +30,26 @@ def make_loop(app, template):
                 close = getattr(result, 'close', None)
                 if close is not None:
                     close()
-    return loop
+    def call(environ):
+        result = app(environ, start_response)
+        for _ in result:
+            pass
+        if type(result) is not list and type(result) is not tuple:
+            close = getattr(result, 'close', None)
+            if close is not None:
+                close()
+    return loop, call
 """;
 
     private PythonThread? _thread;
     private int _setupThreadId;
     private WsgiWorker? _worker;
     private MemoryExchange? _exchange;
+    private WsgiApplication? _application;
+    private PyRef _input;
     private PyRef _loop;
     private PyRef _loopArgs;
+    private PyRef _call;
 
     [Params("hello", "flask")]
     public string App { get; set; } = "hello";
@@ -61,13 +73,16 @@ def make_loop(app, template):
                 $"{App}: expected 200 'Hello, World!', got {_exchange.Head?.StatusCode} '{Encoding.Latin1.GetString(_exchange.Body)}'");
         }
 
+        _application = application;
         using PyRef io = Py.Import("io");
         using PyRef bytesIO = io.Borrow().GetAttr("BytesIO");
-        using PyRef input = bytesIO.Borrow().CallNoArgs();
-        using PyRef template = application.Environ.Build(_exchange.Request, input.Borrow());
+        _input = bytesIO.Borrow().CallNoArgs();
+        using PyRef template = application.Environ.Build(_exchange.Request, _input.Borrow());
         using PyRef ns = Py.Run(PythonLoop, "<osprey bench loop>");
         using PyRef loopArgs = Py.Tuple(application.Callable, template.Borrow());
-        _loop = Py.GetItem(ns.Borrow(), "make_loop\0"u8).Call(loopArgs.Borrow());
+        using PyRef functions = Py.GetItem(ns.Borrow(), "make_loop\0"u8).Call(loopArgs.Borrow());
+        _loop = functions.Borrow().TupleItem(0).NewRef();
+        _call = functions.Borrow().TupleItem(1).NewRef();
         using PyRef count = Py.Int(PythonLoopCalls);
         _loopArgs = Py.Tuple(count.Borrow());
     }
@@ -77,6 +92,8 @@ def make_loop(app, template):
     {
         _loop.Dispose();
         _loopArgs.Dispose();
+        _call.Dispose();
+        _input.Dispose();
         _thread?.DropGil();
     }
 
@@ -92,6 +109,19 @@ def make_loop(app, template):
         exchange.BeginRequest();
         _worker!.Handle(exchange);
         return exchange.BodyLength;
+    }
+
+    /// <summary>
+    /// Osprey's environ, then the application called from Python with a Python start_response:
+    /// the bridge without its native start_response, write and wsgi.input objects and response handling.
+    /// </summary>
+    [Benchmark(Description = "environ+python-call")]
+    public nint EnvironThenPythonCall()
+    {
+        using PyRef environ = _application!.Environ.Build(_exchange!.Request, _input.Borrow());
+        using PyRef args = Py.Tuple(environ.Borrow());
+        using PyRef result = _call.Borrow().Call(args.Borrow());
+        return result.Handle;
     }
 
     /// <summary>The application called from Python with a copy of the same environ: its own cost.</summary>
