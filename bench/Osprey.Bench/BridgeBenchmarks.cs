@@ -64,7 +64,8 @@ def make_loop(app, template):
         _thread.Attach();
         _thread.TakeGil();
 
-        _worker = new WsgiWorker(application);
+        // With a request slot, as under the default --timeout: its bookkeeping is part of every request.
+        _worker = new WsgiWorker(application, new RequestSlot("python-0"));
         _exchange = new MemoryExchange(PythonHost.HelloRequest());
         Request();
         if (!_exchange.Completed || _exchange.Head?.StatusCode != 200 || !_exchange.Body.SequenceEqual("Hello, World!"u8))

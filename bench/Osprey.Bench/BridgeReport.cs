@@ -22,8 +22,10 @@ internal static class BridgeReport
                 string what = report.BenchmarkCase.Descriptor.WorkloadMethodDisplayInfo.Trim('\'');
                 double? mean = report.ResultStatistics?.Mean;
                 double? stdDev = report.ResultStatistics?.StandardDeviation;
+                double? min = report.ResultStatistics?.Min;
+                double? max = report.ResultStatistics?.Max;
                 long? allocated = report.GcStats.GetBytesAllocatedPerOperation(report.BenchmarkCase);
-                rows.Add(new Row(app, what, mean, stdDev, allocated));
+                rows.Add(new Row(app, what, mean, stdDev, min, max, allocated));
             }
         }
 
@@ -45,10 +47,11 @@ internal static class BridgeReport
             .AppendLine("(other jobs were running); compare rows of one run, not runs of different days.");
         text.Append(s_invariant, $"CPU: {host.Cpu.Value?.ProcessorName ?? "?"}; .NET {Environment.Version}; ")
             .Append(s_invariant, $"BenchmarkDotNet {host.BenchmarkDotNetVersion}; Python {python}.").AppendLine();
-        text.AppendLine("Job: ShortRun (1 launch, 3 warm-up and 3 measured iterations), Release, MemoryDiagnoser. " +
+        text.AppendLine("Times are **CPU time of the benchmark thread** per operation (`ThreadCpuClock`), not wall-clock time. " +
+            "Job: ShortRun (1 launch, 3 warm-up and 3 measured iterations), Release, MemoryDiagnoser. " +
             "Command: `dotnet run -c Release --project bench/Osprey.Bench` (see bench/README.md).");
         text.AppendLine();
-        text.AppendLine("| app | what | ns/op | ± stddev | allocated B/op (managed) |");
+        text.AppendLine("| app | what | CPU ns/op | ± stddev | allocated B/op (managed) |");
         text.AppendLine("| --- | --- | ---: | ---: | ---: |");
         string[] order = ["osprey-bridge", "environ+python-call", "python-loop", "environ-build"];
         foreach (Row row in rows.OrderBy(r => r.App == "hello" ? 0 : r.App == "-" ? 2 : 1).ThenBy(r => Array.IndexOf(order, r.What)))
@@ -57,17 +60,11 @@ internal static class BridgeReport
         }
         foreach (string app in rows.Select(r => r.App).Where(a => a != "-").Distinct().OrderBy(a => a == "hello" ? 0 : 1))
         {
-            double? bridge = rows.Find(r => r.App == app && r.What == "osprey-bridge")?.Mean;
-            double? environThenCall = rows.Find(r => r.App == app && r.What == "environ+python-call")?.Mean;
-            double? alone = rows.Find(r => r.App == app && r.What == "python-loop")?.Mean;
-            if (bridge is double b && alone is double a)
-            {
-                text.AppendLine(s_invariant, $"| {app} | **bridge cost** (osprey-bridge − python-loop) | **{Format(b - a)}** | | |");
-            }
-            if (bridge is double b2 && environThenCall is double e)
-            {
-                text.AppendLine(s_invariant, $"| {app} | of which native objects and response handling (osprey-bridge − environ+python-call) | {Format(b2 - e)} | | |");
-            }
+            Row? bridge = rows.Find(r => r.App == app && r.What == "osprey-bridge");
+            Row? environThenCall = rows.Find(r => r.App == app && r.What == "environ+python-call");
+            Row? alone = rows.Find(r => r.App == app && r.What == "python-loop");
+            text.AppendLine(s_invariant, $"| {app} | **bridge cost** (osprey-bridge − python-loop) | **{Difference(bridge, alone)}** | | |");
+            text.AppendLine(s_invariant, $"| {app} | of which native objects and response handling (osprey-bridge − environ+python-call) | {Difference(bridge, environThenCall)} | | |");
         }
         text.AppendLine();
         text.AppendLine("- `osprey-bridge`: one `GET /` through `WsgiWorker.Handle` with an in-memory `IHttpExchange`: environ built by " +
@@ -83,7 +80,23 @@ internal static class BridgeReport
         return text.ToString();
     }
 
+    /// <summary>
+    /// A difference of two rows' means, with the range the iterations allow; "within noise" when the
+    /// two rows' iteration ranges overlap (they run in separate processes, minutes apart, on a
+    /// machine shared with others, and three iterations are too few for a useful confidence interval).
+    /// </summary>
+    private static string Difference(Row? minuend, Row? subtrahend)
+    {
+        if (minuend is not { Mean: double a, Min: double aMin, Max: double aMax } ||
+            subtrahend is not { Mean: double b, Min: double bMin, Max: double bMax })
+        {
+            return "?";
+        }
+        string range = $"{Format(aMin - bMax)} to {Format(aMax - bMin)}";
+        return aMin > bMax || aMax < bMin ? $"{Format(a - b)} ({range})" : $"within noise ({Format(a - b)}; {range})";
+    }
+
     private static string Format(double? nanoseconds) => nanoseconds is double ns ? ns.ToString("N0", s_invariant) : "?";
 
-    private sealed record Row(string App, string What, double? Mean, double? StdDev, long? Allocated);
+    private sealed record Row(string App, string What, double? Mean, double? StdDev, double? Min, double? Max, long? Allocated);
 }

@@ -73,4 +73,7 @@ internal sealed class MemoryExchange : IHttpExchange
     public void Complete(bool closeConnection) => Completed = true;
 
     public void Abort() => Aborted = true;
+
+    /// <summary>The benchmark's slot has no watchdog, so nothing ever times a request out.</summary>
+    public TimeoutOutcome TryTimeOut() => TimeoutOutcome.AlreadyComplete;
 }
