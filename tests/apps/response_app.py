@@ -66,6 +66,25 @@ class TrackedBytesIO(io.BytesIO):
         super().close()
 
 
+# start_response, write and wsgi.input of an earlier request, kept by the application (/keep).
+_kept = {}
+
+
+def _use_kept():
+    """Call each kept object; report what each did, 'name:none' if it was accepted."""
+    uses = (('start_response', lambda: _kept['start_response']('200 OK', list(TEXT))),
+            ('write', lambda: _kept['write'](b'late')),
+            ('input', lambda: _kept['input'].read()))
+    results = []
+    for name, use in uses:
+        try:
+            use()
+            results.append(name + ':none')
+        except Exception as e:  # noqa: BLE001 - reporting the type is the point
+            results.append('%s:%s' % (name, type(e).__name__))
+    return ';'.join(results)
+
+
 def _caught(environ, start_response, attempt):
     """Run attempt(); report in a 200 body which exception start_response raised."""
     try:
@@ -164,6 +183,14 @@ def app(environ, start_response):
             yield b'must not be sent'
         start_response('200 OK', list(TEXT))
         return after()
+    if path == '/keep':
+        write = start_response('200 OK', list(TEXT))
+        _kept.update(start_response=start_response, write=write, input=environ['wsgi.input'])
+        return [b'kept']
+    if path == '/use_kept':
+        outcome = _use_kept()
+        start_response('200 OK', list(TEXT))
+        return [outcome.encode()]
     if path == '/double_start':
         start_response('200 OK', list(TEXT))
         try:

@@ -129,12 +129,25 @@ internal sealed class ErrorStreamObject(int fileDescriptor) : NativeObject
     };
 }
 
-/// <summary>start_response: forwards to the request it belongs to, and refuses calls once that request is over.</summary>
-internal sealed class StartResponseObject(WsgiWorker worker, int generation) : NativeObject
+/// <summary>
+/// start_response: forwards to the request it belongs to, and refuses calls once that request is over.
+/// Reused by its worker once its Python object is freed (see <see cref="WsgiWorker.Recycle(StartResponseObject)"/>).
+/// </summary>
+internal sealed class StartResponseObject(WsgiWorker worker) : NativeObject
 {
+    private int _generation;
+
+    public StartResponseObject Bind(int generation)
+    {
+        _generation = generation;
+        return this;
+    }
+
+    public override void Release() => worker.Recycle(this);
+
     public override PyRef Call(PyBorrowed args, PyBorrowed kwargs)
     {
-        worker.CheckCurrent(generation, "start_response");
+        worker.CheckCurrent(_generation, "start_response");
         PyBorrowed status = Args.Required(args, 0, "start_response");
         PyBorrowed headers = Args.Required(args, 1, "start_response");
         PyBorrowed excInfo = Args.Optional(args, 2);
@@ -150,12 +163,22 @@ internal sealed class StartResponseObject(WsgiWorker worker, int generation) : N
     }
 }
 
-/// <summary>The write callable start_response returns.</summary>
-internal sealed class WriteObject(WsgiWorker worker, int generation) : NativeObject
+/// <summary>The write callable start_response returns; reused as <see cref="StartResponseObject"/> is.</summary>
+internal sealed class WriteObject(WsgiWorker worker) : NativeObject
 {
+    private int _generation;
+
+    public WriteObject Bind(int generation)
+    {
+        _generation = generation;
+        return this;
+    }
+
+    public override void Release() => worker.Recycle(this);
+
     public override PyRef Call(PyBorrowed args, PyBorrowed kwargs)
     {
-        worker.CheckCurrent(generation, "write");
+        worker.CheckCurrent(_generation, "write");
         PyBorrowed data = Args.Required(args, 0, "write");
         if (!data.IsBytes)
         {
@@ -168,19 +191,28 @@ internal sealed class WriteObject(WsgiWorker worker, int generation) : NativeObj
 
 /// <summary>
 /// wsgi.input over the request body. It keeps a small look-ahead buffer for readline; reading
-/// stops at the end of the body and never waits beyond it.
+/// stops at the end of the body and never waits beyond it. Reused as <see cref="StartResponseObject"/> is.
 /// </summary>
-internal sealed class InputStreamObject(WsgiWorker worker, int generation) : NativeObject
+internal sealed class InputStreamObject(WsgiWorker worker) : NativeObject
 {
     private const int ChunkSize = 16 * 1024;
+    private int _generation;
     private byte[]? _buffer;
     private int _start;
     private int _end;
     private bool _eof;
 
+    public InputStreamObject Bind(int generation)
+    {
+        _generation = generation;
+        _start = _end = 0;
+        _eof = false;
+        return this;
+    }
+
     public override PyRef InvokeMethod(int index, PyBorrowed args)
     {
-        worker.CheckCurrent(generation, "wsgi.input");
+        worker.CheckCurrent(_generation, "wsgi.input");
         return index switch
         {
             0 => Read(Args.Size(args, 0)),
@@ -192,7 +224,7 @@ internal sealed class InputStreamObject(WsgiWorker worker, int generation) : Nat
 
     public override PyRef Next()
     {
-        worker.CheckCurrent(generation, "wsgi.input");
+        worker.CheckCurrent(_generation, "wsgi.input");
         PyRef line = ReadLine(-1);
         if (line.Borrow().Length == 0)
         {
@@ -202,7 +234,11 @@ internal sealed class InputStreamObject(WsgiWorker worker, int generation) : Nat
         return line;
     }
 
-    public override void Release() => ReturnBuffer();
+    public override void Release()
+    {
+        ReturnBuffer();
+        worker.Recycle(this);
+    }
 
     private int Buffered => _end - _start;
 

@@ -30,6 +30,12 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
     private byte[]? _latin1Scratch;
     private byte[]? _nameScratch;
     private byte[]? _valueScratch;
+    // The C# side of the per-request Python objects, taken back when Python frees them: a request
+    // allocates none. One whose Python object the application kept is never recycled, so it keeps
+    // its old generation and goes on refusing calls.
+    private StartResponseObject? _spareStartResponse;
+    private WriteObject? _spareWrite;
+    private InputStreamObject? _spareInput;
 
     private IHttpExchange Exchange => _exchange ?? throw new InvalidOperationException("no request in progress");
 
@@ -47,9 +53,9 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         PyRef result = default;
         try
         {
-            using (PyRef input = application.Types.Input.Instantiate(new InputStreamObject(this, _generation)))
+            using (PyRef input = application.Types.Input.Instantiate(TakeInput().Bind(_generation)))
             using (PyRef environ = application.Environ.Build(exchange.Request, input.Borrow()))
-            using (PyRef startResponse = application.Types.StartResponse.Instantiate(new StartResponseObject(this, _generation)))
+            using (PyRef startResponse = application.Types.StartResponse.Instantiate(TakeStartResponse().Bind(_generation)))
             using (PyRef args = Py.Tuple(environ.Borrow(), startResponse.Borrow()))
             {
                 result = application.Callable.Call(args.Borrow());
@@ -142,8 +148,37 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         _statusSet = true;
         int code = _head.StatusCode;
         _bodyForbidden = code is (>= 100 and < 200) or 204 or 304;
-        return application.Types.Write.Instantiate(new WriteObject(this, _generation));
+        return application.Types.Write.Instantiate(TakeWrite().Bind(_generation));
     }
+
+    // Take and Recycle run with the GIL held (Recycle from the Python object's deallocator, on
+    // whichever thread frees it), so the GIL is what serialises them.
+    private InputStreamObject TakeInput()
+    {
+        InputStreamObject input = _spareInput ?? new InputStreamObject(this);
+        _spareInput = null;
+        return input;
+    }
+
+    private StartResponseObject TakeStartResponse()
+    {
+        StartResponseObject startResponse = _spareStartResponse ?? new StartResponseObject(this);
+        _spareStartResponse = null;
+        return startResponse;
+    }
+
+    private WriteObject TakeWrite()
+    {
+        WriteObject write = _spareWrite ?? new WriteObject(this);
+        _spareWrite = null;
+        return write;
+    }
+
+    public void Recycle(InputStreamObject input) => _spareInput = input;
+
+    public void Recycle(StartResponseObject startResponse) => _spareStartResponse = startResponse;
+
+    public void Recycle(WriteObject write) => _spareWrite = write;
 
     private void ParseStatus(PyBorrowed status)
     {

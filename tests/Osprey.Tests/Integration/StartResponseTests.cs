@@ -120,6 +120,30 @@ public sealed class StartResponseTests(ServerPool pool) : IClassFixture<ServerPo
         await AssertStillServesAsync(server);
     }
 
+    /// <summary>
+    /// The worker reuses the C# side of start_response, write and wsgi.input once Python frees them;
+    /// objects the application kept must not be reused, and go on refusing calls in later requests.
+    /// One Python thread, so that the later requests run on the worker that made the kept objects.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Objects_kept_from_an_earlier_request_refuse_calls(string engine)
+    {
+        var server = await pool.GetAsync(engine, "response_app:app", "--threads", "1");
+        var kept = await RawHttp.GetAsync(server, "/keep");
+        Assert.True(kept.StatusCode == 200 && kept.BodyText == "kept", kept.ToString());
+
+        for (int round = 0; round < 3; round++)
+        {
+            // Requests in between cycle fresh objects through the worker.
+            var plain = await RawHttp.GetAsync(server, "/list3");
+            Assert.True(plain.StatusCode == 200 && plain.BodyText == "abbccc", plain.ToString());
+
+            var used = await RawHttp.GetAsync(server, "/use_kept");
+            Assert.True(used.StatusCode == 200, used.ToString());
+            Assert.Equal("start_response:RuntimeError;write:RuntimeError;input:RuntimeError", used.BodyText);
+        }
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Write_callable_sends_the_body(string engine)
     {
