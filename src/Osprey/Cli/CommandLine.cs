@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Reflection;
 using System.Text;
+using Osprey.Wsgi;
 
 namespace Osprey.Cli;
 
@@ -37,14 +38,19 @@ public static class CommandLine
 
     internal static string VersionText { get; } = BuildVersionText();
 
-    public static ParseOutcome Parse(IReadOnlyList<string> args) => Parse(args, Dns.GetHostAddresses);
+    public static ParseOutcome Parse(IReadOnlyList<string> args) => Parse(args, Dns.GetHostAddresses, System.Environment.GetEnvironmentVariable);
 
     /// <param name="resolveHost">Name lookup for bind hosts; tests pass a fake so they need no DNS.</param>
-    internal static ParseOutcome Parse(IReadOnlyList<string> args, Func<string, IPAddress[]> resolveHost)
+    /// <param name="environment">
+    /// Environment lookup for the variables gunicorn reads defaults from (FORWARDED_ALLOW_IPS);
+    /// null, as tests pass, reads none.
+    /// </param>
+    internal static ParseOutcome Parse(IReadOnlyList<string> args, Func<string, IPAddress[]> resolveHost,
+        Func<string, string?>? environment = null)
     {
         ArgumentNullException.ThrowIfNull(args);
         ArgumentNullException.ThrowIfNull(resolveHost);
-        return new Parser(resolveHost).Run(args);
+        return new Parser(resolveHost, environment).Run(args);
     }
 
     private enum Opt
@@ -53,6 +59,7 @@ public static class CommandLine
         LogLevel, ErrorLog, AccessLog, Timeout, GracefulTimeout, KeepAlive, Backlog,
         LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
         HeaderTimeout, MinRequestBodyRate, MaxConnections,
+        ForwardedAllowIps, ProxyProtocol,
     }
 
     private readonly record struct LongOption(string Name, Opt Id);
@@ -88,6 +95,10 @@ public static class CommandLine
         new("--header-timeout", Opt.HeaderTimeout),
         new("--min-request-body-rate", Opt.MinRequestBodyRate),
         new("--max-connections", Opt.MaxConnections),
+        // gunicorn's name for the same limit (its async workers' simultaneous clients).
+        new("--worker-connections", Opt.MaxConnections),
+        new("--forwarded-allow-ips", Opt.ForwardedAllowIps),
+        new("--proxy-protocol", Opt.ProxyProtocol),
     ];
 
     private static Opt? ShortOption(char c) => c switch
@@ -129,10 +140,12 @@ public static class CommandLine
         Opt.HeaderTimeout => "--header-timeout",
         Opt.MinRequestBodyRate => "--min-request-body-rate",
         Opt.MaxConnections => "--max-connections",
+        Opt.ForwardedAllowIps => "--forwarded-allow-ips",
+        Opt.ProxyProtocol => "--proxy-protocol",
         _ => throw new ArgumentOutOfRangeException(nameof(opt)),
     };
 
-    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version);
+    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.ProxyProtocol);
 
     // argparse's rule: "-" is a value (stdin/stdout by convention) and so is anything that looks like a
     // negative number, so "--graceful-timeout -1" reports a range error instead of a missing value.
@@ -141,13 +154,14 @@ public static class CommandLine
 
     private static ParseOutcome.Error Fail(string message) => new(message);
 
-    private sealed class Parser(Func<string, IPAddress[]> resolveHost)
+    private sealed class Parser(Func<string, IPAddress[]> resolveHost, Func<string, string?>? environmentVariable)
     {
         // Placeholder APP fields are replaced once the positional is known; it may come after options.
         private OspreyOptions options = new() { App = "", AppModule = "", AppAttribute = "" };
         private readonly List<BindAddress> binds = [];
         private readonly List<string> pythonPath = [];
         private readonly List<KeyValuePair<string, string>> environment = [];
+        private bool forwardedAllowIpsGiven;
 
         public ParseOutcome Run(IReadOnlyList<string> args)
         {
@@ -183,6 +197,14 @@ public static class CommandLine
 
             string? appError = ParseApp(app, out string module, out string attribute, out string? factoryArgs);
             if (appError is not null) return Fail(appError);
+
+            // As gunicorn: FORWARDED_ALLOW_IPS replaces the default, the option replaces both.
+            if (!forwardedAllowIpsGiven && environmentVariable?.Invoke("FORWARDED_ALLOW_IPS") is string fromEnvironment)
+            {
+                TrustedProxies? trusted = TrustedProxies.Parse(fromEnvironment, out string? error);
+                if (trusted is null) return Fail($"FORWARDED_ALLOW_IPS (environment variable): {error}");
+                options = options with { ForwardedAllowIps = trusted };
+            }
 
             if (binds.Count == 0)
             {
@@ -380,6 +402,18 @@ public static class CommandLine
                     options = options with { RootPath = value.TrimEnd('/') };
                     return null;
                 }
+
+                case Opt.ForwardedAllowIps:
+                {
+                    TrustedProxies? trusted = TrustedProxies.Parse(value, out string? error);
+                    if (trusted is null) return Fail($"{name}: {error}");
+                    options = options with { ForwardedAllowIps = trusted };
+                    forwardedAllowIpsGiven = true;
+                    return null;
+                }
+                case Opt.ProxyProtocol:
+                    options = options with { ProxyProtocol = true };
+                    return null;
 
                 case Opt.ErrorLog:
                     if (value.Length == 0) return Fail($"{name}: value must not be empty");
@@ -734,8 +768,8 @@ public static class CommandLine
               -b ADDRESS, --bind ADDRESS     Socket to bind; repeatable. HOST:PORT, HOST (port {DefaultPort}),
                                              [IPV6]:PORT, unix:PATH or fd://N. [127.0.0.1:{DefaultPort}]
               --backlog INT                  Maximum number of pending connections. [{d.Backlog}]
-              --max-connections INT          Connections served at once (gunicorn's
-                                             --worker-connections); more wait in the backlog.
+              --max-connections INT, --worker-connections INT
+                                             Connections served at once; more wait in the backlog.
                                              0 means unlimited. [{d.MaxConnections}]
 
             Worker processes:
@@ -781,6 +815,15 @@ public static class CommandLine
               --min-request-body-rate BYTES/S
                                              Slowest request body accepted (after a 5 s grace);
                                              408 below it. 0 disables. [{d.MinRequestBodyRate}]
+
+            Proxies:
+              --forwarded-allow-ips STRING   Comma-separated addresses and networks (10.0.0.0/8) of the
+                                             proxies whose X-Forwarded-For/-Proto/-Host and Forwarded
+                                             headers set REMOTE_ADDR, wsgi.url_scheme and HTTP_HOST; '*'
+                                             trusts every peer. Default: $FORWARDED_ALLOW_IPS, else
+                                             [{TrustedProxies.DefaultText}]
+              --proxy-protocol               Accept a PROXY protocol v1 or v2 header at the start of
+                                             connections from those proxies. [off]
 
             Other:
               -h, --help                     Show this help message and exit.

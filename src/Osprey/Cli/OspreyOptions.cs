@@ -64,4 +64,11 @@ public sealed record OspreyOptions
     public int LimitRequestFieldSize { get; init; } = 8190;
     /// <summary>0 means unlimited.</summary>
     public long LimitRequestBody { get; init; }
+
+    /// <summary>
+    /// Peers whose X-Forwarded-*, Forwarded and PROXY protocol headers are believed. gunicorn's default,
+    /// which its FORWARDED_ALLOW_IPS environment variable overrides.
+    /// </summary>
+    public Wsgi.TrustedProxies ForwardedAllowIps { get; init; } = Wsgi.TrustedProxies.Default;
+    public bool ProxyProtocol { get; init; }
 }

@@ -50,7 +50,10 @@ public static class Server
             Log.Info($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
             application = WsgiApplication.Load(new ApplicationSpec(
                 options.App, options.AppModule, options.AppAttribute, options.FactoryArguments, options.PythonPath,
-                options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1));
+                options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1)
+            {
+                ForwardedAllowIps = options.ForwardedAllowIps,
+            });
         }
         catch (PythonStartupException e)
         {
@@ -77,7 +80,18 @@ public static class Server
         {
             Log.Warning($"--max-connections {options.MaxConnections}: the open-file limit is {openFiles}; connections beyond it fail to be accepted (raise it with ulimit -n)");
         }
-        using var workers = new PythonWorkers(application, options.Threads);
+        RequestWatchdog? watchdog;
+        try
+        {
+            watchdog = options.Timeout > 0 ? new RequestWatchdog(TimeSpan.FromSeconds(options.Timeout), RequestRecycle) : null;
+        }
+        catch (PythonStartupException e)
+        {
+            Log.Error(e.Message);
+            return 1;
+        }
+        using RequestWatchdog? watchdogScope = watchdog;
+        using var workers = new PythonWorkers(application, options.Threads, watchdog);
         var settings = new HttpSettings(
             BodyBufferSize: options.BodyBufferSize,
             MaxRequestBodySize: options.LimitRequestBody > 0 ? options.LimitRequestBody : null,
@@ -88,7 +102,11 @@ public static class Server
             HeaderTimeout: TimeSpan.FromSeconds(options.HeaderTimeout),
             MinRequestBodyRate: options.MinRequestBodyRate,
             MaxConnections: options.MaxConnections,
-            Backlog: options.Backlog);
+            Backlog: options.Backlog)
+        {
+            ForwardedAllowIps = options.ForwardedAllowIps,
+            ProxyProtocol = options.ProxyProtocol,
+        };
 
         using var stop = new ManualResetEventSlim();
         using PosixSignalRegistration term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stop.Set(); });
@@ -110,6 +128,14 @@ public static class Server
         Log.Info("Shutdown complete");
         return 0;
     }
+
+    /// <summary>
+    /// This process should be replaced gracefully (a request timed out: its Python thread may
+    /// never come back). The master process (issue #5) connects this to its recycle hook; until
+    /// then it only logs.
+    /// </summary>
+    public static void RequestRecycle(string reason) =>
+        Log.Warning($"Recycle requested: {reason} (no master process to replace this one yet)");
 
     private static Severity ToSeverity(Cli.LogLevel level) => level switch
     {

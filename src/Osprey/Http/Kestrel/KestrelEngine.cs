@@ -74,7 +74,14 @@ public sealed class KestrelEngine : IHttpEngine
         {
             // The exchange is kept per connection, which holds for HTTP/1.1's one request at a time;
             // HTTP/2 (TLS listeners, later) will need one per stream.
-            options.ListenHandle((ulong)listener.Handle, listen => listen.Protocols = HttpProtocols.Http1);
+            options.ListenHandle((ulong)listener.Handle, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http1;
+                if (settings.ProxyProtocol)
+                {
+                    listen.Use(KestrelProxyProtocol.Middleware(settings.ForwardedAllowIps));
+                }
+            });
         }
         // Kestrel calls listen() again on the handles it is given, with this backlog.
         var socketOptions = new SocketTransportOptions { Backlog = settings.Backlog };

@@ -42,7 +42,13 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     private bool _bodyBuffered;
     private bool _aborted;
-    private bool _clientGone;
+    private volatile bool _clientGone;
+    /// <summary>A <see cref="ResponseGate"/> state: whether the watchdog may still answer 504.</summary>
+    private int _responseGate;
+    /// <summary>Set by the watchdog before it resumes <see cref="ProcessAsync"/> to send the 504.</summary>
+    private bool _timedOut;
+    /// <summary>Completed when the Python thread lets go of a timed-out exchange (timeout path only).</summary>
+    private TaskCompletionSource? _released;
     private long _responseBodyBytes;
     private Task<FlushResult>? _pendingFlush;
 
@@ -115,8 +121,15 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             }
         }
         _completion.Reset();
+        _responseGate = ResponseGate.Open;
+        _timedOut = false;
         workers.Dispatch(this);
         await new ValueTask(this, _completion.Version).ConfigureAwait(false);
+        if (_timedOut)
+        {
+            await AnswerTimeoutAsync().ConfigureAwait(false);
+            return;
+        }
         if (_aborted)
         {
             if (_responseBodyBytes > 0)
@@ -127,6 +140,76 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
                 await Task.Delay(AbortGrace).ConfigureAwait(false);
             }
             _lifetime.Abort();
+        }
+    }
+
+    /// <summary>
+    /// The watchdog took the response over before the application committed a head: send 504 and
+    /// close. Kestrel must not finish this request (and reuse the exchange for the connection's
+    /// next one) while the Python thread still holds it, so this waits for it to let go.
+    /// </summary>
+    private async Task AnswerTimeoutAsync()
+    {
+        try
+        {
+            _response.StatusCode = StatusCodes.Status504GatewayTimeout;
+            _response.ReasonPhrase = "Gateway Timeout";
+            IHeaderDictionary headers = _response.Headers;
+            headers.ContentType = "text/html";
+            headers.Connection = "close";
+            headers.ContentLength = ResponseGate.TimeoutBody.Length;
+            if (!HttpMethods.IsHead(_request.Method))
+            {
+                await _responseBody.Writer.WriteAsync(ResponseGate.TimeoutBody.ToArray()).ConfigureAwait(false);
+            }
+            await _responseBody.Writer.FlushAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or ObjectDisposedException or OperationCanceledException)
+        {
+            _lifetime.Abort();
+        }
+        await _released!.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The request ran past --timeout (watchdog thread). Before the application committed a
+    /// head, Kestrel's side is resumed to answer 504; after, the connection is aborted
+    /// (Kestrel's Abort is safe from any thread). The Python thread's later output is dropped.
+    /// </summary>
+    public TimeoutOutcome TryTimeOut()
+    {
+        var released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _released = released;
+        while (true)
+        {
+            int gate = Volatile.Read(ref _responseGate);
+            switch (gate)
+            {
+                case ResponseGate.Open:
+                    if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Answered504, ResponseGate.Open) == ResponseGate.Open)
+                    {
+                        _clientGone = true;
+                        _timedOut = true;
+                        if (!_bodyBuffered)
+                        {
+                            // A Python thread blocked reading a streamed body comes back with its end.
+                            _bodyPipe.Reader.CancelPendingRead();
+                        }
+                        _completion.SetResult(true);
+                        return TimeoutOutcome.Answered504;
+                    }
+                    break;
+                case ResponseGate.Started:
+                    if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Cut, ResponseGate.Started) == ResponseGate.Started)
+                    {
+                        _clientGone = true;
+                        _lifetime.Abort();
+                        return TimeoutOutcome.ConnectionClosed;
+                    }
+                    break;
+                default:
+                    return TimeoutOutcome.AlreadyComplete;
+            }
         }
     }
 
@@ -303,6 +386,10 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             return _body.Read(destination);
         }
+        if (_clientGone)
+        {
+            return 0;
+        }
         // Streaming (Expect: 100-continue): called on a Python thread with the GIL released, so
         // blocking here costs neither a Kestrel thread nor other Python threads.
         PipeReader reader = _bodyPipe.Reader;
@@ -332,6 +419,12 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     public void WriteHead(ResponseHead head)
     {
+        if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Started, ResponseGate.Open) != ResponseGate.Open)
+        {
+            // The watchdog answered this request: nothing of the application's goes out.
+            _clientGone = true;
+            return;
+        }
         try
         {
             WriteHeadToKestrel(head);
@@ -414,6 +507,10 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     public bool SendFile(SafeFileHandle file, long offset, long count)
     {
         // Kestrel has no sendfile path; this reads through the page cache into its pipe.
+        if (ClientDisconnected)
+        {
+            return false;
+        }
         try
         {
             return CopyFile(file, offset, count);
@@ -455,6 +552,10 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     public void Complete(bool closeConnection)
     {
+        if (ReleasedAfterTimeout())
+        {
+            return;
+        }
         // Kestrel sees the short body itself and closes the connection after sending what was
         // written; only when no body byte was written would it keep the connection, so cut it then.
         if (closeConnection && _responseBodyBytes == 0)
@@ -467,8 +568,23 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     public void Abort()
     {
+        if (ReleasedAfterTimeout())
+        {
+            return;
+        }
         _aborted = true;
         _completion.SetResult(false);
+    }
+
+    /// <summary>Marks the exchange complete; true when the watchdog had answered 504 and Kestrel's side is now let go.</summary>
+    private bool ReleasedAfterTimeout()
+    {
+        if (Interlocked.Exchange(ref _responseGate, ResponseGate.Completed) != ResponseGate.Answered504)
+        {
+            return false;
+        }
+        _released!.SetResult();
+        return true;
     }
 
     /// <summary>Kestrel calls this (through DisposeContext) after every request, so each request starts clean.</summary>

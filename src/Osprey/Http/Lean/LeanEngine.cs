@@ -38,6 +38,11 @@ public sealed class LeanEngine : IHttpEngine
     private volatile bool _stopAccepting;
     private volatile bool _stopNow;
     private bool _listenersRemoved;
+    // Dekker-style pair that spares Post an eventfd write (a syscall, costly on this kind of VM)
+    // whenever the loop is awake: it drains the posted queue after every batch of events anyway.
+    // _loopSleeping is set before the loop's last look at the queue; Post looks at it after enqueuing.
+    private int _loopSleeping;
+    private int _wakeSignalled;
     private int _openConnections;
     /// <summary>At --max-connections the listeners leave epoll, so new clients wait in the kernel's backlog, not in our memory.</summary>
     private bool _acceptPaused;
@@ -79,7 +84,11 @@ public sealed class LeanEngine : IHttpEngine
     {
         connection.PostedAction = action;
         _posted.Enqueue((connection, action));
-        Syscalls.SignalEventFd(_wakeFd);
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref _loopSleeping) == 1 && Interlocked.Exchange(ref _wakeSignalled, 1) == 0)
+        {
+            Syscalls.SignalEventFd(_wakeFd);
+        }
     }
 
     // ---------------------------------------------------------------- loop thread
@@ -90,7 +99,10 @@ public sealed class LeanEngine : IHttpEngine
         Span<byte> address = stackalloc byte[128];
         while (!_stopNow)
         {
-            int count = Syscalls.EpollWait(_epoll, events, 1000);
+            Volatile.Write(ref _loopSleeping, 1);
+            Interlocked.MemoryBarrier();
+            int count = Syscalls.EpollWait(_epoll, events, _posted.IsEmpty ? 1000 : 0);
+            Volatile.Write(ref _loopSleeping, 0);
             for (int i = 0; i < count; i++)
             {
                 ulong data = Syscalls.EventData(events, i);
@@ -102,13 +114,14 @@ public sealed class LeanEngine : IHttpEngine
                 else if (data == WakeTag)
                 {
                     Syscalls.DrainEventFd(_wakeFd);
-                    RunPosted();
+                    Volatile.Write(ref _wakeSignalled, 0);
                 }
                 else
                 {
                     OnConnectionEvent(data, mask);
                 }
             }
+            RunPosted();
             long now = Environment.TickCount64;
             if (now >= _nextSweep)
             {
@@ -157,7 +170,8 @@ public sealed class LeanEngine : IHttpEngine
             }
             _openConnections++;
             LeanConnection connection = _free.Count > 0 ? _free.Pop() : new LeanConnection(this, _settings);
-            connection.Open(fd, ++_generation, remote, remotePort, local, localPort);
+            bool expectProxyHeader = _settings.ProxyProtocol && _settings.ForwardedAllowIps.ContainsPeer(remote);
+            connection.Open(fd, ++_generation, remote, remotePort, local, localPort, expectProxyHeader);
             if (fd >= _byFd.Length)
             {
                 Array.Resize(ref _byFd, Math.Max(_byFd.Length * 2, fd + 1));
@@ -169,6 +183,9 @@ public sealed class LeanEngine : IHttpEngine
             Syscalls.EpollAdd(_epoll, fd, Syscalls.EPOLLIN | Syscalls.EPOLLOUT | Syscalls.EPOLLRDHUP | Syscalls.EPOLLET, connection.Token);
         }
     }
+
+    internal static string FormatAddress(IPAddress address) =>
+        (address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address).ToString();
 
     private static (string Address, int Port) FormatAddress(ReadOnlySpan<byte> sockaddr)
     {
