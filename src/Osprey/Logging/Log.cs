@@ -74,6 +74,18 @@ public static class Log
         {
             Write(severity, message);
             writeToFd(ErrorLogDescriptor);
+            if (s_errors is FileStream { CanSeek: true } file)
+            {
+                // FileStream writes at the position it tracks itself (pwrite), not at the
+                // descriptor's: without this, the next line would overwrite what was just written.
+                try
+                {
+                    file.Seek(0, SeekOrigin.End);
+                }
+                catch (IOException)
+                {
+                }
+            }
         }
     }
 

@@ -2,7 +2,7 @@ using Osprey.Cli;
 
 namespace Osprey.Tests.Cli;
 
-/// <summary>--header-timeout, --min-request-body-rate, --max-connections (and gunicorn's --worker-connections).</summary>
+/// <summary>--header-timeout, --min-request-body-rate, --max-connections.</summary>
 public sealed class HostileOptionTests
 {
     private static OspreyOptions Ok(params string[] args) =>
@@ -34,12 +34,6 @@ public sealed class HostileOptionTests
         Assert.Equal(0, Ok("--max-connections", "0", "app").MaxConnections);
     }
 
-    [Fact]
-    public void Worker_connections_is_gunicorns_name_for_max_connections()
-    {
-        Assert.Equal(500, Ok("--worker-connections", "500", "app").MaxConnections);
-    }
-
     [Theory]
     [InlineData("--header-timeout", "0", "--header-timeout: '0' is not an integer between 1 and 86400")]
     [InlineData("--header-timeout", "soon", "--header-timeout: 'soon' is not an integer between 1 and 86400")]
@@ -55,7 +49,7 @@ public sealed class HostileOptionTests
     [Fact]
     public void Help_lists_the_options()
     {
-        foreach (string option in new[] { "--header-timeout", "--min-request-body-rate", "--max-connections", "--worker-connections" })
+        foreach (string option in new[] { "--header-timeout", "--min-request-body-rate", "--max-connections" })
         {
             Assert.Contains(option, CommandLine.HelpText, StringComparison.Ordinal);
         }
