@@ -2,7 +2,7 @@ using Osprey.Cli;
 
 namespace Osprey.Tests.Cli;
 
-/// <summary>--header-timeout, --min-request-body-rate, --max-connections .</summary>
+/// <summary>--header-timeout, --min-request-body-rate, --max-connections.</summary>
 public sealed class HostileOptionTests
 {
     private static OspreyOptions Ok(params string[] args) =>

@@ -158,6 +158,42 @@ public sealed class LimitTests(ServerPool pool) : IClassFixture<ServerPool>
         await AssertServesAsync(server);
     }
 
+    /// <summary>
+    /// An Expect: 100-continue body is read by the application as it arrives, so it holds the
+    /// (only) Python thread: the minimum rate frees it, and the next client is served.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Streamed_body_slower_than_the_minimum_rate_frees_the_python_thread(string engine)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App, "--min-request-body-rate", "1000");
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync("POST /upload?id=slow HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n");
+        Assert.Equal(100, (await connection.ReadResponseAsync()).StatusCode);
+        var clock = Stopwatch.StartNew();
+        using var trickling = new CancellationTokenSource();
+        Task trickle = Task.Run(async () =>
+        {
+            while (!trickling.IsCancellationRequested)
+            {
+                try
+                {
+                    await connection.SendAsync("0123456789");
+                    await Task.Delay(500);
+                }
+                catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+                {
+                    return;
+                }
+            }
+        });
+        // One Python thread: this answer comes only once the trickling upload lets go of it.
+        RawHttpResponse next = await RawHttp.SendAsync(server.Port, RawHttp.Get("/next", server.Port), timeout: TimeSpan.FromSeconds(60));
+        trickling.Cancel();
+        await trickle;
+        Assert.Equal("ok GET /next", next.BodyText);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"the Python thread was held for {clock.Elapsed}");
+    }
+
     /// <summary>Beyond --max-connections a client waits in the backlog and is served once a slot frees.</summary>
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Connections_beyond_the_limit_wait_until_one_closes(string engine)

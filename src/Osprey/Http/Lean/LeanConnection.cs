@@ -76,6 +76,9 @@ internal sealed class LeanConnection : IHttpExchange
     private bool _chunkedResponse;
     private bool _bodyAllowed;
     private volatile bool _clientGone;
+    /// <summary>Rate window of a streamed (Expect: 100-continue) body: start and bytes received since.</summary>
+    private long _streamWindowStarted;
+    private long _streamWindowBytes;
     /// <summary>A <see cref="ResponseGate"/> state: whether the watchdog may still answer 504.</summary>
     private int _responseGate;
     private string _remoteAddress = "";
@@ -748,6 +751,8 @@ internal sealed class LeanConnection : IHttpExchange
         if (!_continueSent)
         {
             _continueSent = true;
+            _streamWindowStarted = Environment.TickCount64;
+            _streamWindowBytes = 0;
             if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Continue, ResponseGate.Open) != ResponseGate.Open)
             {
                 _clientGone = true;
@@ -797,18 +802,41 @@ internal sealed class LeanConnection : IHttpExchange
     }
 
     /// <summary>Waits (Python thread, GIL released) for more body bytes from a streaming client.</summary>
+    /// <remarks>
+    /// A streamed body holds a Python thread while it arrives, so --min-request-body-rate applies
+    /// here too, over windows of the grace period (the loop applies it to buffered bodies).
+    /// </remarks>
     private bool ReceiveBlocking()
     {
+        long minRate = _settings.MinRequestBodyRate;
+        long windowMs = (long)HttpSettings.BodyRateGracePeriod.TotalMilliseconds;
         while (true)
         {
             int received = Receive();
             if (received != 0)
             {
+                _streamWindowBytes += Math.Max(received, 0);
                 return received > 0;
             }
-            if (!Syscalls.Poll(Fd, forWrite: false, ClientStallMs))
+            if (!Syscalls.Poll(Fd, forWrite: false, minRate > 0 ? 1000 : ClientStallMs))
             {
-                return false;
+                if (minRate == 0)
+                {
+                    return false;
+                }
+            }
+            if (minRate > 0)
+            {
+                long window = Environment.TickCount64 - _streamWindowStarted;
+                if (window >= windowMs)
+                {
+                    if (_streamWindowBytes * 1000 < minRate * window)
+                    {
+                        return false;
+                    }
+                    _streamWindowStarted += window;
+                    _streamWindowBytes = 0;
+                }
             }
         }
     }
