@@ -13,6 +13,9 @@ public sealed class ListenerException(string message) : Exception(message);
 /// </summary>
 public static class Listeners
 {
+    private const int SOL_SOCKET = 1;
+    private const int SO_REUSEPORT = 15;
+
     public static IReadOnlyList<Socket> Bind(IReadOnlyList<BindAddress> binds, int backlog)
     {
         var sockets = new List<Socket>();
@@ -20,7 +23,7 @@ public static class Listeners
         {
             foreach (BindAddress bind in binds)
             {
-                sockets.Add(BindOne(bind, backlog));
+                sockets.Add(BindOne(bind, backlog, reusePort: false));
             }
             return sockets;
         }
@@ -34,7 +37,11 @@ public static class Listeners
         }
     }
 
-    private static Socket BindOne(BindAddress bind, int backlog)
+    /// <summary>
+    /// Binds one listener. With <paramref name="reusePort"/> a TCP socket joins the port's SO_REUSEPORT group,
+    /// so that the master can open one per worker slot and the kernel spreads connections over them.
+    /// </summary>
+    internal static Socket BindOne(BindAddress bind, int backlog, bool reusePort)
     {
         switch (bind)
         {
@@ -44,6 +51,10 @@ public static class Listeners
                 try
                 {
                     socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+                    if (reusePort)
+                    {
+                        socket.SetRawSocketOption(SOL_SOCKET, SO_REUSEPORT, [1, 0, 0, 0]);
+                    }
                     if (tcp.Address.AddressFamily == AddressFamily.InterNetworkV6 && tcp.Address.Equals(IPAddress.IPv6Any))
                     {
                         // [::] serves IPv4 too, as gunicorn's does on Linux.
