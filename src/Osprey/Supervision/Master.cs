@@ -45,6 +45,7 @@ public sealed class Master
     private readonly Dictionary<int, Socket?[]> _slotSockets = [];
     private readonly Dictionary<int, SlotState> _slots = [];
     private readonly Random _random = new();
+    private string _pythonProbe = "";
     private int _targetWorkers;
     private int _generation = 1;
     private bool _everReady;
@@ -115,6 +116,26 @@ public sealed class Master
         foreach (BindAddress bind in _binds)
         {
             Log.Info($"Listening at: {Listeners.Describe(bind)} ({Environment.ProcessId})");
+        }
+        try
+        {
+            // Running the interpreter to ask where it lives loads no Python here. Asked once, with the
+            // environment and directory a worker has, and handed to every worker: it saves each worker
+            // an interpreter start, which is most of the time a replacement takes to serve.
+            foreach (KeyValuePair<string, string> variable in _options.Environment)
+            {
+                Python.PythonRuntime.SetEnvironmentVariable(variable.Key, variable.Value);
+            }
+            Python.PythonInstallation python = Python.PythonInstallation.Discover(
+                Python.PythonInstallation.ChooseInterpreter(_options.Python), _options.Chdir);
+            Log.Info($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
+            _pythonProbe = python.ToProbeText();
+        }
+        catch (Python.PythonStartupException e)
+        {
+            Log.Error(e.Message);
+            CloseAllSockets();
+            return 1;
         }
         if (_options.PidFile is { } pidFile)
         {
@@ -595,7 +616,7 @@ public sealed class Master
 
         int maxRequests = _options.MaxRequests <= 0 ? 0
             : _options.MaxRequests + (_options.MaxRequestsJitter > 0 ? _random.Next(0, _options.MaxRequestsJitter + 1) : 0);
-        var context = new WorkerContext(workerEnd, listenerFds, slot, _generation, maxRequests, Environment.ProcessId);
+        var context = new WorkerContext(workerEnd, listenerFds, slot, _generation, maxRequests, Environment.ProcessId, _pythonProbe);
         var start = new ProcessStartInfo(Environment.ProcessPath ?? throw new IOException("cannot find the osprey executable"))
         {
             UseShellExecute = false,

@@ -18,6 +18,8 @@ public static class Server
     public static int Run(OspreyOptions options, IReadOnlyList<string> argv, WorkerContext context)
     {
         Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
+        var boot = System.Diagnostics.Stopwatch.StartNew();
+        long startedAfter = (long)(DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds;
         WorkerLifecycle.Attach(context);
         string name = options.Name ?? options.App;
         Posix.SetProcessTitle($"osprey-w{context.Slot}", $"osprey: worker {context.Slot} [{name}] generation {context.Generation} booting");
@@ -39,8 +41,14 @@ public static class Server
             {
                 PythonRuntime.SetEnvironmentVariable(variable.Key, variable.Value);
             }
-            PythonInstallation python = PythonInstallation.Discover(PythonInstallation.ChooseInterpreter(options.Python));
+            // The master asked the interpreter already (once for all workers).
+            string interpreter = PythonInstallation.ChooseInterpreter(options.Python);
+            PythonInstallation python = context.PythonProbe.Length > 0
+                ? PythonInstallation.FromProbeText(interpreter, context.PythonProbe)
+                : PythonInstallation.Discover(interpreter);
+            long discovered = boot.ElapsedMilliseconds;
             PythonRuntime.Initialize(python);
+            Log.Debug($"Worker boot: runtime up {startedAfter} ms after exec, Python found in {discovered} ms, initialised at {boot.ElapsedMilliseconds} ms");
             Log.Debug($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
             application = WsgiApplication.Load(new ApplicationSpec(
                 options.App, options.AppModule, options.AppAttribute, options.FactoryArguments, options.PythonPath,
@@ -70,6 +78,7 @@ public static class Server
             MaxRequestFieldSize: options.LimitRequestFieldSize);
 
         IHttpEngine engine = HttpEngines.Start(options.Engine, listeners, workers, settings);
+        Log.Debug($"Worker boot: application loaded and engine started at {boot.ElapsedMilliseconds} ms");
         Log.Info($"Booting worker with pid: {Environment.ProcessId}");
         WorkerLifecycle.ReportReady();
         WorkerLifecycle.StartHeartbeat(

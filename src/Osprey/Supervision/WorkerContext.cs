@@ -9,14 +9,15 @@ namespace Osprey.Supervision;
 /// which the command line never shows and the worker removes before Python starts, so neither
 /// <c>--help</c> nor the application sees it.
 /// </summary>
-public sealed record WorkerContext(int ChannelFd, IReadOnlyList<int> ListenerFds, int Slot, int Generation, int MaxRequests, int MasterPid)
+public sealed record WorkerContext(int ChannelFd, IReadOnlyList<int> ListenerFds, int Slot, int Generation, int MaxRequests, int MasterPid, string PythonProbe)
 {
     public const string EnvironmentVariable = "OSPREY_WORKER";
 
     public string Encode()
     {
         var text = new StringBuilder();
-        text.Append(CultureInfo.InvariantCulture, $"channel={ChannelFd};slot={Slot};generation={Generation};max-requests={MaxRequests};master={MasterPid};listeners=");
+        text.Append(CultureInfo.InvariantCulture, $"channel={ChannelFd};slot={Slot};generation={Generation};max-requests={MaxRequests};master={MasterPid};");
+        text.Append("python=").Append(Convert.ToBase64String(Encoding.UTF8.GetBytes(PythonProbe))).Append(";listeners=");
         text.AppendJoin(',', ListenerFds);
         return text.ToString();
     }
@@ -32,6 +33,7 @@ public sealed record WorkerContext(int ChannelFd, IReadOnlyList<int> ListenerFds
         Posix.Unsetenv(EnvironmentVariable);
         int channel = -1, slot = 0, generation = 0, maxRequests = 0, master = 0;
         var listeners = new List<int>();
+        string python = "";
         foreach (string part in text.Split(';'))
         {
             int eq = part.IndexOf('=', StringComparison.Ordinal);
@@ -44,6 +46,7 @@ public sealed record WorkerContext(int ChannelFd, IReadOnlyList<int> ListenerFds
                 case "generation": generation = int.Parse(value, CultureInfo.InvariantCulture); break;
                 case "max-requests": maxRequests = int.Parse(value, CultureInfo.InvariantCulture); break;
                 case "master": master = int.Parse(value, CultureInfo.InvariantCulture); break;
+                case "python": python = Encoding.UTF8.GetString(Convert.FromBase64String(value)); break;
                 case "listeners":
                     foreach (string fd in value.Split(',', StringSplitOptions.RemoveEmptyEntries))
                     {
@@ -56,6 +59,6 @@ public sealed record WorkerContext(int ChannelFd, IReadOnlyList<int> ListenerFds
         {
             throw new InvalidOperationException($"{EnvironmentVariable} has no channel");
         }
-        return new WorkerContext(channel, listeners, slot, generation, maxRequests, master);
+        return new WorkerContext(channel, listeners, slot, generation, maxRequests, master, python);
     }
 }
