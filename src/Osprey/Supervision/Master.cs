@@ -397,8 +397,9 @@ public sealed class Master
         var limit = TimeSpan.FromSeconds(_options.Timeout);
         foreach (WorkerHandle worker in _workers.Values)
         {
-            // Heartbeats start after the application is loaded; a draining worker is bounded by --graceful-timeout.
-            if (worker.Ready && !worker.KillSent && now - worker.LastHeartbeat > limit)
+            // Heartbeats start after the application is loaded and stop when a drain starts; a drain is bounded
+            // by --graceful-timeout instead.
+            if (worker.Ready && !worker.Draining && !worker.KillSent && now - worker.LastHeartbeat > limit)
             {
                 Log.Critical($"WORKER TIMEOUT (pid:{worker.Pid}): no heartbeat for {(now - worker.LastHeartbeat).TotalSeconds:0.0} s (--timeout {_options.Timeout}); killing it");
                 worker.Kill();
@@ -565,12 +566,14 @@ public sealed class Master
         if (oldKept)
         {
             Log.Error($"New worker (pid:{worker.Pid}, generation {worker.Generation}) {how} before loading the application; the old workers keep serving");
-            // Stop what else this failed generation started; the old generation covers every slot again.
+            // Stop what else this failed generation started (booting or already ready): the old generation
+            // covers every slot again, and one generation serves, not a mix.
             foreach (WorkerHandle other in _workers.Values)
             {
-                if (other.Generation == worker.Generation && !other.Ready)
+                if (other.Generation == worker.Generation)
                 {
-                    other.Kill();
+                    if (other.Ready) other.Terminate();
+                    else other.Kill();
                 }
             }
             _generation = Math.Max(1, _workers.Values.Where(w => !w.KillSent).Select(w => w.Generation).DefaultIfEmpty(1).Max());
@@ -717,7 +720,7 @@ public sealed class Master
             }
             try
             {
-                _shared[i] = Listeners.BindOne(_binds[i], _options.Backlog, reusePort: false);
+                _shared[i] = Listeners.BindOne(_binds[i], _options.Backlog, reusePort: false, listen: false);
             }
             finally
             {
@@ -748,7 +751,7 @@ public sealed class Master
                     {
                         tcp = tcp with { Port = bound.Port };
                     }
-                    sockets[i] = Listeners.BindOne(tcp, _options.Backlog, reusePort: true);
+                    sockets[i] = Listeners.BindOne(tcp, _options.Backlog, reusePort: true, listen: false, probeInUse: slot == 0);
                 }
             }
         }

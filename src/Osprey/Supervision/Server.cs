@@ -77,6 +77,12 @@ public static class Server
             MaxRequestHeaders: options.LimitRequestFields,
             MaxRequestFieldSize: options.LimitRequestFieldSize);
 
+        // The master only binds; the first worker of a slot starts listening when it can serve (again for an
+        // already listening socket: harmless, it only restates the backlog).
+        foreach (Socket listener in listeners)
+        {
+            listener.Listen(options.Backlog);
+        }
         IHttpEngine engine = HttpEngines.Start(options.Engine, listeners, workers, settings);
         Log.Debug($"Worker boot: application loaded and engine started at {boot.ElapsedMilliseconds} ms");
         Log.Info($"Booting worker with pid: {Environment.ProcessId}");
