@@ -513,6 +513,7 @@ public sealed class Master
             return;
         }
         int exitCode = worker.ExitCode();
+        worker.Process.Dispose();
         string how = exitCode > 128 && exitCode < 128 + 65 ? $"was killed by signal {exitCode - 128}" : $"exited with code {exitCode}";
         bool expected = worker.Draining || worker.KillSent || _stopping;
 
@@ -577,6 +578,10 @@ public sealed class Master
                 }
             }
             _generation = Math.Max(1, _workers.Values.Where(w => !w.KillSent).Select(w => w.Generation).DefaultIfEmpty(1).Max());
+            // A recycle that keeps asking (memory over the limit) must not start a failing replacement in a loop.
+            SlotState kept = Slot(worker.Slot);
+            kept.Failures++;
+            kept.NextSpawn = DateTime.UtcNow + Backoff(Math.Max(2, kept.Failures));
             return;
         }
         Log.Error($"Worker (pid:{worker.Pid}, slot {worker.Slot}) {how} before loading the application");

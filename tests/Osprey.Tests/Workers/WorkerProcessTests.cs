@@ -276,6 +276,22 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Disposing_a_test_server_leaves_no_worker_behind(string engine)
+    {
+        var server = await StartAsync(engine, "-w", "2");
+        var workers = await WaitForChildrenAsync(server.ProcessId, 2, Eventually);
+
+        await server.DisposeAsync();
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (workers.Any(IsAlive) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+        Assert.All(workers, pid => Assert.False(IsAlive(pid), $"worker {pid} outlived the test server"));
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Pid_file_holds_the_master_pid_while_it_runs(string engine)
     {
         var pidFile = Path.Combine(Path.GetTempPath(), $"osprey-{Guid.NewGuid():N}.pid");
