@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Reflection;
 using System.Text;
+using Osprey.Wsgi;
 
 namespace Osprey.Cli;
 
@@ -31,19 +32,25 @@ public static class CommandLine
     // so a typo does not silently turn into a different limit.
     private const int MaxRequestLine = 8190;
     private const int MaxHeaders = 32768;
+    private const int MaxHeaderTimeout = 24 * 3600;
 
     public static string HelpText { get; } = BuildHelpText();
 
     internal static string VersionText { get; } = BuildVersionText();
 
-    public static ParseOutcome Parse(IReadOnlyList<string> args) => Parse(args, Dns.GetHostAddresses);
+    public static ParseOutcome Parse(IReadOnlyList<string> args) => Parse(args, Dns.GetHostAddresses, System.Environment.GetEnvironmentVariable);
 
     /// <param name="resolveHost">Name lookup for bind hosts; tests pass a fake so they need no DNS.</param>
-    internal static ParseOutcome Parse(IReadOnlyList<string> args, Func<string, IPAddress[]> resolveHost)
+    /// <param name="environment">
+    /// Environment lookup for the variables gunicorn reads defaults from (FORWARDED_ALLOW_IPS);
+    /// null, as tests pass, reads none.
+    /// </param>
+    internal static ParseOutcome Parse(IReadOnlyList<string> args, Func<string, IPAddress[]> resolveHost,
+        Func<string, string?>? environment = null)
     {
         ArgumentNullException.ThrowIfNull(args);
         ArgumentNullException.ThrowIfNull(resolveHost);
-        return new Parser(resolveHost).Run(args);
+        return new Parser(resolveHost, environment).Run(args);
     }
 
     private enum Opt
@@ -52,6 +59,8 @@ public static class CommandLine
         LogLevel, ErrorLog, AccessLog, Timeout, GracefulTimeout, KeepAlive, Backlog,
         LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
         MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask,
+        HeaderTimeout, MinRequestBodyRate, MaxConnections,
+        ForwardedAllowIps, ProxyProtocol,
     }
 
     private readonly record struct LongOption(string Name, Opt Id);
@@ -91,6 +100,13 @@ public static class CommandLine
         new("--name", Opt.Name),
         new("--preload", Opt.Preload),
         new("--umask", Opt.Umask),
+        new("--header-timeout", Opt.HeaderTimeout),
+        new("--min-request-body-rate", Opt.MinRequestBodyRate),
+        new("--max-connections", Opt.MaxConnections),
+        // gunicorn's name for the same limit (its async workers' simultaneous clients).
+        new("--worker-connections", Opt.MaxConnections),
+        new("--forwarded-allow-ips", Opt.ForwardedAllowIps),
+        new("--proxy-protocol", Opt.ProxyProtocol),
     ];
 
     private static Opt? ShortOption(char c) => c switch
@@ -139,10 +155,15 @@ public static class CommandLine
         Opt.Name => "--name",
         Opt.Preload => "--preload",
         Opt.Umask => "--umask",
+        Opt.HeaderTimeout => "--header-timeout",
+        Opt.MinRequestBodyRate => "--min-request-body-rate",
+        Opt.MaxConnections => "--max-connections",
+        Opt.ForwardedAllowIps => "--forwarded-allow-ips",
+        Opt.ProxyProtocol => "--proxy-protocol",
         _ => throw new ArgumentOutOfRangeException(nameof(opt)),
     };
 
-    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.Preload);
+    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.ProxyProtocol or Opt.Preload);
 
     // argparse's rule: "-" is a value (stdin/stdout by convention) and so is anything that looks like a
     // negative number, so "--graceful-timeout -1" reports a range error instead of a missing value.
@@ -151,13 +172,14 @@ public static class CommandLine
 
     private static ParseOutcome.Error Fail(string message) => new(message);
 
-    private sealed class Parser(Func<string, IPAddress[]> resolveHost)
+    private sealed class Parser(Func<string, IPAddress[]> resolveHost, Func<string, string?>? environmentVariable)
     {
         // Placeholder APP fields are replaced once the positional is known; it may come after options.
         private OspreyOptions options = new() { App = "", AppModule = "", AppAttribute = "" };
         private readonly List<BindAddress> binds = [];
         private readonly List<string> pythonPath = [];
         private readonly List<KeyValuePair<string, string>> environment = [];
+        private bool forwardedAllowIpsGiven;
 
         public ParseOutcome Run(IReadOnlyList<string> args)
         {
@@ -193,6 +215,14 @@ public static class CommandLine
 
             string? appError = ParseApp(app, out string module, out string attribute, out string? factoryArgs);
             if (appError is not null) return Fail(appError);
+
+            // As gunicorn: FORWARDED_ALLOW_IPS replaces the default, the option replaces both.
+            if (!forwardedAllowIpsGiven && environmentVariable?.Invoke("FORWARDED_ALLOW_IPS") is string fromEnvironment)
+            {
+                TrustedProxies? trusted = TrustedProxies.Parse(fromEnvironment, out string? error);
+                if (trusted is null) return Fail($"FORWARDED_ALLOW_IPS (environment variable): {error}");
+                options = options with { ForwardedAllowIps = trusted };
+            }
 
             if (binds.Count == 0)
             {
@@ -317,6 +347,13 @@ public static class CommandLine
                     options = options with { Umask = mask };
                     return null;
                 }
+                case Opt.HeaderTimeout:
+                    // No "unlimited": a head that never ends is exactly the slow-loris attack.
+                    return Int(name, value, 1, MaxHeaderTimeout, n => options = options with { HeaderTimeout = n });
+                case Opt.MinRequestBodyRate:
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { MinRequestBodyRate = n });
+                case Opt.MaxConnections:
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { MaxConnections = n });
                 case Opt.LimitRequestBody:
                 {
                     if (!TryParseInteger(value, 0, long.MaxValue, out long n))
@@ -407,6 +444,18 @@ public static class CommandLine
                     options = options with { RootPath = value.TrimEnd('/') };
                     return null;
                 }
+
+                case Opt.ForwardedAllowIps:
+                {
+                    TrustedProxies? trusted = TrustedProxies.Parse(value, out string? error);
+                    if (trusted is null) return Fail($"{name}: {error}");
+                    options = options with { ForwardedAllowIps = trusted };
+                    forwardedAllowIpsGiven = true;
+                    return null;
+                }
+                case Opt.ProxyProtocol:
+                    options = options with { ProxyProtocol = true };
+                    return null;
 
                 case Opt.ErrorLog:
                     if (value.Length == 0) return Fail($"{name}: value must not be empty");
@@ -782,6 +831,9 @@ public static class CommandLine
               -b ADDRESS, --bind ADDRESS     Socket to bind; repeatable. HOST:PORT, HOST (port {DefaultPort}),
                                              [IPV6]:PORT, unix:PATH or fd://N. [127.0.0.1:{DefaultPort}]
               --backlog INT                  Maximum number of pending connections. [{d.Backlog}]
+              --max-connections INT, --worker-connections INT
+                                             Connections served at once; more wait in the backlog.
+                                             0 means unlimited. [{d.MaxConnections}]
               -m INT, --umask INT            umask while binding unix sockets (e.g. 0o007). [0]
 
             Process:
@@ -834,6 +886,20 @@ public static class CommandLine
                                              unlimited. [{d.LimitRequestBody}]
               --body-buffer-size BYTES       Bodies up to this size are read completely before the
                                              application is called. [{d.BodyBufferSize}]
+              --header-timeout SECONDS       Time a client gets to send a whole request head;
+                                             408 after it. [{d.HeaderTimeout}]
+              --min-request-body-rate BYTES/S
+                                             Slowest request body accepted (after a 5 s grace);
+                                             408 below it. 0 disables. [{d.MinRequestBodyRate}]
+
+            Proxies:
+              --forwarded-allow-ips STRING   Comma-separated addresses and networks (10.0.0.0/8) of the
+                                             proxies whose X-Forwarded-For/-Proto/-Host and Forwarded
+                                             headers set REMOTE_ADDR, wsgi.url_scheme and HTTP_HOST; '*'
+                                             trusts every peer. Default: $FORWARDED_ALLOW_IPS, else
+                                             [{TrustedProxies.DefaultText}]
+              --proxy-protocol               Accept a PROXY protocol v1 or v2 header at the start of
+                                             connections from those proxies. [off]
 
             Other:
               -h, --help                     Show this help message and exit.

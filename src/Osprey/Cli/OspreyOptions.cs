@@ -66,10 +66,23 @@ public sealed record OspreyOptions
     public int GracefulTimeout { get; init; } = 30;
     public int KeepAlive { get; init; } = 2;
     public int Backlog { get; init; } = 2048;
+    /// <summary>Seconds a client gets to send a complete request head (<c>--header-timeout</c>).</summary>
+    public int HeaderTimeout { get; init; } = 20;
+    /// <summary>Bytes per second a request body must keep up after a grace period; 0 disables (<c>--min-request-body-rate</c>).</summary>
+    public int MinRequestBodyRate { get; init; } = 240;
+    /// <summary>Connections one worker serves at once; 0 means unlimited (<c>--max-connections</c>).</summary>
+    public int MaxConnections { get; init; } = 10_000;
 
     public int LimitRequestLine { get; init; } = 4094;
     public int LimitRequestFields { get; init; } = 100;
     public int LimitRequestFieldSize { get; init; } = 8190;
     /// <summary>0 means unlimited.</summary>
     public long LimitRequestBody { get; init; }
+
+    /// <summary>
+    /// Peers whose X-Forwarded-*, Forwarded and PROXY protocol headers are believed. gunicorn's default,
+    /// which its FORWARDED_ALLOW_IPS environment variable overrides.
+    /// </summary>
+    public Wsgi.TrustedProxies ForwardedAllowIps { get; init; } = Wsgi.TrustedProxies.Default;
+    public bool ProxyProtocol { get; init; }
 }

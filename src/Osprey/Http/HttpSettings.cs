@@ -1,10 +1,28 @@
 namespace Osprey.Http;
 
 /// <summary>Limits and timeouts the engines share, taken from the command line.</summary>
+/// <param name="HeaderTimeout">How long a client may take to send a complete request head (408 after).</param>
+/// <param name="MinRequestBodyRate">Bytes per second a request body must keep up after a grace period (408 below it); 0 disables the check.</param>
+/// <param name="MaxConnections">Connections served at once; beyond it new ones wait in the listen backlog. 0 means unlimited.</param>
+/// <param name="Backlog">The listen(2) backlog, which an engine that calls listen() again must keep.</param>
 public sealed record HttpSettings(
     long BodyBufferSize,
     long? MaxRequestBodySize,
     TimeSpan KeepAlive,
     int MaxRequestLine,
     int MaxRequestHeaders,
-    int MaxRequestFieldSize);
+    int MaxRequestFieldSize,
+    TimeSpan HeaderTimeout,
+    int MinRequestBodyRate,
+    int MaxConnections,
+    int Backlog)
+{
+    /// <summary>A body slower than <see cref="MinRequestBodyRate"/> is refused only after this long, so a slow start is no offence (Kestrel's default grace).</summary>
+    public static readonly TimeSpan BodyRateGracePeriod = TimeSpan.FromSeconds(5);
+
+    /// <summary>Peers trusted to send a PROXY protocol header (<c>--forwarded-allow-ips</c>).</summary>
+    public Wsgi.TrustedProxies ForwardedAllowIps { get; init; } = Wsgi.TrustedProxies.Default;
+
+    /// <summary><c>--proxy-protocol</c>: a connection from a trusted peer may start with a PROXY v1 or v2 header.</summary>
+    public bool ProxyProtocol { get; init; }
+}

@@ -63,6 +63,24 @@ public static class Log
     /// <summary>Application output, as the application wrote it.</summary>
     public static void Raw(ReadOnlySpan<byte> utf8) => WriteRaw(s_errors, utf8);
 
+    /// <summary>
+    /// Writes <paramref name="message"/> as a log line, then lets <paramref name="writeToFd"/>
+    /// write straight to the error log's file descriptor (native code that cannot use the
+    /// stream: Python's faulthandler), with no other log line in between.
+    /// </summary>
+    public static void WriteWithDescriptor(Severity severity, string message, Action<int> writeToFd)
+    {
+        lock (s_lock)
+        {
+            Write(severity, message);
+            writeToFd(ErrorLogDescriptor);
+        }
+    }
+
+    /// <summary>The error log's file descriptor: every write to it goes straight through (no buffer to flush first).</summary>
+    public static int ErrorLogDescriptor =>
+        s_errors is FileStream file ? (int)file.SafeFileHandle.DangerousGetHandle() : 2;
+
     public static void Access(ReadOnlySpan<byte> line)
     {
         if (s_access is { } access)

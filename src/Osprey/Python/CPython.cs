@@ -94,6 +94,7 @@ internal static unsafe partial class CPython
     [LibraryImport(Lib)] public static partial int PyGILState_Ensure();
     [LibraryImport(Lib)] public static partial void PyGILState_Release(int state);
     [LibraryImport(Lib)] public static partial int PyGILState_Check();
+    [LibraryImport(Lib)] public static partial nuint PyThread_get_thread_ident();
 
     // --- reference counts and generic objects --------------------------------------------------
     [LibraryImport(Lib), SuppressGCTransition] public static partial void Py_IncRef(nint o);

@@ -33,10 +33,14 @@ public sealed class PythonThread
 {
     private nint _savedState;
 
+    /// <summary>Python's identifier of this thread (<c>threading.get_ident()</c>), as faulthandler prints it.</summary>
+    public ulong Ident { get; private set; }
+
     /// <summary>Call first on the new thread; it returns without the GIL.</summary>
     public void Attach()
     {
         CPython.PyGILState_Ensure();
+        Ident = CPython.PyThread_get_thread_ident();
         _savedState = CPython.PyEval_SaveThread();
     }
 

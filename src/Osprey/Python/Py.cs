@@ -52,8 +52,7 @@ public static unsafe class Py
 
     public static PyRef Import(string module)
     {
-        Span<byte> name = stackalloc byte[Encoding.UTF8.GetMaxByteCount(module.Length) + 1];
-        name[Encoding.UTF8.GetBytes(module, name)] = 0;
+        using var name = new Utf8CString(module, stackalloc byte[256]);
         fixed (byte* p = name)
         {
             return PyRef.Check(CPython.PyImport_ImportModule(p));
@@ -133,9 +132,8 @@ public static unsafe class Py
 
     public static void SetAttr(PyBorrowed o, string name, PyBorrowed value)
     {
-        Span<byte> buffer = stackalloc byte[Encoding.UTF8.GetMaxByteCount(name.Length) + 1];
-        buffer[Encoding.UTF8.GetBytes(name, buffer)] = 0;
-        fixed (byte* p = buffer)
+        using var attribute = new Utf8CString(name, stackalloc byte[256]);
+        fixed (byte* p = attribute)
         {
             if (CPython.PyObject_SetAttrString(o.Handle, p, value.Handle) != 0)
             {
@@ -189,9 +187,8 @@ public static unsafe class Py
 
     public static void SetError(PyBorrowed type, string message)
     {
-        Span<byte> buffer = stackalloc byte[Encoding.UTF8.GetMaxByteCount(message.Length) + 1];
-        buffer[Encoding.UTF8.GetBytes(message, buffer)] = 0;
-        fixed (byte* p = buffer)
+        using var text = new Utf8CString(message, stackalloc byte[256]);
+        fixed (byte* p = text)
         {
             CPython.PyErr_SetString(type.Handle, p);
         }

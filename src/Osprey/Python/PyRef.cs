@@ -68,10 +68,8 @@ public readonly struct PyBorrowed(nint handle)
 
     public unsafe PyRef GetAttr(string name)
     {
-        Span<byte> buffer = stackalloc byte[Encoding.UTF8.GetMaxByteCount(name.Length) + 1];
-        int n = Encoding.UTF8.GetBytes(name, buffer);
-        buffer[n] = 0;
-        fixed (byte* p = buffer)
+        using var attribute = new Utf8CString(name, stackalloc byte[256]);
+        fixed (byte* p = attribute)
         {
             return PyRef.Check(CPython.PyObject_GetAttrString(Handle, p));
         }

@@ -32,6 +32,7 @@ public sealed class Master
     /// <summary>A worker that served this long before dying counts as healthy: its slot's backoff starts over.</summary>
     private static readonly TimeSpan HealthyUptime = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan HeartbeatSlack = TimeSpan.FromSeconds(2);
 
     private readonly OspreyOptions _options;
     private readonly IReadOnlyList<string> _argv;
@@ -394,7 +395,10 @@ public sealed class Master
             return;
         }
         DateTime now = DateTime.UtcNow;
-        var limit = TimeSpan.FromSeconds(_options.Timeout);
+        // A little past --timeout: a request stuck in C code with the GIL also stops the heartbeats, and the
+        // worker's own watchdog, which fires --timeout after the request started (a heartbeat interval or so
+        // after the last beat), must first answer 504 and dump the Python stacks; then the master kills.
+        var limit = TimeSpan.FromSeconds(_options.Timeout) + HeartbeatSlack;
         foreach (WorkerHandle worker in _workers.Values)
         {
             // Heartbeats start after the application is loaded and stop when a drain starts; a drain is bounded

@@ -52,7 +52,10 @@ public static class Server
             Log.Debug($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
             application = WsgiApplication.Load(new ApplicationSpec(
                 options.App, options.AppModule, options.AppAttribute, options.FactoryArguments, options.PythonPath,
-                options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1));
+                options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1)
+            {
+                ForwardedAllowIps = options.ForwardedAllowIps,
+            });
         }
         catch (PythonStartupException e)
         {
@@ -68,14 +71,33 @@ public static class Server
             return 1;
         }
 
-        using var workers = new PythonWorkers(application, options.Threads);
+        RequestWatchdog? watchdog;
+        try
+        {
+            watchdog = options.Timeout > 0 ? new RequestWatchdog(TimeSpan.FromSeconds(options.Timeout), RequestRecycle) : null;
+        }
+        catch (PythonStartupException e)
+        {
+            WorkerLifecycle.ReportFailure(1, e.Message);
+            return 1;
+        }
+        using RequestWatchdog? watchdogScope = watchdog;
+        using var workers = new PythonWorkers(application, options.Threads, watchdog);
         var settings = new HttpSettings(
             BodyBufferSize: options.BodyBufferSize,
             MaxRequestBodySize: options.LimitRequestBody > 0 ? options.LimitRequestBody : null,
             KeepAlive: TimeSpan.FromSeconds(options.KeepAlive),
             MaxRequestLine: options.LimitRequestLine,
             MaxRequestHeaders: options.LimitRequestFields,
-            MaxRequestFieldSize: options.LimitRequestFieldSize);
+            MaxRequestFieldSize: options.LimitRequestFieldSize,
+            HeaderTimeout: TimeSpan.FromSeconds(options.HeaderTimeout),
+            MinRequestBodyRate: options.MinRequestBodyRate,
+            MaxConnections: options.MaxConnections,
+            Backlog: options.Backlog)
+        {
+            ForwardedAllowIps = options.ForwardedAllowIps,
+            ProxyProtocol = options.ProxyProtocol,
+        };
 
         // The master only binds; the first worker of a slot starts listening when it can serve (again for an
         // already listening socket: harmless, it only restates the backlog).
@@ -106,6 +128,12 @@ public static class Server
     /// <summary>Several beats per --timeout so one late beat is not a kill; at least once a second for the counts.</summary>
     private static TimeSpan HeartbeatInterval(int timeout) =>
         TimeSpan.FromMilliseconds(timeout <= 0 ? 1000 : Math.Clamp(timeout * 1000 / 4, 100, 1000));
+
+    /// <summary>
+    /// This process should be replaced gracefully (a request timed out: its Python thread may never come
+    /// back): the master starts a replacement and drains this worker once it is ready.
+    /// </summary>
+    public static void RequestRecycle(string reason) => WorkerLifecycle.RequestRecycle(reason);
 
     private static Severity ToSeverity(Cli.LogLevel level) => level switch
     {

@@ -99,7 +99,7 @@ public static class WorkerLifecycle
         {
             return;
         }
-        Log.Info($"Worker asks to be recycled: {reason}");
+        Log.Warning($"Recycle requested: {reason}");
         Send("recycle " + reason.ReplaceLineEndings(" "));
     }
 

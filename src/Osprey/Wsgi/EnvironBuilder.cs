@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Text;
+using System.Net;
 using System.Text;
 using Osprey.Python;
 
@@ -14,7 +15,8 @@ internal sealed class EnvironBuilder
 {
     private const int MaxCachedHeaderNames = 512;
 
-    private enum HeaderKind : byte { Http, ContentType, ContentLength, Dropped }
+    /// <summary>The proxy kinds come last, so one comparison tells whether a header is one of them.</summary>
+    private enum HeaderKind : byte { Http, ContentType, ContentLength, Dropped, Forwarded, XForwardedFor, XForwardedProto, XForwardedHost }
 
     private readonly record struct HeaderKey(nint Key, HeaderKind Kind);
 
@@ -25,6 +27,9 @@ internal sealed class EnvironBuilder
     private readonly Dictionary<string, PyRef> _cachedValues = new(StringComparer.Ordinal);
     private readonly PyRef[] _protocols;
     private readonly PyRef _emptyString;
+    private readonly TrustedProxies _trustedProxies;
+    private string? _lastPeer;
+    private bool _lastPeerTrusted;
 
     private readonly PyRef _requestMethod = Py.Intern("REQUEST_METHOD");
     private readonly PyRef _pathInfo = Py.Intern("PATH_INFO");
@@ -38,9 +43,16 @@ internal sealed class EnvironBuilder
     private readonly PyRef _remotePort = Py.Intern("REMOTE_PORT");
     private readonly PyRef _wsgiInput = Py.Intern("wsgi.input");
     private readonly PyRef _urlScheme = Py.Intern("wsgi.url_scheme");
+    private readonly PyRef _httpHost = Py.Intern("HTTP_HOST");
+    private readonly PyRef _httpForwarded = Py.Intern("HTTP_FORWARDED");
+    private readonly PyRef _httpXForwardedFor = Py.Intern("HTTP_X_FORWARDED_FOR");
+    private readonly PyRef _httpXForwardedProto = Py.Intern("HTTP_X_FORWARDED_PROTO");
+    private readonly PyRef _httpXForwardedHost = Py.Intern("HTTP_X_FORWARDED_HOST");
 
-    public EnvironBuilder(string rootPath, PyBorrowed errors, PyBorrowed fileWrapper, bool multithread, bool multiprocess)
+    public EnvironBuilder(string rootPath, PyBorrowed errors, PyBorrowed fileWrapper, bool multithread, bool multiprocess,
+        TrustedProxies trustedProxies)
     {
+        _trustedProxies = trustedProxies;
         _rootPath = Encoding.Latin1.GetBytes(rootPath);
         _headerLookup = _headerKeys.GetAlternateLookup<ReadOnlySpan<char>>();
         _emptyString = Py.Str("");
@@ -88,13 +100,18 @@ internal sealed class EnvironBuilder
             Py.SetItem(env, _wsgiInput.Borrow(), input);
 
             int hostIndex = -1;
+            bool proxyHeaders = false;
             for (int i = 0; i < request.HeaderCount; i++)
             {
                 ReadOnlySpan<byte> name = request.HeaderName(i);
                 HeaderKey key = KeyFor(name);
-                if (key.Kind == HeaderKind.Dropped)
+                if (key.Kind != HeaderKind.Http)
                 {
-                    continue;
+                    if (key.Kind == HeaderKind.Dropped)
+                    {
+                        continue;
+                    }
+                    proxyHeaders |= key.Kind >= HeaderKind.Forwarded;
                 }
                 if (hostIndex < 0 && name.Length == 4 && Ascii.EqualsIgnoreCase(name, "host"u8))
                 {
@@ -102,7 +119,14 @@ internal sealed class EnvironBuilder
                 }
                 SetHeader(env, key.Key, request.HeaderValue(i));
             }
-            SetServerNameAndPort(env, request, hostIndex);
+            ReadOnlySpan<byte> host = hostIndex >= 0 ? request.HeaderValue(hostIndex) : default;
+            string scheme = request.Scheme;
+            // Without proxy headers (the common case) this costs the one test of proxyHeaders.
+            if (proxyHeaders && PeerIsTrusted(request.RemoteAddress))
+            {
+                ApplyForwarded(env, request, ref host, ref scheme);
+            }
+            SetServerNameAndPort(env, request, host, scheme);
             return environ;
         }
         catch
@@ -110,6 +134,58 @@ internal sealed class EnvironBuilder
             environ.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Engines format the peer address once per connection, so a reference comparison keeps the parse per connection.</summary>
+    private bool PeerIsTrusted(string peer)
+    {
+        if (!ReferenceEquals(peer, _lastPeer))
+        {
+            _lastPeerTrusted = _trustedProxies.ContainsPeer(peer);
+            _lastPeer = peer;
+        }
+        return _lastPeerTrusted;
+    }
+
+    /// <summary>
+    /// The request as the trusted proxy received it: REMOTE_ADDR/REMOTE_PORT, wsgi.url_scheme and
+    /// HTTP_HOST. The X-Forwarded-*/Forwarded keys themselves stay in the environ as sent.
+    /// Reads the joined values back from the environ, so repeated headers count as one list.
+    /// </summary>
+    private void ApplyForwarded(PyBorrowed env, RequestHead request, ref ReadOnlySpan<byte> host, ref string scheme)
+    {
+        ForwardedRequest forwarded = ForwardedHeaders.Resolve(
+            HeaderText(env, _httpForwarded), HeaderText(env, _httpXForwardedFor),
+            HeaderText(env, _httpXForwardedProto), HeaderText(env, _httpXForwardedHost), _trustedProxies);
+        if (forwarded.ClientAddress is IPAddress client)
+        {
+            string address = (client.IsIPv4MappedToIPv6 ? client.MapToIPv4() : client).ToString();
+            // X-Forwarded-For carries no port: 0 then, as uvicorn does, rather than the proxy's own port.
+            int port = Math.Max(forwarded.ClientPort, 0);
+            Py.SetItem(env, _remoteAddr.Borrow(), Cached(address));
+            SetNumber(env, _remotePort.Borrow(), port);
+            // The access log names the same client as REMOTE_ADDR, as gunicorn's %(h)s does.
+            request.RemoteAddress = address;
+            request.RemotePort = port;
+        }
+        if (forwarded.Scheme is string forwardedScheme)
+        {
+            scheme = forwardedScheme;
+            Py.SetItem(env, _urlScheme.Borrow(), Cached(forwardedScheme));
+        }
+        if (!forwarded.Host.IsEmpty)
+        {
+            host = forwarded.Host;
+            using PyRef text = Py.StrLatin1(host);
+            Py.SetItem(env, _httpHost.Borrow(), text.Borrow());
+        }
+    }
+
+    /// <summary>A header's (joined) value as stored in the environ; latin-1 strs outside ASCII come back as UTF-8, which no valid proxy value contains.</summary>
+    private static ReadOnlySpan<byte> HeaderText(PyBorrowed env, PyRef key)
+    {
+        PyBorrowed value = env.GetDictItem(key.Borrow());
+        return value.IsNull ? default : value.AsUtf8();
     }
 
     /// <summary>Repeated headers are joined with ',' as CGI does (cookies with "; ", as HTTP/2 joins them).</summary>
@@ -211,11 +287,10 @@ internal sealed class EnvironBuilder
     };
 
     /// <summary>SERVER_NAME and SERVER_PORT from the Host header, as gunicorn does, else from the socket.</summary>
-    private void SetServerNameAndPort(PyBorrowed env, RequestHead request, int hostIndex)
+    private void SetServerNameAndPort(PyBorrowed env, RequestHead request, ReadOnlySpan<byte> host, string scheme)
     {
-        if (hostIndex >= 0 && request.HeaderValue(hostIndex).Length > 0)
+        if (host.Length > 0)
         {
-            ReadOnlySpan<byte> host = request.HeaderValue(hostIndex);
             ReadOnlySpan<byte> name = host;
             ReadOnlySpan<byte> port = default;
             if (host[0] == '[')
@@ -250,7 +325,7 @@ internal sealed class EnvironBuilder
             }
             else
             {
-                Py.SetItem(env, _serverPort.Borrow(), Cached(request.Scheme == "https" ? "443" : "80"));
+                Py.SetItem(env, _serverPort.Borrow(), Cached(scheme == "https" ? "443" : "80"));
             }
             return;
         }
@@ -317,12 +392,20 @@ internal sealed class EnvironBuilder
         {
             return new HeaderKey(_contentLength.Handle, HeaderKind.ContentLength);
         }
+        HeaderKind kind = name.Length switch
+        {
+            9 when name.Equals("forwarded", StringComparison.OrdinalIgnoreCase) => HeaderKind.Forwarded,
+            15 when name.Equals("x-forwarded-for", StringComparison.OrdinalIgnoreCase) => HeaderKind.XForwardedFor,
+            16 when name.Equals("x-forwarded-host", StringComparison.OrdinalIgnoreCase) => HeaderKind.XForwardedHost,
+            17 when name.Equals("x-forwarded-proto", StringComparison.OrdinalIgnoreCase) => HeaderKind.XForwardedProto,
+            _ => HeaderKind.Http,
+        };
         var text = new StringBuilder("HTTP_", 5 + name.Length);
         foreach (char c in name)
         {
             text.Append(c == '-' ? '_' : char.ToUpperInvariant(c));
         }
         // Interned keys live for the process, which is what lets the cache hold raw handles.
-        return new HeaderKey(Py.Intern(text.ToString()).Detach(), HeaderKind.Http);
+        return new HeaderKey(Py.Intern(text.ToString()).Detach(), kind);
     }
 }

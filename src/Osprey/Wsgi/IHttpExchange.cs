@@ -4,6 +4,19 @@ namespace Osprey.Wsgi;
 
 public enum HttpVersion { Http10, Http11, Http2 }
 
+/// <summary>What <see cref="IHttpExchange.TryTimeOut"/> did.</summary>
+public enum TimeoutOutcome
+{
+    /// <summary>The request had already completed (or been aborted): nothing was done.</summary>
+    AlreadyComplete,
+
+    /// <summary>No response byte had been committed: the client got 504 Gateway Timeout and the connection closes.</summary>
+    Answered504,
+
+    /// <summary>The response had started and cannot be completed: the connection was closed.</summary>
+    ConnectionClosed,
+}
+
 /// <summary>
 /// One request and its response as the WSGI layer sees them, whichever HTTP engine carries them.
 /// The WSGI layer calls these from a Python thread. Methods documented as blocking are called
@@ -47,4 +60,18 @@ public interface IHttpExchange
     void Abort();
 
     bool ClientDisconnected { get; }
+
+    /// <summary>
+    /// The request ran past <c>--timeout</c>. Called from the watchdog thread (never a Python
+    /// thread, GIL not held) while the Python thread may be writing concurrently; it must not
+    /// block on that thread. From here on the exchange takes no more output for this request:
+    /// <see cref="WriteHead"/>, <see cref="WriteBody"/> and <see cref="SendFile"/> are dropped
+    /// and <see cref="ClientDisconnected"/> is true. The Python thread still owns the exchange
+    /// and releases it with <see cref="Abort"/> whenever (if ever) the application returns, so
+    /// the engine must not reuse it before then. The caller calls this at most once per request
+    /// and only before the Python thread has called <see cref="Complete"/> or <see cref="Abort"/>
+    /// (<see cref="RequestWatchdog"/> arbitrates that); it returns
+    /// <see cref="TimeoutOutcome.AlreadyComplete"/> if the request nevertheless completed.
+    /// </summary>
+    TimeoutOutcome TryTimeOut();
 }

@@ -12,7 +12,11 @@ public sealed record ApplicationSpec(
     string RootPath,
     IReadOnlyList<string> Argv,
     bool Multithread,
-    bool Multiprocess);
+    bool Multiprocess)
+{
+    /// <summary>Peers whose X-Forwarded-* and Forwarded headers shape the environ (<c>--forwarded-allow-ips</c>).</summary>
+    public TrustedProxies ForwardedAllowIps { get; init; } = TrustedProxies.Default;
+}
 
 /// <summary>
 /// The loaded application and everything shared by the Python threads that call it.
@@ -122,7 +126,8 @@ def load(module_name, attribute, factory_args, extra_paths, argv):
             }
             throw new PythonStartupException($"Failed to load application '{spec.Text}': {e.Message}", e.Traceback);
         }
-        var environ = new EnvironBuilder(spec.RootPath, errors.Borrow(), types.FileWrapper.Type, spec.Multithread, spec.Multiprocess);
+        var environ = new EnvironBuilder(spec.RootPath, errors.Borrow(), types.FileWrapper.Type, spec.Multithread, spec.Multiprocess,
+            spec.ForwardedAllowIps);
         return new WsgiApplication(callable, types, environ);
     }
 }

@@ -11,7 +11,7 @@ namespace Osprey.Wsgi;
 /// gives start_response, and frames the response (PEP 3333). One instance per Python thread,
 /// reused from request to request. Every method runs with the GIL held unless it says otherwise.
 /// </summary>
-internal sealed class WsgiWorker(WsgiApplication application)
+internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
 {
     private static readonly byte[] s_errorBody =
         "<html><head><title>Internal Server Error</title></head><body><h1><p>Internal Server Error</p></h1></body></html>"u8.ToArray();
@@ -42,6 +42,7 @@ internal sealed class WsgiWorker(WsgiApplication application)
         _bodyBytesSent = 0;
         _isHead = exchange.Request.Method == "HEAD";
         _bodyForbidden = false;
+        slot?.Begin(exchange);
 
         PyRef result = default;
         try
@@ -483,9 +484,23 @@ internal sealed class WsgiWorker(WsgiApplication application)
             return;
         }
         _finished = true;
+        // Taken back from the watchdog before the exchange is completed: once completed, the
+        // engine may reuse it for the connection's next request.
+        TimeoutOutcome timedOut = slot?.End() ?? TimeoutOutcome.AlreadyComplete;
+        if (timedOut != TimeoutOutcome.AlreadyComplete)
+        {
+            if (Log.AccessLogEnabled)
+            {
+                // The watchdog's 504 or a cut connection: what the application wrote was dropped.
+                _bodyBytesSent = 0;
+                WriteAccessLog(_exchange.Request, timedOut == TimeoutOutcome.Answered504 ? 504 : _head.StatusCode);
+            }
+            _exchange.Abort();
+            return;
+        }
         if (Log.AccessLogEnabled)
         {
-            WriteAccessLog(_exchange.Request);
+            WriteAccessLog(_exchange.Request, _head.StatusCode);
         }
         if (end == ResponseEnd.Aborted)
         {
@@ -498,7 +513,7 @@ internal sealed class WsgiWorker(WsgiApplication application)
     }
 
     /// <summary>gunicorn's default format: %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s".</summary>
-    private void WriteAccessLog(RequestHead request)
+    private void WriteAccessLog(RequestHead request, int status)
     {
         string referer = "-", agent = "-";
         for (int i = 0; i < request.HeaderCount; i++)
@@ -517,7 +532,7 @@ internal sealed class WsgiWorker(WsgiApplication application)
         DateTimeOffset now = DateTimeOffset.Now;
         string offset = Log.UtcOffset(now);
         string line = string.Create(System.Globalization.CultureInfo.InvariantCulture,
-            $"{(request.RemoteAddress.Length > 0 ? request.RemoteAddress : "-")} - - [{now:dd/MMM/yyyy:HH:mm:ss} {offset}] \"{request.Method} {Encoding.Latin1.GetString(request.Target)} {protocol}\" {_head.StatusCode} {(_bodyBytesSent > 0 ? _bodyBytesSent.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-")} \"{referer}\" \"{agent}\"\n");
+            $"{(request.RemoteAddress.Length > 0 ? request.RemoteAddress : "-")} - - [{now:dd/MMM/yyyy:HH:mm:ss} {offset}] \"{request.Method} {Encoding.Latin1.GetString(request.Target)} {protocol}\" {status} {(_bodyBytesSent > 0 ? _bodyBytesSent.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-")} \"{referer}\" \"{agent}\"\n");
         Log.Access(Encoding.UTF8.GetBytes(line));
     }
 

@@ -262,11 +262,24 @@ public sealed class CommandLineTests
     [InlineData("-w", "4")]
     [InlineData("-w4")]
     [InlineData("-w=4")]
-    [InlineData("--work", "4")]
-    [InlineData("--wo=4")]
     public void Option_value_syntaxes(params string[] option)
     {
         Assert.Equal(4, Ok([.. option, "app"]).Workers);
+    }
+
+    [Theory]
+    [InlineData("--thr", "4")]
+    [InlineData("--thr=4")]
+    public void Unique_prefixes_of_long_options_are_accepted(params string[] option)
+    {
+        Assert.Equal(4, Ok([.. option, "app"]).Threads);
+    }
+
+    [Fact]
+    public void A_prefix_of_two_options_is_ambiguous()
+    {
+        // --workers and --worker-connections: argparse refuses the prefix rather than guessing.
+        Assert.StartsWith("ambiguous option '--work' could match ", Err("--work", "4", "app"), StringComparison.Ordinal);
     }
 
     [Fact]
@@ -332,7 +345,7 @@ public sealed class CommandLineTests
     [Theory]
     [InlineData("-h")]
     [InlineData("--help")]
-    [InlineData("--he")]
+    [InlineData("--hel")]
     [InlineData("app", "--help")]
     [InlineData("-hv")]
     [InlineData("--help", "--version")]

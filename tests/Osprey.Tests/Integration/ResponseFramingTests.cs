@@ -155,7 +155,7 @@ public sealed class ResponseFramingTests(ServerPool pool) : IClassFixture<Server
             await connection.SendAsync([
                 .. RawHttp.Get("/cl_short", server.Port), .. RawHttp.Get("/list1", server.Port), .. RawHttp.Get("/list3", server.Port),
             ]);
-            await connection.ReadForAsync(TimeSpan.FromSeconds(1));
+            await connection.ReadForAsync(TimeSpan.FromSeconds(10));
         }
 
         await server.WaitForLogAsync("/cl_short", LogTimeout, mark);

@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using System.Text;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
@@ -19,6 +20,9 @@ namespace Osprey.Http.Kestrel;
 /// </summary>
 public sealed class KestrelEngine : IHttpEngine
 {
+    /// <summary>The lean engine's bound on a request head (LeanConnection.MaxHeadSize).</summary>
+    private const int MaxRequestHeadSize = 1024 * 1024;
+
     private readonly KestrelServer _server;
     private readonly ServiceProvider _services;
 
@@ -44,12 +48,23 @@ public sealed class KestrelEngine : IHttpEngine
             ResponseHeaderEncodingSelector = _ => Encoding.Latin1,
         };
         options.Limits.MaxRequestBodySize = settings.MaxRequestBodySize;
+        options.Limits.RequestHeadersTimeout = settings.HeaderTimeout;
+        options.Limits.MinRequestBodyDataRate = settings.MinRequestBodyRate > 0
+            ? new MinDataRate(settings.MinRequestBodyRate, HttpSettings.BodyRateGracePeriod)
+            : null;
+        // The lean engine's bound on a whole head; Kestrel's default (32 KB) would refuse heads
+        // that --limit-request-fields and --limit-request-field_size allow.
+        options.Limits.MaxRequestHeadersTotalSize = MaxRequestHeadSize;
+        // Connections beyond --max-connections wait in the backlog (ConnectionLimitingTransport);
+        // Kestrel's own limit would accept and then drop them.
+        options.Limits.MaxConcurrentConnections = null;
         options.Limits.KeepAliveTimeout = settings.KeepAlive > TimeSpan.Zero ? settings.KeepAlive : TimeSpan.FromMilliseconds(1);
         // The Python thread waits (without the GIL) once this much response is unsent.
         options.Limits.MaxResponseBufferSize = 1024 * 1024;
         if (settings.MaxRequestLine > 0)
         {
-            options.Limits.MaxRequestLineSize = settings.MaxRequestLine;
+            // gunicorn's limit excludes the CRLF; Kestrel's includes it.
+            options.Limits.MaxRequestLineSize = settings.MaxRequestLine + 2;
         }
         if (settings.MaxRequestHeaders > 0)
         {
@@ -59,11 +74,24 @@ public sealed class KestrelEngine : IHttpEngine
         {
             // The exchange is kept per connection, which holds for HTTP/1.1's one request at a time;
             // HTTP/2 (TLS listeners, later) will need one per stream.
-            options.ListenHandle((ulong)listener.Handle, listen => listen.Protocols = HttpProtocols.Http1);
+            options.ListenHandle((ulong)listener.Handle, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http1;
+                if (settings.ProxyProtocol)
+                {
+                    listen.Use(KestrelProxyProtocol.Middleware(settings.ForwardedAllowIps));
+                }
+            });
         }
-        var transport = new SocketTransportFactory(Options.Create(new SocketTransportOptions()), loggerFactory);
+        // Kestrel calls listen() again on the handles it is given, with this backlog.
+        var socketOptions = new SocketTransportOptions { Backlog = settings.Backlog };
+        IConnectionListenerFactory transport = new SocketTransportFactory(Options.Create(socketOptions), loggerFactory);
+        if (settings.MaxConnections > 0)
+        {
+            transport = new ConnectionLimitingTransport(transport, settings.MaxConnections);
+        }
         var server = new KestrelServer(Options.Create(options), transport, loggerFactory);
-        await server.StartAsync(new WsgiHttpApplication(workers, settings.BodyBufferSize), CancellationToken.None).ConfigureAwait(false);
+        await server.StartAsync(new WsgiHttpApplication(workers, settings), CancellationToken.None).ConfigureAwait(false);
         return new KestrelEngine(server, services);
     }
 
@@ -80,7 +108,7 @@ public sealed class KestrelEngine : IHttpEngine
         await _services.DisposeAsync().ConfigureAwait(false);
     }
 
-    private sealed class WsgiHttpApplication(PythonWorkers workers, long bodyBufferSize) : IHttpApplication<KestrelExchange>
+    private sealed class WsgiHttpApplication(PythonWorkers workers, HttpSettings settings) : IHttpApplication<KestrelExchange>
     {
         private static readonly object s_stateKey = new();
 
@@ -95,7 +123,7 @@ public sealed class KestrelEngine : IHttpEngine
             }
             else
             {
-                exchange = new KestrelExchange(bodyBufferSize);
+                exchange = new KestrelExchange(settings);
                 if (state is not null)
                 {
                     state[s_stateKey] = exchange;

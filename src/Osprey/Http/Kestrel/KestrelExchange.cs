@@ -32,17 +32,33 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     private IHttpConnectionFeature? _connection;
     private IHttpRequestBodyDetectionFeature? _bodyDetection;
     private IRequestBodyPipeFeature _bodyPipe = null!;
+    private IHttpMaxRequestBodySizeFeature? _bodySizeLimit;
+    /// <summary>--limit-request-body checked here on decoded bytes, for chunked bodies (Kestrel counts their framing too).</summary>
+    private long? _decodedBodyLimit;
+    private long _bodyBytesRead;
     private string? _connectionId;
     private string _remoteAddress = "";
     private string _localAddress = "";
 
     private bool _bodyBuffered;
     private bool _aborted;
-    private bool _clientGone;
+    private volatile bool _clientGone;
+    /// <summary>A <see cref="ResponseGate"/> state: whether the watchdog may still answer 504.</summary>
+    private int _responseGate;
+    /// <summary>Set by the watchdog before it resumes <see cref="ProcessAsync"/> to send the 504.</summary>
+    private bool _timedOut;
+    /// <summary>Completed when the Python thread lets go of a timed-out exchange (timeout path only).</summary>
+    private TaskCompletionSource? _released;
     private long _responseBodyBytes;
     private Task<FlushResult>? _pendingFlush;
 
-    public KestrelExchange(long bodyMemoryLimit) => _body = new RequestBodyBuffer(bodyMemoryLimit);
+    private readonly HttpSettings _settings;
+
+    public KestrelExchange(HttpSettings settings)
+    {
+        _settings = settings;
+        _body = new RequestBodyBuffer(settings.BodyBufferSize);
+    }
 
     public RequestHead Request => _head;
     public bool BodyIsBuffered => _bodyBuffered;
@@ -56,6 +72,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _lifetime = features.GetRequiredFeature<IHttpRequestLifetimeFeature>();
         _bodyDetection = features.Get<IHttpRequestBodyDetectionFeature>();
         _bodyPipe = features.GetRequiredFeature<IRequestBodyPipeFeature>();
+        _bodySizeLimit = features.Get<IHttpMaxRequestBodySizeFeature>();
         IHttpConnectionFeature? connection = features.Get<IHttpConnectionFeature>();
         if (connection is not null && !ReferenceEquals(connection.ConnectionId, _connectionId))
         {
@@ -69,7 +86,23 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     public async Task ProcessAsync(PythonWorkers workers)
     {
-        FillHead();
+        int refusal = FillHead();
+        if (refusal != 0)
+        {
+            // Before the application, and without reading the body: the connection closes after
+            // this answer, so nothing the client sent after the head is ever taken as a request.
+            _response.StatusCode = refusal;
+            _response.Headers.Connection = "close";
+            return;
+        }
+        _bodyBytesRead = 0;
+        _decodedBodyLimit = null;
+        if (_settings.MaxRequestBodySize is long limit && _request.Headers.TransferEncoding.Count > 0 &&
+            _bodySizeLimit is { IsReadOnly: false })
+        {
+            _bodySizeLimit.MaxRequestBodySize = null;
+            _decodedBodyLimit = limit;
+        }
         _bodyBuffered = true;
         _aborted = false;
         _clientGone = false;
@@ -88,8 +121,15 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             }
         }
         _completion.Reset();
+        _responseGate = ResponseGate.Open;
+        _timedOut = false;
         workers.Dispatch(this);
         await new ValueTask(this, _completion.Version).ConfigureAwait(false);
+        if (_timedOut)
+        {
+            await AnswerTimeoutAsync().ConfigureAwait(false);
+            return;
+        }
         if (_aborted)
         {
             if (_responseBodyBytes > 0)
@@ -103,7 +143,78 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         }
     }
 
-    private void FillHead()
+    /// <summary>
+    /// The watchdog took the response over before the application committed a head: send 504 and
+    /// close. Kestrel must not finish this request (and reuse the exchange for the connection's
+    /// next one) while the Python thread still holds it, so this waits for it to let go.
+    /// </summary>
+    private async Task AnswerTimeoutAsync()
+    {
+        try
+        {
+            _response.StatusCode = StatusCodes.Status504GatewayTimeout;
+            _response.ReasonPhrase = "Gateway Timeout";
+            IHeaderDictionary headers = _response.Headers;
+            headers.ContentType = "text/html";
+            headers.Connection = "close";
+            headers.ContentLength = ResponseGate.TimeoutBody.Length;
+            if (!HttpMethods.IsHead(_request.Method))
+            {
+                await _responseBody.Writer.WriteAsync(ResponseGate.TimeoutBody.ToArray()).ConfigureAwait(false);
+            }
+            await _responseBody.Writer.FlushAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or ObjectDisposedException or OperationCanceledException)
+        {
+            _lifetime.Abort();
+        }
+        await _released!.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The request ran past --timeout (watchdog thread). Before the application committed a
+    /// head, Kestrel's side is resumed to answer 504; after, the connection is aborted
+    /// (Kestrel's Abort is safe from any thread). The Python thread's later output is dropped.
+    /// </summary>
+    public TimeoutOutcome TryTimeOut()
+    {
+        var released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _released = released;
+        while (true)
+        {
+            int gate = Volatile.Read(ref _responseGate);
+            switch (gate)
+            {
+                case ResponseGate.Open:
+                    if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Answered504, ResponseGate.Open) == ResponseGate.Open)
+                    {
+                        _clientGone = true;
+                        _timedOut = true;
+                        if (!_bodyBuffered)
+                        {
+                            // A Python thread blocked reading a streamed body comes back with its end.
+                            _bodyPipe.Reader.CancelPendingRead();
+                        }
+                        _completion.SetResult(true);
+                        return TimeoutOutcome.Answered504;
+                    }
+                    break;
+                case ResponseGate.Started:
+                    if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Cut, ResponseGate.Started) == ResponseGate.Started)
+                    {
+                        _clientGone = true;
+                        _lifetime.Abort();
+                        return TimeoutOutcome.ConnectionClosed;
+                    }
+                    break;
+                default:
+                    return TimeoutOutcome.AlreadyComplete;
+            }
+        }
+    }
+
+    /// <summary>Copies the request head; 0, or the status to refuse it with when Kestrel let through something the lean engine refuses.</summary>
+    private int FillHead()
     {
         _head.Reset();
         _head.Method = _request.Method;
@@ -119,13 +230,104 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _head.RemotePort = _connection?.RemotePort ?? 0;
         _head.LocalAddress = _localAddress;
         _head.LocalPort = _connection?.LocalPort ?? 0;
+        int refusal = IsTarget(_request.RawTarget) ? 0 : StatusCodes.Status400BadRequest;
+        int fieldSizeLimit = _settings.MaxRequestFieldSize;
         foreach (KeyValuePair<string, Microsoft.Extensions.Primitives.StringValues> header in _request.Headers)
         {
             foreach (string? value in header.Value)
             {
-                _head.AddHeader(header.Key, value ?? "");
+                string text = value ?? "";
+                if (fieldSizeLimit > 0 && header.Key.Length + 2 + text.Length > fieldSizeLimit)
+                {
+                    refusal = StatusCodes.Status431RequestHeaderFieldsTooLarge;
+                }
+                else if (refusal == 0 && (!IsToken(header.Key) || !IsFieldValue(text)))
+                {
+                    refusal = StatusCodes.Status400BadRequest;
+                }
+                _head.AddHeader(header.Key, text);
             }
         }
+        return refusal != 0 ? refusal : CheckFraming();
+    }
+
+    /// <summary>
+    /// RFC 9112 §6.3 as the lean engine applies it: Kestrel resolves some ambiguities itself
+    /// (Content-Length beside Transfer-Encoding, a coding list ending in chunked), but a proxy in
+    /// front may have resolved them differently, which is how requests get smuggled. Refuse them.
+    /// </summary>
+    private int CheckFraming()
+    {
+        IHeaderDictionary headers = _request.Headers;
+        bool http11 = _head.Version != Wsgi.HttpVersion.Http10;
+        int hosts = headers.Host.Count;
+        if (http11 ? hosts != 1 : hosts > 1)
+        {
+            return StatusCodes.Status400BadRequest;
+        }
+        Microsoft.Extensions.Primitives.StringValues transferEncoding = headers.TransferEncoding;
+        Microsoft.Extensions.Primitives.StringValues contentLength = headers.ContentLength.HasValue
+            ? new Microsoft.Extensions.Primitives.StringValues("x")
+            : headers["Content-Length"];
+        if (transferEncoding.Count > 0)
+        {
+            // Kestrel hides a Content-Length sent beside Transfer-Encoding by renaming it
+            // X-Content-Length; a client sending that name itself with a chunked body is refused too.
+            if (!http11 || contentLength.Count > 0 || headers.ContainsKey("X-Content-Length") || transferEncoding.Count > 1 ||
+                !string.Equals(transferEncoding[0], "chunked", StringComparison.OrdinalIgnoreCase))
+            {
+                return StatusCodes.Status400BadRequest;
+            }
+        }
+        return 0;
+    }
+
+    private static bool IsTarget(string target)
+    {
+        foreach (char c in target)
+        {
+            if (c <= 0x20 || c == 0x7F)
+            {
+                return false;
+            }
+        }
+        return target.Length > 0;
+    }
+
+    private static bool IsToken(string name)
+    {
+        foreach (char c in name)
+        {
+            if (c >= 0x80 || !TokenChars[c])
+            {
+                return false;
+            }
+        }
+        return name.Length > 0;
+    }
+
+    private static readonly bool[] TokenChars = BuildTokenChars();
+
+    private static bool[] BuildTokenChars()
+    {
+        var table = new bool[128];
+        foreach (char c in "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+        {
+            table[c] = true;
+        }
+        return table;
+    }
+
+    private static bool IsFieldValue(string value)
+    {
+        foreach (char c in value)
+        {
+            if ((c < 0x20 && c != '\t') || c == 0x7F)
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     private bool IsExpectContinue() =>
@@ -141,6 +343,14 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             while (true)
             {
                 ReadResult result = await reader.ReadAsync().ConfigureAwait(false);
+                _bodyBytesRead += result.Buffer.Length;
+                if (_bodyBytesRead > _decodedBodyLimit)
+                {
+                    _response.StatusCode = StatusCodes.Status413PayloadTooLarge;
+                    _response.Headers.Connection = "close";
+                    reader.AdvanceTo(result.Buffer.End);
+                    return false;
+                }
                 foreach (ReadOnlyMemory<byte> segment in result.Buffer)
                 {
                     _body.Append(segment.Span);
@@ -156,10 +366,16 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             // Kestrel answers 400/413 itself once we return; the application never sees the request.
             _response.StatusCode = e.StatusCode;
+            _response.Headers.Connection = "close";
             return false;
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or Microsoft.AspNetCore.Connections.ConnectionResetException)
+        catch (Exception e) when (e is IOException or OperationCanceledException)
         {
+            // A reset client is gone and hears nothing; anything else is a body Kestrel could not
+            // decode (it reports an overflowing chunk size as a bare IOException): 400, not the
+            // empty 200 that returning alone would produce.
+            _response.StatusCode = StatusCodes.Status400BadRequest;
+            _response.Headers.Connection = "close";
             return false;
         }
     }
@@ -169,6 +385,10 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         if (_bodyBuffered)
         {
             return _body.Read(destination);
+        }
+        if (_clientGone)
+        {
+            return 0;
         }
         // Streaming (Expect: 100-continue): called on a Python thread with the GIL released, so
         // blocking here costs neither a Kestrel thread nor other Python threads.
@@ -181,6 +401,13 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             int n = (int)Math.Min(buffer.Length, destination.Length);
             buffer.Slice(0, n).CopyTo(destination);
             reader.AdvanceTo(buffer.GetPosition(n));
+            _bodyBytesRead += n;
+            if (_bodyBytesRead > _decodedBodyLimit)
+            {
+                // Too late for a 413 (the application is running): the body ends here and the connection with it.
+                _clientGone = true;
+                return 0;
+            }
             return n;
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException or InvalidOperationException)
@@ -192,6 +419,12 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     public void WriteHead(ResponseHead head)
     {
+        if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Started, ResponseGate.Open) != ResponseGate.Open)
+        {
+            // The watchdog answered this request: nothing of the application's goes out.
+            _clientGone = true;
+            return;
+        }
         try
         {
             WriteHeadToKestrel(head);
@@ -274,6 +507,10 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     public bool SendFile(SafeFileHandle file, long offset, long count)
     {
         // Kestrel has no sendfile path; this reads through the page cache into its pipe.
+        if (ClientDisconnected)
+        {
+            return false;
+        }
         try
         {
             return CopyFile(file, offset, count);
@@ -315,6 +552,10 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     public void Complete(bool closeConnection)
     {
+        if (ReleasedAfterTimeout())
+        {
+            return;
+        }
         // Kestrel sees the short body itself and closes the connection after sending what was
         // written; only when no body byte was written would it keep the connection, so cut it then.
         if (closeConnection && _responseBodyBytes == 0)
@@ -327,8 +568,23 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     public void Abort()
     {
+        if (ReleasedAfterTimeout())
+        {
+            return;
+        }
         _aborted = true;
         _completion.SetResult(false);
+    }
+
+    /// <summary>Marks the exchange complete; true when the watchdog had answered 504 and Kestrel's side is now let go.</summary>
+    private bool ReleasedAfterTimeout()
+    {
+        if (Interlocked.Exchange(ref _responseGate, ResponseGate.Completed) != ResponseGate.Answered504)
+        {
+            return false;
+        }
+        _released!.SetResult();
+        return true;
     }
 
     /// <summary>Kestrel calls this (through DisposeContext) after every request, so each request starts clean.</summary>

@@ -67,10 +67,14 @@ internal sealed class LeanConnection : IHttpExchange
     private bool _chunkedResponse;
     private bool _bodyAllowed;
     private volatile bool _clientGone;
+    /// <summary>A <see cref="ResponseGate"/> state: whether the watchdog may still answer 504.</summary>
+    private int _responseGate;
     private string _remoteAddress = "";
     private int _remotePort;
     private string _localAddress = "";
     private int _localPort;
+    /// <summary>--proxy-protocol and a trusted peer: the connection may start with a PROXY header.</summary>
+    private bool _expectProxyHeader;
 
     public LeanConnection(LeanEngine engine, HttpSettings settings)
     {
@@ -86,6 +90,11 @@ internal sealed class LeanConnection : IHttpExchange
     /// <summary>Environment.TickCount64 of the last progress, for the loop's timeouts.</summary>
     public long LastProgress;
     public bool ServedRequest;
+    /// <summary>Environment.TickCount64 when the current request head began (the header timeout runs from here).</summary>
+    public long HeadStarted;
+    /// <summary>Environment.TickCount64 when the loop began receiving the current body (the minimum body rate runs from here).</summary>
+    public long BodyStarted;
+    public long BodyBytesReceived => _bodyReceived;
     /// <summary>1 when a socket event arrived while a Python thread owned the connection (edge-triggered: it will not repeat).</summary>
     private int _eventPending;
     /// <summary>The last receive filled the buffer, so the socket may hold more than the edge announced.</summary>
@@ -93,8 +102,9 @@ internal sealed class LeanConnection : IHttpExchange
     private volatile bool _peerHungUp;
     public bool HasPartialRequest => _inputEnd > _inputStart;
 
-    public void Open(int fd, uint generation, string remoteAddress, int remotePort, string localAddress, int localPort)
+    public void Open(int fd, uint generation, string remoteAddress, int remotePort, string localAddress, int localPort, bool expectProxyHeader)
     {
+        _expectProxyHeader = expectProxyHeader;
         Fd = fd;
         Generation = generation;
         _remoteAddress = remoteAddress;
@@ -109,7 +119,7 @@ internal sealed class LeanConnection : IHttpExchange
         _socketMayHaveMore = false;
         _peerHungUp = false;
         State = ConnectionState.ReadingHead;
-        LastProgress = Environment.TickCount64;
+        LastProgress = HeadStarted = Environment.TickCount64;
     }
 
     /// <summary>Called by the loop once the socket is closed: returns buffers to their pools.</summary>
@@ -204,6 +214,10 @@ internal sealed class LeanConnection : IHttpExchange
         if (_inputStart == _inputEnd)
         {
             _inputStart = _inputEnd = 0;
+            if (State == ConnectionState.ReadingHead)
+            {
+                HeadStarted = Environment.TickCount64;
+            }
         }
         if (_inputEnd == _input.Length)
         {
@@ -236,6 +250,10 @@ internal sealed class LeanConnection : IHttpExchange
     {
         if (State == ConnectionState.ReadingHead)
         {
+            if (_expectProxyHeader && !ReadProxyHeader())
+            {
+                return;
+            }
             int status = TryParseHead();
             if (status < 0)
             {
@@ -252,6 +270,7 @@ internal sealed class LeanConnection : IHttpExchange
                 return;
             }
             State = ConnectionState.ReadingBody;
+            BodyStarted = Environment.TickCount64;
         }
         if (State == ConnectionState.ReadingBody)
         {
@@ -267,8 +286,38 @@ internal sealed class LeanConnection : IHttpExchange
         }
     }
 
+    /// <summary>
+    /// Takes a PROXY header off the start of the connection, if there is one. False while more
+    /// input is needed (the header timeout applies as to a partial request) or when a malformed
+    /// header closed the connection.
+    /// </summary>
+    private bool ReadProxyHeader()
+    {
+        ProxyHeaderStatus status = ProxyProtocol.TryParse(_input.AsSpan(_inputStart, _inputEnd - _inputStart), out int consumed, out ProxyHeader header);
+        switch (status)
+        {
+            case ProxyHeaderStatus.NeedMore:
+                return false;
+            case ProxyHeaderStatus.Invalid:
+                Log.Warning($"malformed PROXY protocol header from {_remoteAddress}: connection closed");
+                _engine.Close(this);
+                return false;
+            case ProxyHeaderStatus.Parsed:
+                _inputStart += consumed;
+                if (header.Source is not null && header.Destination is not null)
+                {
+                    (_remoteAddress, _remotePort) = (LeanEngine.FormatAddress(header.Source.Address), header.Source.Port);
+                    (_localAddress, _localPort) = (LeanEngine.FormatAddress(header.Destination.Address), header.Destination.Port);
+                }
+                break;
+        }
+        _expectProxyHeader = false;
+        return true;
+    }
+
     private void Dispatch()
     {
+        _responseGate = ResponseGate.Open;
         State = ConnectionState.Dispatched;
         _engine.Workers.Dispatch(this);
     }
@@ -634,7 +683,7 @@ internal sealed class LeanConnection : IHttpExchange
         ReturnStaging();
         _body?.Reset();
         ServedRequest = true;
-        LastProgress = Environment.TickCount64;
+        LastProgress = HeadStarted = Environment.TickCount64;
         if (!_keepAlive || _clientGone)
         {
             if (onLoop)
@@ -688,7 +737,15 @@ internal sealed class LeanConnection : IHttpExchange
         if (!_continueSent)
         {
             _continueSent = true;
-            if (!SendAll("HTTP/1.1 100 Continue\r\n\r\n"u8))
+            if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Continue, ResponseGate.Open) != ResponseGate.Open)
+            {
+                _clientGone = true;
+                return 0;
+            }
+            bool sent = SendAll("HTTP/1.1 100 Continue\r\n\r\n"u8);
+            // Fails only when the watchdog cut the connection meanwhile; it set _clientGone then.
+            Interlocked.CompareExchange(ref _responseGate, ResponseGate.Open, ResponseGate.Continue);
+            if (!sent || _clientGone)
             {
                 return 0;
             }
@@ -747,6 +804,12 @@ internal sealed class LeanConnection : IHttpExchange
 
     public void WriteHead(ResponseHead head)
     {
+        if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Started, ResponseGate.Open) != ResponseGate.Open)
+        {
+            // The watchdog answered this request: nothing of the application's goes out.
+            _clientGone = true;
+            return;
+        }
         int code = head.StatusCode;
         _bodyAllowed = !_isHeadRequest && code is not ((>= 100 and < 200) or 204 or 304);
         bool lengthKnown = head.ContentLength >= 0;
@@ -1029,6 +1092,11 @@ internal sealed class LeanConnection : IHttpExchange
 
     public void Complete(bool closeConnection)
     {
+        if (Interlocked.Exchange(ref _responseGate, ResponseGate.Completed) is ResponseGate.Answered504 or ResponseGate.Cut)
+        {
+            ReleaseAfterTimeout();
+            return;
+        }
         if (closeConnection || (_bodyStreamed && !_decoder.IsDone))
         {
             _keepAlive = false;
@@ -1076,10 +1144,81 @@ internal sealed class LeanConnection : IHttpExchange
 
     public void Abort()
     {
+        if (Interlocked.Exchange(ref _responseGate, ResponseGate.Completed) is ResponseGate.Answered504 or ResponseGate.Cut)
+        {
+            ReleaseAfterTimeout();
+            return;
+        }
         _keepAlive = false;
         _pending.Clear();
         ReturnStaging();
         _engine.Post(this, LoopAction.Close);
+    }
+
+    private void ReleaseAfterTimeout()
+    {
+        _keepAlive = false;
+        _pending.Clear();
+        ReturnStaging();
+        // After a 504 the client may still be reading it: linger (the write side is already
+        // shut down) rather than close, which could turn unread input into a reset.
+        _engine.Post(this, LoopAction.Linger);
+    }
+
+    // ---------------------------------------------------------------- watchdog thread
+
+    /// <summary>
+    /// The request ran past --timeout (watchdog thread). The Python thread owns the connection
+    /// and may be writing: the gate decides whether the response is still ours to give (504) or
+    /// can only be cut. Either way the socket is shut down, not closed: the descriptor stays
+    /// the Python thread's until it aborts the exchange, so it cannot be reused under it.
+    /// </summary>
+    public TimeoutOutcome TryTimeOut()
+    {
+        while (true)
+        {
+            int gate = Volatile.Read(ref _responseGate);
+            switch (gate)
+            {
+                case ResponseGate.Open:
+                    if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Answered504, ResponseGate.Open) == ResponseGate.Open)
+                    {
+                        _clientGone = true;
+                        SendTimeoutResponse();
+                        return TimeoutOutcome.Answered504;
+                    }
+                    break;
+                case ResponseGate.Started:
+                case ResponseGate.Continue:
+                    if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Cut, gate) == gate)
+                    {
+                        _clientGone = true;
+                        // Wakes a Python thread blocked in poll (draining output, reading a streamed body).
+                        Syscalls.Shutdown(Fd, Syscalls.SHUT_RDWR);
+                        return TimeoutOutcome.ConnectionClosed;
+                    }
+                    break;
+                default:
+                    return TimeoutOutcome.AlreadyComplete;
+            }
+        }
+    }
+
+    private void SendTimeoutResponse()
+    {
+        // Nothing of this response was sent and the previous one was flushed before this request
+        // was dispatched, so the socket's buffer takes these few hundred bytes at once.
+        ReadOnlySpan<byte> body = _isHeadRequest ? default : ResponseGate.TimeoutBody;
+        Span<byte> head = stackalloc byte[160];
+        int length = 0;
+        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/html\r\nConnection: close\r\nContent-Length: "u8.CopyTo(head);
+        length += "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/html\r\nConnection: close\r\nContent-Length: "u8.Length;
+        Utf8Formatter.TryFormat(ResponseGate.TimeoutBody.Length, head[length..], out int digits);
+        length += digits;
+        head[length++] = (byte)'\r';
+        head[length++] = (byte)'\n';
+        Syscalls.Send(Fd, head[..length], HttpDate.HeaderLine, "\r\n"u8, body);
+        Syscalls.Shutdown(Fd, Syscalls.SHUT_WR);
     }
 
     /// <summary>Kestrel's parser calls back through this struct, so the generic parser is specialised for it and the calls inline.</summary>

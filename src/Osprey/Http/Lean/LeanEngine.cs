@@ -21,8 +21,8 @@ public sealed class LeanEngine : IHttpEngine
     private const ulong WakeTag = 1UL << 62;
     private const int AcceptBatch = 64;
     private const int LingerMs = 2_000;
-    private const int HeaderTimeoutMs = 30_000;
-    private const int BodyStallMs = 30_000;
+    /// <summary>A finished response the client reads none of for this long is abandoned (the loop's side of WaitForDrain's stall limit).</summary>
+    private const int ResponseStallMs = 30_000;
 
     private readonly int _epoll;
     private readonly int _wakeFd;
@@ -38,6 +38,14 @@ public sealed class LeanEngine : IHttpEngine
     private volatile bool _stopAccepting;
     private volatile bool _stopNow;
     private bool _listenersRemoved;
+    // Dekker-style pair that spares Post an eventfd write (a syscall, costly on this kind of VM)
+    // whenever the loop is awake: it drains the posted queue after every batch of events anyway.
+    // _loopSleeping is set before the loop's last look at the queue; Post looks at it after enqueuing.
+    private int _loopSleeping;
+    private int _wakeSignalled;
+    private int _openConnections;
+    /// <summary>At --max-connections the listeners leave epoll, so new clients wait in the kernel's backlog, not in our memory.</summary>
+    private bool _acceptPaused;
 
     internal PythonWorkers Workers { get; }
 
@@ -76,7 +84,11 @@ public sealed class LeanEngine : IHttpEngine
     {
         connection.PostedAction = action;
         _posted.Enqueue((connection, action));
-        Syscalls.SignalEventFd(_wakeFd);
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref _loopSleeping) == 1 && Interlocked.Exchange(ref _wakeSignalled, 1) == 0)
+        {
+            Syscalls.SignalEventFd(_wakeFd);
+        }
     }
 
     // ---------------------------------------------------------------- loop thread
@@ -87,7 +99,10 @@ public sealed class LeanEngine : IHttpEngine
         Span<byte> address = stackalloc byte[128];
         while (!_stopNow)
         {
-            int count = Syscalls.EpollWait(_epoll, events, 1000);
+            Volatile.Write(ref _loopSleeping, 1);
+            Interlocked.MemoryBarrier();
+            int count = Syscalls.EpollWait(_epoll, events, _posted.IsEmpty ? 1000 : 0);
+            Volatile.Write(ref _loopSleeping, 0);
             for (int i = 0; i < count; i++)
             {
                 ulong data = Syscalls.EventData(events, i);
@@ -99,13 +114,14 @@ public sealed class LeanEngine : IHttpEngine
                 else if (data == WakeTag)
                 {
                     Syscalls.DrainEventFd(_wakeFd);
-                    RunPosted();
+                    Volatile.Write(ref _wakeSignalled, 0);
                 }
                 else
                 {
                     OnConnectionEvent(data, mask);
                 }
             }
+            RunPosted();
             long now = Environment.TickCount64;
             if (now >= _nextSweep)
             {
@@ -126,6 +142,11 @@ public sealed class LeanEngine : IHttpEngine
         int listenerFd = (int)listener.Handle;
         for (int n = 0; n < AcceptBatch && !_stopAccepting; n++)
         {
+            if (_settings.MaxConnections > 0 && _openConnections >= _settings.MaxConnections)
+            {
+                PauseAccepting();
+                return;
+            }
             int fd = Syscalls.Accept(listenerFd, address, out int addressLength);
             if (fd < 0)
             {
@@ -147,8 +168,10 @@ public sealed class LeanEngine : IHttpEngine
                     (local, localPort) = FormatAddress(address[..localLength]);
                 }
             }
+            _openConnections++;
             LeanConnection connection = _free.Count > 0 ? _free.Pop() : new LeanConnection(this, _settings);
-            connection.Open(fd, ++_generation, remote, remotePort, local, localPort);
+            bool expectProxyHeader = _settings.ProxyProtocol && _settings.ForwardedAllowIps.ContainsPeer(remote);
+            connection.Open(fd, ++_generation, remote, remotePort, local, localPort, expectProxyHeader);
             if (fd >= _byFd.Length)
             {
                 Array.Resize(ref _byFd, Math.Max(_byFd.Length * 2, fd + 1));
@@ -160,6 +183,9 @@ public sealed class LeanEngine : IHttpEngine
             Syscalls.EpollAdd(_epoll, fd, Syscalls.EPOLLIN | Syscalls.EPOLLOUT | Syscalls.EPOLLRDHUP | Syscalls.EPOLLET, connection.Token);
         }
     }
+
+    internal static string FormatAddress(IPAddress address) =>
+        (address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address).ToString();
 
     private static (string Address, int Port) FormatAddress(ReadOnlySpan<byte> sockaddr)
     {
@@ -234,12 +260,47 @@ public sealed class LeanEngine : IHttpEngine
         Syscalls.Close(fd);
         connection.Release();
         _free.Push(connection);
+        _openConnections--;
+        if (_acceptPaused && _openConnections < _settings.MaxConnections)
+        {
+            ResumeAccepting();
+        }
+    }
+
+    private void PauseAccepting()
+    {
+        if (_acceptPaused || _listenersRemoved)
+        {
+            return;
+        }
+        _acceptPaused = true;
+        foreach (Socket listener in _listeners)
+        {
+            Syscalls.EpollDelete(_epoll, (int)listener.Handle);
+        }
+    }
+
+    private void ResumeAccepting()
+    {
+        _acceptPaused = false;
+        if (_listenersRemoved)
+        {
+            return;
+        }
+        // Level-triggered: clients already waiting in the backlog wake the loop at once.
+        for (int i = 0; i < _listeners.Length; i++)
+        {
+            Syscalls.EpollAdd(_epoll, (int)_listeners[i].Handle, Syscalls.EPOLLIN | Syscalls.EPOLLEXCLUSIVE, ListenerTag | (uint)i);
+        }
     }
 
     /// <summary>Once a second: idle keep-alive connections, stalled clients and lingering closes time out.</summary>
     private void Sweep(long now)
     {
         long keepAliveMs = (long)_settings.KeepAlive.TotalMilliseconds;
+        long headerTimeoutMs = (long)_settings.HeaderTimeout.TotalMilliseconds;
+        long graceMs = (long)HttpSettings.BodyRateGracePeriod.TotalMilliseconds;
+        int minRate = _settings.MinRequestBodyRate;
         bool anyActive = false;
         for (int fd = 0; fd < _byFd.Length; fd++)
         {
@@ -254,13 +315,15 @@ public sealed class LeanEngine : IHttpEngine
                 case ConnectionState.ReadingHead:
                     if (!connection.HasPartialRequest)
                     {
-                        if (_stopAccepting || idle > (connection.ServedRequest ? keepAliveMs : HeaderTimeoutMs))
+                        if (_stopAccepting || idle > (connection.ServedRequest ? keepAliveMs : headerTimeoutMs))
                         {
                             Close(connection);
                         }
                     }
-                    else if (idle > HeaderTimeoutMs)
+                    else if (now - connection.HeadStarted > headerTimeoutMs)
                     {
+                        // Measured from the head's first byte, not the last: a client trickling
+                        // one byte a second must not hold the connection forever.
                         connection.Refuse(408);
                     }
                     else
@@ -269,7 +332,9 @@ public sealed class LeanEngine : IHttpEngine
                     }
                     break;
                 case ConnectionState.ReadingBody:
-                    if (idle > BodyStallMs)
+                {
+                    long elapsed = now - connection.BodyStarted;
+                    if (minRate > 0 && elapsed > graceMs && connection.BodyBytesReceived < minRate * elapsed / 1000)
                     {
                         connection.Refuse(408);
                     }
@@ -278,8 +343,9 @@ public sealed class LeanEngine : IHttpEngine
                         anyActive = true;
                     }
                     break;
+                }
                 case ConnectionState.Flushing:
-                    if (idle > BodyStallMs)
+                    if (idle > ResponseStallMs)
                     {
                         Close(connection);
                     }

@@ -42,6 +42,7 @@ internal static unsafe partial class Syscalls
     private const int F_SETFL = 4;
     private const int O_NONBLOCK = 0x800;
     public const int SHUT_WR = 1;
+    public const int SHUT_RDWR = 2;
 
     // x86-64 packs epoll_event to 12 bytes (events, then an unaligned 64-bit data); other
     // architectures align data to 8, giving 16.

@@ -1,0 +1,198 @@
+using System.Diagnostics;
+using System.Text;
+using Osprey.Tests.Infrastructure;
+using static Osprey.Tests.Hostile.HostileSupport;
+
+namespace Osprey.Tests.Hostile;
+
+/// <summary>--limit-request-*, --keep-alive, --header-timeout, --min-request-body-rate, --max-connections, --backlog, on both engines.</summary>
+public sealed class LimitTests(ServerPool pool) : IClassFixture<ServerPool>
+{
+    private static readonly string[] s_limits =
+    [
+        "--limit-request-line", "100", "--limit-request-fields", "5", "--limit-request-field_size", "100",
+        "--limit-request-body", "1000",
+    ];
+
+    private Task<OspreyServer> LimitedAsync(string engine) => pool.GetAsync(engine, App, s_limits);
+
+    private static async Task AssertRefusedAsync(OspreyServer server, string request, int status)
+    {
+        (RawHttpResponse? response, RawHttpConnection connection) = await ExchangeAsync(server.Port, request);
+        using (connection)
+        {
+            Assert.True(response?.StatusCode == status, $"expected {status}, got {response?.ToString() ?? "no answer"}");
+            await AssertClosedAsync(connection, $"after {status}");
+        }
+        await AssertServesAsync(server);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Request_line_over_the_limit_is_414(string engine)
+    {
+        OspreyServer server = await LimitedAsync(engine);
+        // At the limit is fine, beyond it is not.
+        string fits = "/" + new string('a', 100 - "GET / HTTP/1.1".Length);
+        Assert.Equal(200, (await RawHttp.GetAsync(server, fits)).StatusCode);
+        await AssertRefusedAsync(server, $"GET /{new string('a', 150)} HTTP/1.1\r\nHost: h\r\n\r\n", 414);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Too_many_header_fields_is_431(string engine)
+    {
+        OspreyServer server = await LimitedAsync(engine);
+        Assert.Equal(200, (await RawHttp.GetAsync(server, "/", "A: 1", "B: 2", "C: 3", "D: 4")).StatusCode);
+        await AssertRefusedAsync(server, "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\nG: 7\r\n\r\n", 431);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Header_field_over_the_size_limit_is_431(string engine)
+    {
+        OspreyServer server = await LimitedAsync(engine);
+        Assert.Equal(200, (await RawHttp.GetAsync(server, "/", "X-Long: " + new string('v', 80))).StatusCode);
+        await AssertRefusedAsync(server, $"GET / HTTP/1.1\r\nHost: h\r\nX-Long: {new string('v', 200)}\r\n\r\n", 431);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Body_over_the_limit_by_content_length_is_413_before_it_is_sent(string engine)
+    {
+        OspreyServer server = await LimitedAsync(engine);
+        // Only the head goes out: the answer must not wait for a body the server will never take.
+        await AssertRefusedAsync(server, "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 1001\r\n\r\n", 413);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Chunked_body_is_limited_by_its_decoded_size(string engine)
+    {
+        OspreyServer server = await LimitedAsync(engine);
+        // 900 decoded bytes in 1-byte chunks: about 5 KB on the wire, under the limit all the same.
+        string[] small = [.. Enumerable.Repeat("z", 900)];
+        var ok = await RawHttp.SendAsync(server.Port,
+            RawHttp.Request("POST", "/echo", server.Port, ["Transfer-Encoding: chunked"], RawHttp.Chunked(small)));
+        Assert.True(ok.StatusCode == 200, ok.ToString());
+        Assert.Equal(900, ok.Json().GetProperty("length").GetInt32());
+
+        string[] large = [.. Enumerable.Repeat(new string('z', 100), 11)];
+        await AssertRefusedAsync(server,
+            Encoding.Latin1.GetString(RawHttp.Request("POST", "/echo", server.Port, ["Transfer-Encoding: chunked"], RawHttp.Chunked(large))), 413);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Idle_keep_alive_connection_is_closed_after_keep_alive_seconds(string engine)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App, "--keep-alive", "1");
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync(RawHttp.Get("/", server.Port));
+        Assert.Equal(200, (await connection.ReadResponseAsync()).StatusCode);
+        var clock = Stopwatch.StartNew();
+        await AssertClosedAsync(connection, "idle keep-alive");
+        // Generous: the check runs about once a second and the machine may be loaded.
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"closed after {clock.Elapsed}");
+    }
+
+    /// <summary>A slow-loris client that keeps sending one byte at a time is cut off by the header timeout, measured from its first byte.</summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Head_trickled_byte_by_byte_is_cut_off_by_the_header_timeout(string engine)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App, "--header-timeout", "2");
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        var clock = Stopwatch.StartNew();
+        await connection.SendAsync("GET / HTTP/1.1\r\nHost: h\r\n");
+        bool cut = false;
+        while (clock.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            try
+            {
+                await connection.SendAsync("X");
+            }
+            catch (IOException)
+            {
+                cut = true;
+                break;
+            }
+            byte[] answer = await connection.ReadForAsync(TimeSpan.FromMilliseconds(250));
+            if (answer.Length > 0 || connection.ServerClosed)
+            {
+                string text = Encoding.Latin1.GetString(answer);
+                Assert.True(text.Length == 0 || text.StartsWith("HTTP/1.1 408", StringComparison.Ordinal), text);
+                cut = true;
+                break;
+            }
+        }
+        Assert.True(cut, "a head trickled for 30 s was never cut off");
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(1.5), $"cut off after only {clock.Elapsed}");
+        await AssertServesAsync(server);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Body_slower_than_the_minimum_rate_is_cut_off(string engine)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App, "--min-request-body-rate", "1000");
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync("POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n");
+        var clock = Stopwatch.StartNew();
+        bool cut = false;
+        while (clock.Elapsed < TimeSpan.FromSeconds(40))
+        {
+            try
+            {
+                await connection.SendAsync("0123456789");
+            }
+            catch (IOException)
+            {
+                cut = true;
+                break;
+            }
+            byte[] answer = await connection.ReadForAsync(TimeSpan.FromMilliseconds(500));
+            if (answer.Length > 0 || connection.ServerClosed)
+            {
+                string text = Encoding.Latin1.GetString(answer);
+                Assert.True(text.Length == 0 || text.StartsWith("HTTP/1.1 408", StringComparison.Ordinal), text);
+                cut = true;
+                break;
+            }
+        }
+        Assert.True(cut, "a body arriving at 20 bytes/s was never cut off");
+        // The rate is only enforced after its 5 s grace period.
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(4), $"cut off after only {clock.Elapsed}");
+        await AssertServesAsync(server);
+    }
+
+    /// <summary>Beyond --max-connections a client waits in the backlog and is served once a slot frees.</summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Connections_beyond_the_limit_wait_until_one_closes(string engine)
+    {
+        await using var server = await OspreyServer.StartAsync(engine, App, "--max-connections", "2");
+        // Let the readiness probes' connections be closed, so both slots are free.
+        await Task.Delay(500);
+        using var first = await RawHttpConnection.OpenAsync(server.Port);
+        await first.SendAsync(RawHttp.Get("/one", server.Port));
+        Assert.Equal("ok GET /one", (await first.ReadResponseAsync()).BodyText);
+        using var second = await RawHttpConnection.OpenAsync(server.Port);
+        await second.SendAsync(RawHttp.Get("/two", server.Port));
+        Assert.Equal("ok GET /two", (await second.ReadResponseAsync()).BodyText);
+
+        using var third = await RawHttpConnection.OpenAsync(server.Port);
+        await third.SendAsync(RawHttp.Get("/three", server.Port));
+        byte[] early = await third.ReadForAsync(TimeSpan.FromSeconds(1));
+        Assert.True(early.Length == 0 && !third.ServerClosed, $"the third connection was not held back: '{Encoding.Latin1.GetString(early)}'");
+
+        first.Dispose();
+        RawHttpResponse late = await third.ReadResponseAsync(timeout: TimeSpan.FromSeconds(15));
+        Assert.Equal("ok GET /three", late.BodyText);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Backlog_reaches_listen(string engine)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App, "--backlog", "37");
+        var psi = new ProcessStartInfo("ss", ["-ltnH", $"sport = :{server.Port}"]) { RedirectStandardOutput = true };
+        using Process ss = Process.Start(psi)!;
+        string output = await ss.StandardOutput.ReadToEndAsync();
+        await ss.WaitForExitAsync();
+        // For a listening socket, ss shows the backlog as Send-Q: "LISTEN 0 37 127.0.0.1:PORT ...".
+        string[] fields = output.Split([' ', '\t', '\n'], StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(fields.Length >= 3 && fields[0] == "LISTEN", $"ss: '{output}'");
+        Assert.Equal("37", fields[2]);
+    }
+}

@@ -1,0 +1,171 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.RegularExpressions;
+using Osprey.Tests.Infrastructure;
+using static Osprey.Tests.Integration.TestSupport;
+
+namespace Osprey.Tests.Integration;
+
+/// <summary>
+/// --timeout inside one serving process: a request running longer is answered 504 by the HTTP
+/// side (or its connection closed once the response has started), the Python stacks of all
+/// threads go to the error log naming the request, recycling is requested, and whatever the hung
+/// code writes later goes nowhere. Each test starts its own server: a timed-out request leaves a
+/// Python thread busy, and a recycled process (once the master lands) is gone.
+/// </summary>
+public sealed class TimeoutTests
+{
+    private const string App = "timeout_app:app";
+    // "Within the timeout plus slack": generous for a loaded machine, yet far below the hang
+    // itself, so an answer that only came when the application returned fails the test.
+    private static readonly TimeSpan AnswerBound = TimeSpan.FromSeconds(5);
+    private const int HangSeconds = 8;
+
+    private static Task<OspreyServer> StartAsync(string engine, string timeout = "1") =>
+        OspreyServer.StartAsync(engine, App, "--timeout", timeout, "--threads", "2");
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Sleeping_request_gets_504_the_stacks_are_logged_and_its_late_output_is_discarded(string engine)
+    {
+        await using var server = await StartAsync(engine);
+        var mark = server.ErrorLogPosition;
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        var clock = Stopwatch.StartNew();
+        await connection.SendAsync(RawHttp.Get("/sleep?s=3", server.Port));
+        var response = await connection.ReadResponseAsync();
+        var answeredAfter = clock.Elapsed;
+
+        Assert.Equal(504, response.StatusCode);
+        Assert.Equal("Gateway Timeout", response.Reason);
+        Assert.True(response.Complete, response.ToString());
+        Assert.Contains("Gateway Timeout", response.BodyText, StringComparison.Ordinal);
+        Assert.Equal("close", response.Header("Connection"));
+        Assert.True(answeredAfter < AnswerBound, $"504 after {answeredAfter.TotalSeconds:0.0} s");
+        Assert.True(answeredAfter >= TimeSpan.FromSeconds(0.9), $"504 already after {answeredAfter.TotalSeconds:0.0} s");
+
+        var log = await server.WaitForLogAsync("Recycle requested", LogTimeout, mark);
+        Assert.Contains("WORKER TIMEOUT", log, StringComparison.Ordinal);
+        Assert.Contains("GET /sleep?s=3", log, StringComparison.Ordinal);
+        Assert.Contains("answered 504 Gateway Timeout", log, StringComparison.Ordinal);
+        // faulthandler's dump: every thread, the hung one inside the application's function.
+        Assert.Contains("Thread 0x", log, StringComparison.Ordinal);
+        Assert.Contains("timeout_app.py", log, StringComparison.Ordinal);
+        // The log line names the hung thread as faulthandler does; that thread's stack is in the view.
+        var hungThread = Regex.Match(log, @"on thread python-\d \((Thread 0x[0-9a-f]{16})\)");
+        Assert.True(hungThread.Success, log);
+        var stack = Regex.Match(log, Regex.Escape(hungThread.Groups[1].Value) + @" \(most recent call first\):\n((?:  .*\n)+)");
+        Assert.True(stack.Success, log);
+        Assert.Contains("in sleepy_view", stack.Groups[1].Value, StringComparison.Ordinal);
+
+        // The application returns 3 s in: its response must reach no client, this one included.
+        var rest = await connection.ReadToCloseAsync(TimeSpan.FromSeconds(10));
+        Assert.Empty(rest);
+        // A connection per request: the worker asked to be recycled, and once its replacement is ready the
+        // master drains it, which closes its idle keep-alive connections.
+        while (clock.Elapsed < TimeSpan.FromSeconds(4))
+        {
+            using var other = await RawHttpConnection.OpenAsync(server.Port);
+            await other.SendAsync(RawHttp.Get("/fast", server.Port, "Connection: close"));
+            var fast = await other.ReadResponseAsync();
+            Assert.Equal(200, fast.StatusCode);
+            Assert.Equal("fast", fast.BodyText);
+            Assert.DoesNotContain("LATE-OUTPUT", Encoding.Latin1.GetString(await other.ReadToCloseAsync(TimeSpan.FromSeconds(5))), StringComparison.Ordinal);
+            await Task.Delay(100);
+        }
+        await AssertStillServesAsync(server, "/fast", "fast");
+        var fullLog = server.ErrorLogSince(mark);
+        Assert.DoesNotContain("internal error", fullLog, StringComparison.Ordinal);
+        AssertNoDotNetStackTrace(fullLog);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Request_hung_in_C_code_holding_the_GIL_still_gets_504_and_the_stacks(string engine)
+    {
+        await using var server = await StartAsync(engine);
+        var mark = server.ErrorLogPosition;
+        var clock = Stopwatch.StartNew();
+        var hung = RawHttp.SendAsync(server.Port, RawHttp.Get($"/c_sleep?s={HangSeconds}", server.Port));
+
+        // The test means something only if the GIL really is held: the other Python thread
+        // cannot answer even a trivial request meanwhile.
+        await server.WaitForLogAsync("c_hang_view: entering the C call", LogTimeout, mark);
+        using (var probe = await RawHttpConnection.OpenAsync(server.Port))
+        {
+            await probe.SendAsync(RawHttp.Get("/fast", server.Port));
+            var early = await Record.ExceptionAsync(async () =>
+                Assert.Fail($"answered while the GIL should be held ({clock.Elapsed.TotalSeconds:0.00} s):\n{await probe.ReadResponseAsync(timeout: TimeSpan.FromSeconds(1))}\n{server.ErrorLog}"));
+            Assert.IsType<TimeoutException>(early);
+        }
+
+        var response = await hung;
+        var answeredAfter = clock.Elapsed;
+        Assert.Equal(504, response.StatusCode);
+        Assert.True(answeredAfter < AnswerBound, $"504 after {answeredAfter.TotalSeconds:0.0} s (the C call lasts {HangSeconds} s)");
+
+        var log = await server.WaitForLogAsync("Recycle requested", LogTimeout, mark);
+        Assert.Contains($"GET /c_sleep?s={HangSeconds}", log, StringComparison.Ordinal);
+        Assert.Contains("in c_hang_view", log, StringComparison.Ordinal);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(HangSeconds), "the stacks must be written while the C call still holds the GIL");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Streaming_response_that_hangs_after_its_first_chunk_is_cut_and_the_server_keeps_serving(string engine)
+    {
+        await using var server = await StartAsync(engine);
+        var mark = server.ErrorLogPosition;
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        var clock = Stopwatch.StartNew();
+        await connection.SendAsync(RawHttp.Get($"/stream_hang?s={HangSeconds}", server.Port));
+        var response = await connection.ReadResponseAsync();
+
+        Assert.Equal(200, response.StatusCode);
+        Assert.Equal("first chunk;", response.BodyText);
+        Assert.False(response.Complete, "a cut response must not look complete: " + response);
+        Assert.True(response.ConnectionClosed);
+        Assert.True(clock.Elapsed < AnswerBound, $"closed after {clock.Elapsed.TotalSeconds:0.0} s");
+
+        var log = await server.WaitForLogAsync("Recycle requested", LogTimeout, mark);
+        Assert.Contains($"GET /stream_hang?s={HangSeconds}", log, StringComparison.Ordinal);
+        Assert.Contains("the response had started, so the connection was closed", log, StringComparison.Ordinal);
+        Assert.Contains("in stream_then_hang", log, StringComparison.Ordinal);
+        // The other Python thread serves while the hung one sleeps.
+        await AssertStillServesAsync(server, "/fast", "fast");
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(HangSeconds), "served while the hung request was still running");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Requests_shorter_than_the_timeout_are_unaffected(string engine)
+    {
+        await using var server = await StartAsync(engine);
+        var mark = server.ErrorLogPosition;
+        // One keep-alive connection busy for well over the timeout in total: the clock is per request.
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        for (int i = 0; i < 4; i++)
+        {
+            await connection.SendAsync(RawHttp.Get("/sleep?s=0.4", server.Port));
+            var response = await connection.ReadResponseAsync();
+            Assert.Equal(200, response.StatusCode);
+            Assert.Equal("LATE-OUTPUT", response.BodyText);
+        }
+        for (int i = 0; i < 50; i++)
+        {
+            await connection.SendAsync(RawHttp.Get("/fast", server.Port));
+            var response = await connection.ReadResponseAsync();
+            Assert.Equal(200, response.StatusCode);
+            Assert.Equal("fast", response.BodyText);
+        }
+        await AssertNoLogWithinAsync(server, "WORKER TIMEOUT", TimeSpan.FromSeconds(1.5), mark);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Timeout_0_disables_it(string engine)
+    {
+        await using var server = await StartAsync(engine, timeout: "0");
+        var mark = server.ErrorLogPosition;
+        var response = await RawHttp.GetAsync(server, "/sleep?s=2");
+
+        Assert.Equal(200, response.StatusCode);
+        Assert.Equal("LATE-OUTPUT", response.BodyText);
+        Assert.DoesNotContain("WORKER TIMEOUT", server.ErrorLogSince(mark), StringComparison.Ordinal);
+    }
+}
