@@ -401,9 +401,8 @@ public sealed class Master
         var limit = TimeSpan.FromSeconds(_options.Timeout) + HeartbeatSlack;
         foreach (WorkerHandle worker in _workers.Values)
         {
-            // Heartbeats start after the application is loaded and stop when a drain starts; a drain is bounded
-            // by --graceful-timeout instead.
-            if (worker.Ready && !worker.Draining && !worker.KillSent && now - worker.LastHeartbeat > limit)
+            // Heartbeats start once the application is loaded and go on while the worker drains.
+            if (worker.Ready && !worker.KillSent && now - worker.LastHeartbeat > limit)
             {
                 Log.Critical($"WORKER TIMEOUT (pid:{worker.Pid}): no heartbeat for {(now - worker.LastHeartbeat).TotalSeconds:0.0} s (--timeout {_options.Timeout}); killing it");
                 worker.Kill();

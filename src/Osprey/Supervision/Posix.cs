@@ -109,17 +109,15 @@ internal static unsafe partial class Posix
 
     /// <summary>
     /// Sets what <c>ps</c> shows: the 15-byte command name (<c>ps -o comm</c>, <c>top</c>) through PR_SET_NAME on
-    /// the calling thread (call it from the main thread), and the command line (<c>ps aux</c>) by overwriting the
+    /// the calling thread (when given: call it from the main thread, whose name is the process's), and the command line (<c>ps aux</c>) by overwriting the
     /// original argv area in place, as setproctitle does, never growing past it.
     /// </summary>
-    public static void SetProcessTitle(string shortName, string title)
+    public static void SetProcessTitle(string? shortName, string title)
     {
-        byte[] name = Encoding.UTF8.GetBytes(shortName.Length > 15 ? shortName[..15] : shortName);
-        byte* nameBuffer = stackalloc byte[16];
-        new Span<byte>(nameBuffer, 16).Clear();
-        name.AsSpan(0, Math.Min(name.Length, 15)).CopyTo(new Span<byte>(nameBuffer, 15));
-        prctl(PR_SET_NAME, (nuint)nameBuffer, 0, 0, 0);
-
+        if (shortName is not null)
+        {
+            SetThreadName(shortName);
+        }
         if (ArgvArea() is not (nuint start, nuint end) || end <= start + 1)
         {
             return;
@@ -128,6 +126,15 @@ internal static unsafe partial class Posix
         area.Clear();
         int length = Math.Min(Encoding.UTF8.GetByteCount(title), area.Length - 1);
         Encoding.UTF8.GetBytes(title).AsSpan(0, length).CopyTo(area);
+    }
+
+    private static void SetThreadName(string shortName)
+    {
+        byte[] name = Encoding.UTF8.GetBytes(shortName.Length > 15 ? shortName[..15] : shortName);
+        byte* nameBuffer = stackalloc byte[16];
+        new Span<byte>(nameBuffer, 16).Clear();
+        name.AsSpan(0, Math.Min(name.Length, 15)).CopyTo(new Span<byte>(nameBuffer, 15));
+        prctl(PR_SET_NAME, (nuint)nameBuffer, 0, 0, 0);
     }
 
     private static (nuint, nuint)? s_argvArea;

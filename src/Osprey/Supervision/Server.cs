@@ -112,8 +112,8 @@ public static class Server
         WorkerLifecycle.StartHeartbeat(
             () => workers.RequestCount,
             HeartbeatInterval(options.Timeout),
-            requests => Posix.SetProcessTitle($"osprey-w{context.Slot}",
-                $"osprey: worker {context.Slot} [{name}] generation {context.Generation} requests {requests}"));
+            requests => Posix.SetProcessTitle(null,
+                $"osprey: worker {context.Slot} [{name}] generation {context.Generation} requests {requests}{(WorkerLifecycle.StopRequested.WaitOne(0) ? " stopping" : "")}"));
 
         WorkerLifecycle.StopRequested.WaitOne();
         Posix.SetProcessTitle($"osprey-w{context.Slot}", $"osprey: worker {context.Slot} [{name}] generation {context.Generation} stopping");

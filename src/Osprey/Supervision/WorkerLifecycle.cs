@@ -127,18 +127,20 @@ public static class WorkerLifecycle
             var python = new PythonThread();
             python.Attach();
             int maxRequests = s_context?.MaxRequests ?? 0;
-            while (!s_stop.IsSet)
+            // Also while draining: a drain stuck behind C code holding the GIL is then killed after --timeout
+            // rather than --graceful-timeout.
+            while (true)
             {
                 python.TakeGil();
                 python.DropGil();
                 long requests = requestCount();
                 Send(string.Create(CultureInfo.InvariantCulture, $"hb {requests}"));
                 onBeat(requests);
-                if (maxRequests > 0 && requests >= maxRequests)
+                if (maxRequests > 0 && requests >= maxRequests && !s_stop.IsSet)
                 {
                     RequestRecycle($"served {requests} requests (--max-requests)");
                 }
-                s_stop.Wait(interval);
+                Thread.Sleep(interval);
             }
         })
         { IsBackground = true, Name = "osprey-heartbeat" };

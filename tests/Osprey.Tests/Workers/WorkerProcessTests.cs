@@ -185,7 +185,8 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         using var client = NewClient(TimeSpan.FromSeconds(60));
 
         var hang = GetPidAsync(client, server.Port, "/hang-gil");
-        await server.WaitForLogAsync($"WORKER TIMEOUT (pid:{hung})", Eventually);
+        // The worker's own watchdog answers 504 first (and asks to be recycled); the master kills it.
+        await server.WaitForLogAsync($"WORKER TIMEOUT (pid:{hung}): no heartbeat", Eventually);
         Assert.Null(await hang);
         var replacement = (await WaitForChildrenWithoutAsync(server.ProcessId, 1, Eventually, exclude: hung)).Single();
         Assert.Equal(replacement, await GetPidAsync(client, server.Port));
