@@ -85,7 +85,7 @@ def app(environ, start_response):
         # Streams the body back as progress lines (Expect: 100-continue makes the body streamed).
         total = int(environ.get('CONTENT_LENGTH') or 0)
         start_response('200 OK', [('Content-Type', 'text/plain')])
-        return Tracked(query['id'], _reading_chunks(environ['wsgi.input'], total))
+        return Tracked(query.get('id', 'upload'), _reading_chunks(environ['wsgi.input'], total))
     if path == '/status_crlf':
         start_response('200 OK\r\nX-Injected: 1', [('Content-Type', 'text/plain')])
         return [b'should not be sent']

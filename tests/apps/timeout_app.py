@@ -33,8 +33,16 @@ def stream_then_hang(environ, start_response):
     yield b'LATE-OUTPUT'
 
 
+def read_whole_body(environ, start_response):
+    body = environ['wsgi.input'].read(int(environ.get('CONTENT_LENGTH') or 0))
+    start_response('200 OK', TEXT)
+    return [b'LATE-OUTPUT:' + body]
+
+
 def app(environ, start_response):
     path = environ['PATH_INFO']
+    if path == '/read_body':
+        return read_whole_body(environ, start_response)
     if path == '/sleep':
         return sleepy_view(environ, start_response)
     if path == '/c_sleep':

@@ -103,8 +103,6 @@ public static class CommandLine
         new("--header-timeout", Opt.HeaderTimeout),
         new("--min-request-body-rate", Opt.MinRequestBodyRate),
         new("--max-connections", Opt.MaxConnections),
-        // gunicorn's name for the same limit (its async workers' simultaneous clients).
-        new("--worker-connections", Opt.MaxConnections),
         new("--forwarded-allow-ips", Opt.ForwardedAllowIps),
         new("--proxy-protocol", Opt.ProxyProtocol),
     ];
@@ -831,8 +829,8 @@ public static class CommandLine
               -b ADDRESS, --bind ADDRESS     Socket to bind; repeatable. HOST:PORT, HOST (port {DefaultPort}),
                                              [IPV6]:PORT, unix:PATH or fd://N. [127.0.0.1:{DefaultPort}]
               --backlog INT                  Maximum number of pending connections. [{d.Backlog}]
-              --max-connections INT, --worker-connections INT
-                                             Connections served at once; more wait in the backlog.
+              --max-connections INT          Connections served at once (gunicorn's
+                                             --worker-connections); more wait in the backlog.
                                              0 means unlimited. [{d.MaxConnections}]
               -m INT, --umask INT            umask while binding unix sockets (e.g. 0o007). [0]
 
@@ -845,8 +843,9 @@ public static class CommandLine
               --threads INT                  Threads per worker serving requests. [{d.Threads}]
               --engine {"{auto,kestrel,osprey}"}
                                              HTTP engine; auto means osprey, the own epoll loop. [{engine}]
-              -t INT, --timeout INT          Workers silent for more than this many seconds are killed
-                                             and restarted; 0 disables. [{d.Timeout}]
+              -t INT, --timeout INT          A request running longer than this many seconds is
+                                             answered 504, all Python stacks are logged and the
+                                             worker is recycled; 0 disables. [{d.Timeout}]
               --graceful-timeout INT         Seconds workers get to finish requests when restarted or
                                              stopped. [{d.GracefulTimeout}]
               --max-requests INT             Recycle a worker after this many requests; 0 disables.

@@ -1,5 +1,7 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text;
+using Microsoft.Win32.SafeHandles;
 
 namespace Osprey.Logging;
 
@@ -10,7 +12,7 @@ public enum Severity { Debug, Info, Warning, Error, Critical }
 /// Application output (print, sys.stderr, wsgi.errors) is written to it verbatim.
 /// Every layer logs here, so it sits below all of them.
 /// </summary>
-public static class Log
+public static partial class Log
 {
     private static readonly Lock s_lock = new();
     private static Stream s_errors = Console.OpenStandardError();
@@ -25,8 +27,28 @@ public static class Log
         s_access = accessLog is null ? null : OpenTarget(accessLog, Console.OpenStandardOutput);
     }
 
-    private static Stream OpenTarget(string path, Func<Stream> dash) =>
-        path == "-" ? dash() : new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.None);
+    private static Stream OpenTarget(string path, Func<Stream> dash) => path == "-" ? dash() : OpenForAppend(path);
+
+    /// <summary>
+    /// Opens a log file with O_APPEND, as Python's open(path, "a") does. FileMode.Append does not:
+    /// .NET writes at a position it tracks itself, so the master and its workers, each with its own
+    /// position in the one file, would overwrite each other's lines. With O_APPEND Linux appends
+    /// every write at the end of the file whatever that position says.
+    /// </summary>
+    private static FileStream OpenForAppend(string path)
+    {
+        const int O_WRONLY = 0x1, O_CREAT = 0x40, O_APPEND = 0x400, O_CLOEXEC = 0x80000;
+        int fd = OpenNative(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0x1B6 /* 0666, less the umask */);
+        if (fd < 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"cannot open {path}: {Marshal.GetPInvokeErrorMessage(errno)}");
+        }
+        return new FileStream(new SafeFileHandle(fd, ownsHandle: true), FileAccess.Write, bufferSize: 1);
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int OpenNative(string path, int flags, int mode);
 
     public static bool IsEnabled(Severity severity) => severity >= s_minimum;
     public static bool AccessLogEnabled => s_access is not null;
@@ -74,6 +96,18 @@ public static class Log
         {
             Write(severity, message);
             writeToFd(ErrorLogDescriptor);
+            if (s_errors is FileStream { CanSeek: true } file)
+            {
+                // FileStream writes at the position it tracks itself (pwrite), not at the
+                // descriptor's: without this, the next line would overwrite what was just written.
+                try
+                {
+                    file.Seek(0, SeekOrigin.End);
+                }
+                catch (IOException)
+                {
+                }
+            }
         }
     }
 

@@ -71,6 +71,11 @@ public static class Server
             return 1;
         }
 
+        long openFiles = Posix.RaiseOpenFileLimit();
+        if (openFiles >= 0 && options.MaxConnections > 0 && openFiles < options.MaxConnections)
+        {
+            Log.Warning($"--max-connections {options.MaxConnections}: the open-file limit is {openFiles}; connections beyond it fail to be accepted (raise it with ulimit -n)");
+        }
         RequestWatchdog? watchdog;
         try
         {

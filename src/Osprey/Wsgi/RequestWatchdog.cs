@@ -39,6 +39,7 @@ public sealed class RequestWatchdog : IDisposable
         {
             PythonStacks.Install(Log.ErrorLogDescriptor);
         }
+        Log.Debug($"--timeout {timeout.TotalSeconds.ToString(CultureInfo.InvariantCulture)}: Python stacks are dumped with signal {PythonStacks.Signal}");
         _thread = new Thread(Run) { IsBackground = true, Name = "osprey-watchdog" };
     }
 
@@ -77,7 +78,15 @@ public sealed class RequestWatchdog : IDisposable
                 }
                 if (slot.TryClaim(sequence))
                 {
-                    TimeOut(slot, sequence, now);
+                    try
+                    {
+                        TimeOut(slot, sequence, now);
+                    }
+                    catch (Exception e)
+                    {
+                        // A bug of ours (or in the recycle hook) must not stop the watchdog.
+                        Log.Error($"internal error in the request watchdog: {e}");
+                    }
                 }
             }
             _wake.WaitOne((int)Math.Clamp(next - Environment.TickCount64, MinimumSleepMs, int.MaxValue));

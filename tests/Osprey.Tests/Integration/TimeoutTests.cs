@@ -22,7 +22,7 @@ public sealed class TimeoutTests
     private const int HangSeconds = 8;
 
     private static Task<OspreyServer> StartAsync(string engine, string timeout = "1") =>
-        OspreyServer.StartAsync(engine, App, "--timeout", timeout, "--threads", "2");
+        OspreyServer.StartAsync(engine, App, "--timeout", timeout, "--threads", "2", "--access-logfile", "-");
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Sleeping_request_gets_504_the_stacks_are_logged_and_its_late_output_is_discarded(string engine)
@@ -73,6 +73,9 @@ public sealed class TimeoutTests
             await Task.Delay(100);
         }
         await AssertStillServesAsync(server, "/fast", "fast");
+        // Logged when the application returned, with the status the client got.
+        Assert.True(await EventuallyAsync(() => Task.FromResult(server.Stdout.Contains("\"GET /sleep?s=3 HTTP/1.1\" 504 ", StringComparison.Ordinal)), LogTimeout),
+            "access log:\n" + server.Stdout);
         var fullLog = server.ErrorLogSince(mark);
         Assert.DoesNotContain("internal error", fullLog, StringComparison.Ordinal);
         AssertNoDotNetStackTrace(fullLog);
@@ -134,6 +137,32 @@ public sealed class TimeoutTests
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Upload_that_stalls_while_the_application_reads_it_gets_504(string engine)
+    {
+        // Expect: 100-continue streams the body to the application, which waits (GIL released)
+        // for a client that sends half of it and stops.
+        await using var server = await StartAsync(engine);
+        var mark = server.ErrorLogPosition;
+        using (var connection = await RawHttpConnection.OpenAsync(server.Port))
+        {
+            await connection.SendAsync(RawHttp.Request("POST", "/read_body", server.Port, ["Expect: 100-continue", "Content-Length: 10"]));
+            var interim = await connection.ReadResponseAsync();
+            Assert.Equal(100, interim.StatusCode);
+            var clock = Stopwatch.StartNew();
+            await connection.SendAsync("half.");
+            var response = await connection.ReadResponseAsync();
+
+            Assert.Equal(504, response.StatusCode);
+            Assert.True(clock.Elapsed < AnswerBound, $"504 after {clock.Elapsed.TotalSeconds:0.0} s");
+            var log = await server.WaitForLogAsync("Recycle requested", LogTimeout, mark);
+            Assert.Contains("POST /read_body", log, StringComparison.Ordinal);
+            Assert.Contains("in read_whole_body", log, StringComparison.Ordinal);
+        }
+        await AssertStillServesAsync(server, "/fast", "fast");
+        AssertNoDotNetStackTrace(server.ErrorLogSince(mark));
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Requests_shorter_than_the_timeout_are_unaffected(string engine)
     {
         await using var server = await StartAsync(engine);
@@ -155,6 +184,36 @@ public sealed class TimeoutTests
             Assert.Equal("fast", response.BodyText);
         }
         await AssertNoLogWithinAsync(server, "WORKER TIMEOUT", TimeSpan.FromSeconds(1.5), mark);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Stacks_reach_an_error_log_file_intact(string engine)
+    {
+        var logFile = Path.Combine(Path.GetTempPath(), $"osprey-timeout-{Guid.NewGuid():N}.log");
+        try
+        {
+            await using var server = await OspreyServer.StartAsync(engine, App,
+                "--timeout", "1", "--threads", "2", "--error-logfile", logFile);
+            var response = await RawHttp.GetAsync(server, "/sleep?s=3");
+            Assert.Equal(504, response.StatusCode);
+
+            string log = "";
+            Assert.True(await EventuallyAsync(() =>
+            {
+                log = File.ReadAllText(logFile);
+                return Task.FromResult(log.Contains("Recycle requested", StringComparison.Ordinal));
+            }, LogTimeout), log);
+            // faulthandler writes to the descriptor, the log to its stream: neither may overwrite
+            // the other. Three Python threads: the main one and the two --threads.
+            var dump = log[log.IndexOf("Python stacks of all threads:", StringComparison.Ordinal)..log.IndexOf("Recycle requested", StringComparison.Ordinal)];
+            Assert.True(Regex.Matches(dump, @"^Thread 0x[0-9a-f]{16} \(most recent call first\):$", RegexOptions.Multiline).Count == 3, log);
+            Assert.Contains("in sleepy_view", dump, StringComparison.Ordinal);
+            Assert.Matches(@"\n\[[^\n]*\] \[WARNING\] Recycle requested", log);
+        }
+        finally
+        {
+            File.Delete(logFile);
+        }
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]

@@ -128,6 +128,19 @@ public sealed class ProxyProtocolTests(ServerPool pool) : IClassFixture<ServerPo
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task A_stalled_header_is_cut_by_the_header_timeout(string engine)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App, "--proxy-protocol", "--header-timeout", "1");
+        using RawHttpConnection connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync(Ascii("PROXY TCP4 203.0.113.5"));
+        // The lean engine answers 408 as to any stalled head; Kestrel has no HTTP yet and just closes.
+        byte[] answer = await connection.ReadToCloseAsync(TimeSpan.FromSeconds(15));
+        string text = Encoding.Latin1.GetString(answer);
+        Assert.True(text.Length == 0 || text.StartsWith("HTTP/1.1 408 ", StringComparison.Ordinal), $"unexpected answer: {text}");
+        Assert.Equal("127.0.0.1", Str(Environ(await RawHttp.GetAsync(server, "/")), "REMOTE_ADDR"));
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Plain_http_from_a_trusted_peer_is_served_as_before(string engine)
     {
         var (env, clientPort) = await ThroughProxyAsync(engine, []);
@@ -184,12 +197,14 @@ public sealed class ProxyProtocolTests(ServerPool pool) : IClassFixture<ServerPo
             _ => Encoding.Latin1.GetBytes(header),
         };
         OspreyServer server = await pool.GetAsync(engine, App, Trusted);
+        int mark = server.ErrorLogPosition;
         using (RawHttpConnection connection = await RawHttpConnection.OpenAsync(server.Port))
         {
             await connection.SendAsync([.. bytes, .. RawHttp.Get("/", server.Port)]);
             byte[] answer = await connection.ReadToCloseAsync(CloseTimeout);
             Assert.True(answer.Length == 0, $"expected a close without a response, got: {Encoding.Latin1.GetString(answer)}");
         }
+        await server.WaitForLogAsync("malformed PROXY protocol header from 127.0.0.1: connection closed", LogTimeout, mark);
         // Nothing else is affected.
         Assert.Equal("127.0.0.1", Str(Environ(await RawHttp.GetAsync(server, "/")), "REMOTE_ADDR"));
         AssertNoDotNetStackTrace(server.ErrorLog);

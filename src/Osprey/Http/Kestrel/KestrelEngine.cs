@@ -79,7 +79,7 @@ public sealed class KestrelEngine : IHttpEngine
                 listen.Protocols = HttpProtocols.Http1;
                 if (settings.ProxyProtocol)
                 {
-                    listen.Use(KestrelProxyProtocol.Middleware(settings.ForwardedAllowIps));
+                    listen.Use(KestrelProxyProtocol.Middleware(settings));
                 }
             });
         }

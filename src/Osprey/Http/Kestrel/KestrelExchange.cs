@@ -429,8 +429,9 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             WriteHeadToKestrel(head);
         }
-        catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException or IOException)
+        catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException or IOException or OperationCanceledException)
         {
+            // OperationCanceledException: Kestrel's ConnectionAbortedException, after a timeout aborted the connection.
             _clientGone = true;
         }
     }
@@ -464,7 +465,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             _responseBodyBytes += data.Length;
             return !flush || Flush(writer);
         }
-        catch (Exception e) when (e is InvalidOperationException or ArgumentException or ObjectDisposedException or IOException)
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or ObjectDisposedException or IOException or OperationCanceledException)
         {
             // Kestrel refuses writes once it has aborted the connection.
             _clientGone = true;
@@ -515,7 +516,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             return CopyFile(file, offset, count);
         }
-        catch (Exception e) when (e is InvalidOperationException or ArgumentException or ObjectDisposedException)
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or ObjectDisposedException or OperationCanceledException)
         {
             _clientGone = true;
             return false;

@@ -13,13 +13,14 @@ namespace Osprey.Http.Kestrel;
 /// </summary>
 internal static class KestrelProxyProtocol
 {
-    /// <summary>As the lean engine's header timeout: a proxy that opens a connection and stalls is cut.</summary>
-    private static readonly TimeSpan HeaderTimeout = TimeSpan.FromSeconds(30);
+    /// <summary>
+    /// Kestrel's RequestHeadersTimeout starts only once HTTP does, so the PROXY header gets the
+    /// same --header-timeout of its own: a peer that connects and stalls is cut.
+    /// </summary>
+    public static Func<ConnectionDelegate, ConnectionDelegate> Middleware(HttpSettings settings) =>
+        next => context => OnConnectionAsync(context, next, settings.ForwardedAllowIps, settings.HeaderTimeout);
 
-    public static Func<ConnectionDelegate, ConnectionDelegate> Middleware(TrustedProxies trusted) =>
-        next => context => OnConnectionAsync(context, next, trusted);
-
-    private static async Task OnConnectionAsync(ConnectionContext context, ConnectionDelegate next, TrustedProxies trusted)
+    private static async Task OnConnectionAsync(ConnectionContext context, ConnectionDelegate next, TrustedProxies trusted, TimeSpan headerTimeout)
     {
         // A Unix-socket peer has no IP endpoint and is trusted, as gunicorn trusts it.
         if (context.RemoteEndPoint is IPEndPoint peer && !trusted.Contains(peer.Address))
@@ -28,7 +29,7 @@ internal static class KestrelProxyProtocol
             return;
         }
         PipeReader input = context.Transport.Input;
-        using (var timeout = new CancellationTokenSource(HeaderTimeout))
+        using (var timeout = new CancellationTokenSource(headerTimeout))
         {
             try
             {

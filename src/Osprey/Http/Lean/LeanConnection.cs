@@ -33,6 +33,15 @@ internal sealed class LeanConnection : IHttpExchange
     private const long OutputLimit = 1024 * 1024;
     private const int MaxHeadSize = 1024 * 1024;
     private const int ClientStallMs = 30_000;
+    /// <summary>
+    /// Kestrel's MinResponseDataRate: while the Python thread waits for the client to read, the
+    /// client must take at least this many bytes a second, measured over windows of
+    /// <see cref="ResponseRateWindowMs"/>, or it is dropped; so a reader that takes a byte now and
+    /// then cannot hold a Python thread indefinitely. Windows, not an average over the response,
+    /// because the kernel's socket buffers swallow megabytes at once and would flatter any average.
+    /// </summary>
+    private const long MinResponseBytesPerSecond = 240;
+    private const long ResponseRateWindowMs = 5_000;
 
     private readonly LeanEngine _engine;
     private readonly HttpSettings _settings;
@@ -201,7 +210,9 @@ internal sealed class LeanConnection : IHttpExchange
                 _socketMayHaveMore = filled;
                 return;
             }
-            if (!filled)
+            // Edge-triggered: a hang-up that came with the data announces no further edge, so
+            // read on to the end of input, or a truncated request would wait for the header timeout.
+            if (!filled && !_peerHungUp)
             {
                 return;
             }
@@ -990,7 +1001,8 @@ internal sealed class LeanConnection : IHttpExchange
 
     public bool WaitForDrain()
     {
-        long lastProgress = Environment.TickCount64;
+        long windowStarted = Environment.TickCount64;
+        long windowBytes = 0;
         while (!_clientGone && !_pending.IsEmpty)
         {
             long before = _pending.BufferedBytes;
@@ -999,20 +1011,22 @@ internal sealed class LeanConnection : IHttpExchange
                 _clientGone = true;
                 break;
             }
+            windowBytes += before - _pending.BufferedBytes;
             if (_pending.IsEmpty)
             {
                 break;
             }
-            long now = Environment.TickCount64;
-            if (_pending.BufferedBytes != before)
+            long window = Environment.TickCount64 - windowStarted;
+            if (window >= ResponseRateWindowMs)
             {
-                lastProgress = now;
-            }
-            else if (now - lastProgress > ClientStallMs)
-            {
-                // A client that reads nothing for this long is gone as far as we are concerned.
-                _clientGone = true;
-                break;
+                if (windowBytes * 1000 < MinResponseBytesPerSecond * window)
+                {
+                    // Too slow a reader to be worth a Python thread: as far as we are concerned it is gone.
+                    _clientGone = true;
+                    break;
+                }
+                windowStarted += window;
+                windowBytes = 0;
             }
             Syscalls.Poll(Fd, forWrite: true, 1000);
         }
