@@ -18,7 +18,11 @@ switch (CommandLine.Parse(args))
     case ParseOutcome.Run run:
         try
         {
-            return Server.Run(run.Options, ["osprey", .. args]);
+            // The master starts workers as this same executable with the same arguments and a hidden
+            // environment variable saying which inherited descriptors are theirs.
+            return WorkerContext.FromEnvironment() is { } worker
+                ? Server.Run(run.Options, ["osprey", .. args], worker)
+                : Master.Run(run.Options, ["osprey", .. args]);
         }
         catch (Exception e)
         {

@@ -58,6 +58,7 @@ public static class CommandLine
         Help, Version, Bind, Workers, Threads, Engine, Python, Chdir, PythonPath, Env, RootPath,
         LogLevel, ErrorLog, AccessLog, Timeout, GracefulTimeout, KeepAlive, Backlog,
         LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
+        MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask,
         HeaderTimeout, MinRequestBodyRate, MaxConnections,
         ForwardedAllowIps, ProxyProtocol,
     }
@@ -92,6 +93,13 @@ public static class CommandLine
         new("--limit-request-field-size", Opt.LimitRequestFieldSize),
         new("--limit-request-body", Opt.LimitRequestBody),
         new("--body-buffer-size", Opt.BodyBufferSize),
+        new("--max-requests", Opt.MaxRequests),
+        new("--max-requests-jitter", Opt.MaxRequestsJitter),
+        new("--max-worker-memory", Opt.MaxWorkerMemory),
+        new("--pid", Opt.Pid),
+        new("--name", Opt.Name),
+        new("--preload", Opt.Preload),
+        new("--umask", Opt.Umask),
         new("--header-timeout", Opt.HeaderTimeout),
         new("--min-request-body-rate", Opt.MinRequestBodyRate),
         new("--max-connections", Opt.MaxConnections),
@@ -107,6 +115,9 @@ public static class CommandLine
         'w' => Opt.Workers,
         'e' => Opt.Env,
         't' => Opt.Timeout,
+        'n' => Opt.Name,
+        'p' => Opt.Pid,
+        'm' => Opt.Umask,
         _ => null,
     };
 
@@ -135,6 +146,13 @@ public static class CommandLine
         Opt.LimitRequestFieldSize => "--limit-request-field_size",
         Opt.LimitRequestBody => "--limit-request-body",
         Opt.BodyBufferSize => "--body-buffer-size",
+        Opt.MaxRequests => "--max-requests",
+        Opt.MaxRequestsJitter => "--max-requests-jitter",
+        Opt.MaxWorkerMemory => "--max-worker-memory",
+        Opt.Pid => "--pid",
+        Opt.Name => "--name",
+        Opt.Preload => "--preload",
+        Opt.Umask => "--umask",
         Opt.HeaderTimeout => "--header-timeout",
         Opt.MinRequestBodyRate => "--min-request-body-rate",
         Opt.MaxConnections => "--max-connections",
@@ -143,7 +161,7 @@ public static class CommandLine
         _ => throw new ArgumentOutOfRangeException(nameof(opt)),
     };
 
-    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.ProxyProtocol);
+    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.ProxyProtocol or Opt.Preload);
 
     // argparse's rule: "-" is a value (stdin/stdout by convention) and so is anything that looks like a
     // negative number, so "--graceful-timeout -1" reports a range error instead of a missing value.
@@ -303,6 +321,30 @@ public static class CommandLine
                     return Int(name, value, 0, int.MaxValue, n => options = options with { LimitRequestFieldSize = n });
                 case Opt.BodyBufferSize:
                     return Int(name, value, 0, int.MaxValue, n => options = options with { BodyBufferSize = n });
+                case Opt.MaxRequests:
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { MaxRequests = n });
+                case Opt.MaxRequestsJitter:
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { MaxRequestsJitter = n });
+                case Opt.MaxWorkerMemory:
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { MaxWorkerMemory = n });
+                case Opt.Pid:
+                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                    options = options with { PidFile = Path.GetFullPath(value) };
+                    return null;
+                case Opt.Name:
+                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                    options = options with { Name = value };
+                    return null;
+                case Opt.Preload:
+                    options = options with { Preload = true };
+                    return null;
+                case Opt.Umask:
+                {
+                    // gunicorn reads the umask as Python's int(x, 0) after turning a leading 0 into 0o: 022, 0o22, 0x12, 18.
+                    if (!TryParseUmask(value, out int mask)) return Fail($"{name}: '{value}' is not a file mode (e.g. 0o22, 022 or 18)");
+                    options = options with { Umask = mask };
+                    return null;
+                }
                 case Opt.HeaderTimeout:
                     // No "unlimited": a head that never ends is exactly the slow-loris attack.
                     return Int(name, value, 1, MaxHeaderTimeout, n => options = options with { HeaderTimeout = n });
@@ -464,6 +506,27 @@ public static class CommandLine
         if (ambiguous) return $"ambiguous option '{name}' could match {candidates}";
         if (match is null) return $"unrecognized option '{name}'";
         return null;
+    }
+
+    private static bool TryParseUmask(string text, out int mask)
+    {
+        mask = 0;
+        string digits = text;
+        int radix = 10;
+        if (digits.StartsWith("0o", StringComparison.OrdinalIgnoreCase)) { radix = 8; digits = digits[2..]; }
+        else if (digits.StartsWith("0x", StringComparison.OrdinalIgnoreCase)) { radix = 16; digits = digits[2..]; }
+        else if (digits.Length > 1 && digits[0] == '0') { radix = 8; digits = digits[1..]; }
+        if (digits.Length is 0 or > 8) return false;
+        int n = 0;
+        foreach (char c in digits)
+        {
+            int d = char.IsAsciiDigit(c) ? c - '0' : char.IsAsciiHexDigit(c) ? char.ToLowerInvariant(c) - 'a' + 10 : 99;
+            if (d >= radix) return false;
+            n = n * radix + d;
+        }
+        if (n > 511) return false; // 0o777
+        mask = n;
+        return true;
     }
 
     private static bool TryParseInteger(string text, long min, long max, out long value) =>
@@ -769,6 +832,11 @@ public static class CommandLine
               --max-connections INT          Connections served at once (gunicorn's
                                              --worker-connections); more wait in the backlog.
                                              0 means unlimited. [{d.MaxConnections}]
+              -m INT, --umask INT            umask while binding unix sockets (e.g. 0o007). [0]
+
+            Process:
+              -p FILE, --pid FILE            Write the master's process id to FILE.
+              -n STRING, --name STRING       Name shown in process titles (ps). [APP_MODULE]
 
             Worker processes:
               -w INT, --workers INT          Number of worker processes. [{d.Workers}]
@@ -780,6 +848,14 @@ public static class CommandLine
                                              worker is recycled; 0 disables. [{d.Timeout}]
               --graceful-timeout INT         Seconds workers get to finish requests when restarted or
                                              stopped. [{d.GracefulTimeout}]
+              --max-requests INT             Recycle a worker after this many requests; 0 disables.
+                                             [{d.MaxRequests}]
+              --max-requests-jitter INT      Add a random 0..INT to each worker's --max-requests, so
+                                             workers do not all recycle at once. [{d.MaxRequestsJitter}]
+              --max-worker-memory MB         Recycle a worker whose resident memory exceeds MB; 0
+                                             disables. [{d.MaxWorkerMemory}]
+              --preload                      Accepted for gunicorn compatibility; no effect: workers are
+                                             started processes (no fork), each imports the application.
               --keep-alive INT               Seconds to wait for the next request on a keep-alive
                                              connection. [{d.KeepAlive}]
 

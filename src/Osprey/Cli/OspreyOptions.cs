@@ -48,6 +48,20 @@ public sealed record OspreyOptions
     /// <summary>Request bodies up to this size are read completely before the application is called.</summary>
     public int BodyBufferSize { get; init; } = 1024 * 1024;
 
+    /// <summary>Recycle a worker after this many requests (plus jitter); 0 disables.</summary>
+    public int MaxRequests { get; init; }
+    public int MaxRequestsJitter { get; init; }
+    /// <summary>Recycle a worker whose RSS exceeds this many MB; 0 disables.</summary>
+    public int MaxWorkerMemory { get; init; }
+    /// <summary>Absolute path of the pid file, or null.</summary>
+    public string? PidFile { get; init; }
+    /// <summary>Process-title name (<c>--name</c>), or null for the APP.</summary>
+    public string? Name { get; init; }
+    /// <summary>Accepted for gunicorn compatibility; workers are started, not forked, so each imports the app anyway.</summary>
+    public bool Preload { get; init; }
+    /// <summary>umask in effect while binding unix sockets.</summary>
+    public int Umask { get; init; }
+
     public int Timeout { get; init; } = 30;
     public int GracefulTimeout { get; init; } = 30;
     public int KeepAlive { get; init; } = 2;

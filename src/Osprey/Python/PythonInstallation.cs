@@ -68,13 +68,14 @@ for p in sys.path:
         return "python3";
     }
 
-    public static PythonInstallation Discover(string interpreter)
+    public static PythonInstallation Discover(string interpreter, string? workingDirectory = null)
     {
         var start = new ProcessStartInfo(interpreter)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
+            WorkingDirectory = workingDirectory ?? "",
         };
         start.ArgumentList.Add("-c");
         start.ArgumentList.Add(Probe);
@@ -98,7 +99,33 @@ for p in sys.path:
         {
             throw new PythonStartupException($"cannot run Python interpreter '{interpreter}': {e.Message}");
         }
+        return Parse(interpreter, output, error, exitCode);
+    }
 
+    /// <summary>
+    /// The facts in the probe's own line format, so that the master, which asks the interpreter once, can hand
+    /// them to every worker it starts instead of each worker running the interpreter again.
+    /// </summary>
+    public string ToProbeText()
+    {
+        var text = new System.Text.StringBuilder();
+        text.Append("executable=").Append(Executable).Append('\n');
+        text.Append("version=").Append(Version).Append('\n');
+        text.Append("prefix=").Append(Prefix).Append('\n');
+        text.Append("exec_prefix=").Append(ExecPrefix).Append('\n');
+        text.Append("base_prefix=").Append(BasePrefix).Append('\n');
+        text.Append("library=").Append(SharedLibrary ?? "").Append('\n');
+        foreach (string path in SysPath)
+        {
+            text.Append("path=").Append(path).Append('\n');
+        }
+        return text.ToString();
+    }
+
+    public static PythonInstallation FromProbeText(string interpreter, string text) => Parse(interpreter, text, "", 0);
+
+    private static PythonInstallation Parse(string interpreter, string output, string error, int exitCode)
+    {
         string? executable = null, version = null, prefix = null, execPrefix = null, basePrefix = null, library = null;
         var sysPath = new List<string>();
         foreach (string line in output.Split('\n'))

@@ -13,6 +13,9 @@ public sealed class ListenerException(string message) : Exception(message);
 /// </summary>
 public static class Listeners
 {
+    private const int SOL_SOCKET = 1;
+    private const int SO_REUSEPORT = 15;
+
     public static IReadOnlyList<Socket> Bind(IReadOnlyList<BindAddress> binds, int backlog)
     {
         var sockets = new List<Socket>();
@@ -20,7 +23,7 @@ public static class Listeners
         {
             foreach (BindAddress bind in binds)
             {
-                sockets.Add(BindOne(bind, backlog));
+                sockets.Add(BindOne(bind, backlog, reusePort: false, listen: true));
             }
             return sockets;
         }
@@ -34,7 +37,14 @@ public static class Listeners
         }
     }
 
-    private static Socket BindOne(BindAddress bind, int backlog)
+    /// <summary>
+    /// Binds one listener. With <paramref name="reusePort"/> a TCP socket joins the port's SO_REUSEPORT group,
+    /// so that the master can open one per worker slot and the kernel spreads connections over them. Without
+    /// <paramref name="listen"/> the socket is only bound: the master leaves listen() to the worker that will
+    /// accept on it, so that nobody connects before a worker has loaded the application, and a slot that has
+    /// never had a worker takes no share of the connections.
+    /// </summary>
+    internal static Socket BindOne(BindAddress bind, int backlog, bool reusePort, bool listen, bool probeInUse = false)
     {
         switch (bind)
         {
@@ -44,13 +54,21 @@ public static class Listeners
                 try
                 {
                     socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+                    if (reusePort)
+                    {
+                        socket.SetRawSocketOption(SOL_SOCKET, SO_REUSEPORT, [1, 0, 0, 0]);
+                    }
                     if (tcp.Address.AddressFamily == AddressFamily.InterNetworkV6 && tcp.Address.Equals(IPAddress.IPv6Any))
                     {
                         // [::] serves IPv4 too, as gunicorn's does on Linux.
                         socket.DualMode = true;
                     }
+                    if (probeInUse)
+                    {
+                        ProbeFree(tcp);
+                    }
                     socket.Bind(new IPEndPoint(tcp.Address, tcp.Port));
-                    socket.Listen(backlog);
+                    if (listen) socket.Listen(backlog);
                     return socket;
                 }
                 catch (SocketException e)
@@ -76,7 +94,7 @@ public static class Listeners
                 try
                 {
                     socket.Bind(new UnixDomainSocketEndPoint(unix.Path));
-                    socket.Listen(backlog);
+                    if (listen) socket.Listen(backlog);
                     return socket;
                 }
                 catch (SocketException e)
@@ -97,6 +115,26 @@ public static class Listeners
             default:
                 throw new ListenerException($"unsupported bind address {bind.Original}");
         }
+    }
+
+    /// <summary>
+    /// SO_REUSEPORT would let us join the group of another server of the same user already on the port, and
+    /// silently share its traffic. A plain bind (which no existing socket's SO_REUSEPORT admits) finds out first;
+    /// only for the first slot, since later ones must join the group the first one made.
+    /// </summary>
+    private static void ProbeFree(BindAddress.Tcp tcp)
+    {
+        if (tcp.Port == 0)
+        {
+            return;
+        }
+        using var probe = new Socket(tcp.Address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        probe.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        if (tcp.Address.AddressFamily == AddressFamily.InterNetworkV6 && tcp.Address.Equals(IPAddress.IPv6Any))
+        {
+            probe.DualMode = true;
+        }
+        probe.Bind(new IPEndPoint(tcp.Address, tcp.Port));
     }
 
     private static void TryDeleteStaleSocket(string path)

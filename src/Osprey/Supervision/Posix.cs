@@ -1,10 +1,191 @@
+using System.Globalization;
 using System.Runtime.InteropServices;
+using System.Text;
 
 namespace Osprey.Supervision;
 
-/// <summary>The POSIX calls process supervision needs that .NET does not expose.</summary>
-internal static partial class Posix
+/// <summary>
+/// The process supervisor's raw POSIX calls: descriptor inheritance, the worker channel's
+/// socketpair, signals to children, the parent-death signal, umask, process titles and the open-file limit.
+/// Every pointer stays in this file.
+/// </summary>
+internal static unsafe partial class Posix
 {
+    private const string Libc = "libc";
+
+    public const int SIGKILL = 9;
+    public const int SIGTERM = 15;
+    public const int SIGQUIT = 3;
+    public const int SIGHUP = 1;
+    public const int SIGTTIN = 21;
+    public const int SIGTTOU = 22;
+
+    private const int F_GETFD = 1;
+    private const int F_SETFD = 2;
+    private const int FD_CLOEXEC = 1;
+    private const int AF_UNIX = 1;
+    private const int SOCK_STREAM = 1;
+    private const int SOCK_CLOEXEC = 0x80000;
+    private const int PR_SET_NAME = 15;
+    private const int PR_SET_PDEATHSIG = 1;
+
+    [LibraryImport(Libc, SetLastError = true)]
+    private static partial int fcntl(int fd, int cmd, int arg);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    private static partial int socketpair(int domain, int type, int protocol, int* fds);
+
+    [LibraryImport(Libc, EntryPoint = "kill", SetLastError = true)]
+    private static partial int SysKill(int pid, int signal);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    private static partial int prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
+    [LibraryImport(Libc, EntryPoint = "umask")]
+    private static partial uint SysUmask(uint mask);
+
+    [LibraryImport(Libc, EntryPoint = "getppid")]
+    private static partial int SysGetppid();
+
+    [LibraryImport(Libc, EntryPoint = "unsetenv", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SysUnsetenv(string name);
+
+    [LibraryImport(Libc, EntryPoint = "close")]
+    private static partial int SysClose(int fd);
+
+    [LibraryImport(Libc, EntryPoint = "_exit")]
+    private static partial void SysExit(int status);
+
+    /// <summary>Whether <paramref name="fd"/> survives exec: the master sets it only on what a worker must inherit.</summary>
+    public static void SetInheritable(int fd, bool inheritable)
+    {
+        int flags = fcntl(fd, F_GETFD, 0);
+        if (flags < 0)
+        {
+            throw new IOException($"fcntl(F_GETFD) on fd {fd}: errno {Marshal.GetLastPInvokeError()}");
+        }
+        int wanted = inheritable ? flags & ~FD_CLOEXEC : flags | FD_CLOEXEC;
+        if (wanted != flags && fcntl(fd, F_SETFD, wanted) < 0)
+        {
+            throw new IOException($"fcntl(F_SETFD) on fd {fd}: errno {Marshal.GetLastPInvokeError()}");
+        }
+    }
+
+    /// <summary>A connected pair of Unix stream sockets, both close-on-exec.</summary>
+    public static (int Master, int Worker) SocketPair()
+    {
+        int* fds = stackalloc int[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+        {
+            throw new IOException($"socketpair: errno {Marshal.GetLastPInvokeError()}");
+        }
+        return (fds[0], fds[1]);
+    }
+
+    public static void Close(int fd) => SysClose(fd);
+
+    /// <returns>false when the process no longer exists.</returns>
+    public static bool Kill(int pid, int signal) => SysKill(pid, signal) == 0;
+
+    public static uint Umask(uint mask) => SysUmask(mask);
+
+    public static int ParentProcessId => SysGetppid();
+
+    /// <summary>Removes a variable from the native environment (which Python and child processes see).</summary>
+    public static void Unsetenv(string name)
+    {
+        SysUnsetenv(name);
+        Environment.SetEnvironmentVariable(name, null);
+    }
+
+    /// <summary>Ends the process at once: no finalizers, no waiting for threads that may be stuck holding the GIL.</summary>
+    public static void ExitNow(int status) => SysExit(status);
+
+    /// <summary>
+    /// Asks the kernel to send <paramref name="signal"/> when the parent goes away. The kernel ties this to the
+    /// parent THREAD that forked us, which is why the master starts workers only from its main thread.
+    /// </summary>
+    public static void SetParentDeathSignal(int signal) => prctl(PR_SET_PDEATHSIG, (nuint)signal, 0, 0, 0);
+
+    /// <summary>
+    /// Sets what <c>ps</c> shows: the 15-byte command name (<c>ps -o comm</c>, <c>top</c>) through PR_SET_NAME on
+    /// the calling thread (when given: call it from the main thread, whose name is the process's), and the command line (<c>ps aux</c>) by overwriting the
+    /// original argv area in place, as setproctitle does, never growing past it.
+    /// </summary>
+    public static void SetProcessTitle(string? shortName, string title)
+    {
+        if (shortName is not null)
+        {
+            SetThreadName(shortName);
+        }
+        if (ArgvArea() is not (nuint start, nuint end) || end <= start + 1)
+        {
+            return;
+        }
+        var area = new Span<byte>((void*)start, checked((int)(end - start)));
+        area.Clear();
+        int length = Math.Min(Encoding.UTF8.GetByteCount(title), area.Length - 1);
+        Encoding.UTF8.GetBytes(title).AsSpan(0, length).CopyTo(area);
+    }
+
+    private static void SetThreadName(string shortName)
+    {
+        byte[] name = Encoding.UTF8.GetBytes(shortName.Length > 15 ? shortName[..15] : shortName);
+        byte* nameBuffer = stackalloc byte[16];
+        new Span<byte>(nameBuffer, 16).Clear();
+        name.AsSpan(0, Math.Min(name.Length, 15)).CopyTo(new Span<byte>(nameBuffer, 15));
+        prctl(PR_SET_NAME, (nuint)nameBuffer, 0, 0, 0);
+    }
+
+    private static (nuint, nuint)? s_argvArea;
+    private static bool s_argvAreaRead;
+
+    /// <summary>arg_start and arg_end, fields 48 and 49 of /proc/self/stat (proc(5)).</summary>
+    private static (nuint, nuint)? ArgvArea()
+    {
+        if (s_argvAreaRead)
+        {
+            return s_argvArea;
+        }
+        s_argvAreaRead = true;
+        try
+        {
+            string stat = File.ReadAllText("/proc/self/stat");
+            // The command name (field 2) is in parentheses and may contain spaces: count fields after its end.
+            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            // fields[0] is field 3 (state), so field N is fields[N - 3].
+            s_argvArea = ((nuint)ulong.Parse(fields[48 - 3], CultureInfo.InvariantCulture),
+                (nuint)ulong.Parse(fields[49 - 3], CultureInfo.InvariantCulture));
+        }
+        catch (Exception e) when (e is IOException or FormatException or IndexOutOfRangeException or OverflowException)
+        {
+            s_argvArea = null;
+        }
+        return s_argvArea;
+    }
+
+    /// <summary>Resident set size of <paramref name="pid"/> in bytes (VmRSS of /proc/PID/status), or null if gone.</summary>
+    public static long? ResidentBytes(int pid)
+    {
+        try
+        {
+            foreach (string line in File.ReadLines($"/proc/{pid}/status"))
+            {
+                if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                {
+                    string kb = line[6..].Trim();
+                    int space = kb.IndexOf(' ', StringComparison.Ordinal);
+                    if (space > 0) kb = kb[..space];
+                    return long.Parse(kb, CultureInfo.InvariantCulture) * 1024;
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+        {
+        }
+        return null;
+    }
+
     private const int RLIMIT_NOFILE = 7;
 
     [StructLayout(LayoutKind.Sequential)]
@@ -14,10 +195,10 @@ internal static partial class Posix
         public ulong Maximum;
     }
 
-    [LibraryImport("libc", EntryPoint = "getrlimit", SetLastError = true)]
+    [LibraryImport(Libc, EntryPoint = "getrlimit", SetLastError = true)]
     private static partial int GetRLimit(int resource, out RLimit limit);
 
-    [LibraryImport("libc", EntryPoint = "setrlimit", SetLastError = true)]
+    [LibraryImport(Libc, EntryPoint = "setrlimit", SetLastError = true)]
     private static partial int SetRLimit(int resource, in RLimit limit);
 
     /// <summary>

@@ -9,29 +9,25 @@ using Osprey.Wsgi;
 namespace Osprey.Supervision;
 
 /// <summary>
-/// One serving process: binds, embeds Python, loads the application and serves until TERM/INT.
+/// One worker process: started by the <see cref="Master"/> with its listeners already bound and
+/// inherited, it embeds Python, loads the application, reports ready, serves, and on TERM finishes
+/// what is in flight within --graceful-timeout.
 /// </summary>
 public static class Server
 {
-    public static int Run(OspreyOptions options, IReadOnlyList<string> argv)
+    public static int Run(OspreyOptions options, IReadOnlyList<string> argv, WorkerContext context)
     {
         Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
-        string version = typeof(Server).Assembly.GetName().Version?.ToString(3) ?? "0";
-        Log.Info($"Starting osprey {version}");
+        var boot = System.Diagnostics.Stopwatch.StartNew();
+        long startedAfter = (long)(DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds;
+        WorkerLifecycle.Attach(context);
+        string name = options.Name ?? options.App;
+        Posix.SetProcessTitle($"osprey-w{context.Slot}", $"osprey: worker {context.Slot} [{name}] generation {context.Generation} booting");
 
-        IReadOnlyList<Socket> listeners;
-        try
+        var listeners = new List<Socket>(context.ListenerFds.Count);
+        foreach (int fd in context.ListenerFds)
         {
-            listeners = Listeners.Bind(options.Binds, options.Backlog);
-        }
-        catch (ListenerException e)
-        {
-            Log.Error(e.Message);
-            return 1;
-        }
-        foreach (BindAddress bind in options.Binds)
-        {
-            Log.Info($"Listening at: {Listeners.Describe(bind)} ({Environment.ProcessId})");
+            listeners.Add(new Socket(new SafeSocketHandle(fd, ownsHandle: true)));
         }
 
         WsgiApplication application;
@@ -45,9 +41,15 @@ public static class Server
             {
                 PythonRuntime.SetEnvironmentVariable(variable.Key, variable.Value);
             }
-            PythonInstallation python = PythonInstallation.Discover(PythonInstallation.ChooseInterpreter(options.Python));
+            // The master asked the interpreter already (once for all workers).
+            string interpreter = PythonInstallation.ChooseInterpreter(options.Python);
+            PythonInstallation python = context.PythonProbe.Length > 0
+                ? PythonInstallation.FromProbeText(interpreter, context.PythonProbe)
+                : PythonInstallation.Discover(interpreter);
+            long discovered = boot.ElapsedMilliseconds;
             PythonRuntime.Initialize(python);
-            Log.Info($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
+            Log.Debug($"Worker boot: runtime up {startedAfter} ms after exec, Python found in {discovered} ms, initialised at {boot.ElapsedMilliseconds} ms");
+            Log.Debug($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
             application = WsgiApplication.Load(new ApplicationSpec(
                 options.App, options.AppModule, options.AppAttribute, options.FactoryArguments, options.PythonPath,
                 options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1)
@@ -57,22 +59,16 @@ public static class Server
         }
         catch (PythonStartupException e)
         {
-            if (e.PythonTraceback is { Length: > 0 } traceback)
-            {
-                Log.Raw(System.Text.Encoding.UTF8.GetBytes(traceback + "\n"));
-            }
-            Log.Error(e.Message);
-            return e.PythonTraceback is null ? 1 : 3;
+            // The master shows this once, however many workers fail the same way.
+            string text = e.PythonTraceback is { Length: > 0 } traceback ? traceback + "\n" + e.Message : e.Message;
+            int code = e.PythonTraceback is null ? 1 : 3;
+            WorkerLifecycle.ReportFailure(code, text);
+            return code;
         }
         catch (IOException e)
         {
-            Log.Error($"--chdir: {e.Message}");
+            WorkerLifecycle.ReportFailure(1, $"--chdir: {e.Message}");
             return 1;
-        }
-        Log.Info($"Application {options.App} loaded; {options.Threads} Python thread(s)");
-        if (options.Workers > 1)
-        {
-            Log.Warning($"--workers {options.Workers}: this version serves from one process; use --threads for concurrency");
         }
 
         long openFiles = Posix.RaiseOpenFileLimit();
@@ -87,7 +83,7 @@ public static class Server
         }
         catch (PythonStartupException e)
         {
-            Log.Error(e.Message);
+            WorkerLifecycle.ReportFailure(1, e.Message);
             return 1;
         }
         using RequestWatchdog? watchdogScope = watchdog;
@@ -108,34 +104,41 @@ public static class Server
             ProxyProtocol = options.ProxyProtocol,
         };
 
-        using var stop = new ManualResetEventSlim();
-        using PosixSignalRegistration term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stop.Set(); });
-        using PosixSignalRegistration interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, context => { context.Cancel = true; stop.Set(); });
-
+        // The master only binds; the first worker of a slot starts listening when it can serve (again for an
+        // already listening socket: harmless, it only restates the backlog).
+        foreach (Socket listener in listeners)
+        {
+            listener.Listen(options.Backlog);
+        }
         IHttpEngine engine = HttpEngines.Start(options.Engine, listeners, workers, settings);
+        Log.Debug($"Worker boot: application loaded and engine started at {boot.ElapsedMilliseconds} ms");
         Log.Info($"Booting worker with pid: {Environment.ProcessId}");
-        stop.Wait();
-        Log.Info("Shutting down: stopping accepting, finishing requests in flight");
+        WorkerLifecycle.ReportReady();
+        WorkerLifecycle.StartHeartbeat(
+            () => workers.RequestCount,
+            HeartbeatInterval(options.Timeout),
+            requests => Posix.SetProcessTitle(null,
+                $"osprey: worker {context.Slot} [{name}] generation {context.Generation} requests {requests}{(WorkerLifecycle.StopRequested.WaitOne(0) ? " stopping" : "")}"));
+
+        WorkerLifecycle.StopRequested.WaitOne();
+        Posix.SetProcessTitle($"osprey-w{context.Slot}", $"osprey: worker {context.Slot} [{name}] generation {context.Generation} stopping");
         engine.StopAsync(TimeSpan.FromSeconds(options.GracefulTimeout)).GetAwaiter().GetResult();
         engine.DisposeAsync().AsTask().GetAwaiter().GetResult();
-        foreach (BindAddress bind in options.Binds)
-        {
-            if (bind is BindAddress.Unix unix)
-            {
-                File.Delete(unix.Path);
-            }
-        }
-        Log.Info("Shutdown complete");
+        long served = workers.RequestCount;
+        Log.Info($"Worker exiting (pid: {Environment.ProcessId}): served {served} requests");
+        WorkerLifecycle.ReportExiting(served);
         return 0;
     }
 
+    /// <summary>Several beats per --timeout so one late beat is not a kill; at least once a second for the counts.</summary>
+    private static TimeSpan HeartbeatInterval(int timeout) =>
+        TimeSpan.FromMilliseconds(timeout <= 0 ? 1000 : Math.Clamp(timeout * 1000 / 4, 100, 1000));
+
     /// <summary>
-    /// This process should be replaced gracefully (a request timed out: its Python thread may
-    /// never come back). The master process (issue #5) connects this to its recycle hook; until
-    /// then it only logs.
+    /// This process should be replaced gracefully (a request timed out: its Python thread may never come
+    /// back): the master starts a replacement and drains this worker once it is ready.
     /// </summary>
-    public static void RequestRecycle(string reason) =>
-        Log.Warning($"Recycle requested: {reason} (no master process to replace this one yet)");
+    public static void RequestRecycle(string reason) => WorkerLifecycle.RequestRecycle(reason);
 
     private static Severity ToSeverity(Cli.LogLevel level) => level switch
     {

@@ -39,8 +39,14 @@ public sealed class PythonWorkers : IDisposable
         }
     }
 
+    private long _dispatched;
+
+    /// <summary>Requests handed to the Python threads so far (the worker's request count).</summary>
+    public long RequestCount => Interlocked.Read(ref _dispatched);
+
     public void Dispatch(IHttpExchange exchange)
     {
+        Interlocked.Increment(ref _dispatched);
         _queue.Enqueue(exchange);
         // Pairs with the increment in WaitForWork: either that thread sees the queued request, or
         // this one sees it parked and wakes it.

@@ -1,0 +1,868 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using Osprey.Cli;
+using Osprey.Logging;
+
+namespace Osprey.Supervision;
+
+/// <summary>
+/// The master process (gunicorn's arbiter), which `osprey` always is, even with one worker: it binds every
+/// listener, starts the workers as child processes of this same executable, and supervises them. No Python is
+/// ever loaded here, so nothing an application does can wedge it.
+///
+/// Sockets. A TCP bind gets one SO_REUSEPORT listening socket per worker SLOT, opened by the master and kept
+/// open for its whole life: the kernel hashes each new connection to one socket of the group, which spreads
+/// load evenly (a single shared socket lets the most recently waiting worker win most accepts). Because the
+/// master keeps the slot's socket open, connections queued on it survive the slot's worker crashing or being
+/// recycled: the replacement inherits the same socket and accepts them; during a reload or a recycle, old and
+/// new worker of a slot share it. Unix sockets and fd:// / systemd sockets are one socket shared by all workers.
+/// The master clears FD_CLOEXEC on exactly the descriptors a worker must inherit, just around its start.
+///
+/// Only the main thread starts workers: PR_SET_PDEATHSIG (the worker's "master is gone" signal) fires when the
+/// thread that forked it ends, not the process. Everything else reaches the main thread as an event.
+/// </summary>
+public sealed class Master
+{
+    private static readonly TimeSpan Tick = TimeSpan.FromMilliseconds(100);
+    /// <summary>A worker that served this long before dying counts as healthy: its slot's backoff starts over.</summary>
+    private static readonly TimeSpan HealthyUptime = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan HeartbeatSlack = TimeSpan.FromSeconds(2);
+
+    private readonly OspreyOptions _options;
+    private readonly IReadOnlyList<string> _argv;
+    private readonly IReadOnlyList<BindAddress> _binds;
+    private readonly string _name;
+    private readonly BlockingCollection<Action> _events = new();
+    private readonly Dictionary<int, WorkerHandle> _workers = [];
+    /// <summary>Listening sockets shared by every worker (unix, fd://), in bind order; null where a bind is per-slot.</summary>
+    private readonly Socket?[] _shared;
+    /// <summary>Per slot, the SO_REUSEPORT sockets of the TCP binds (index = bind index; null for shared binds).</summary>
+    private readonly Dictionary<int, Socket?[]> _slotSockets = [];
+    private readonly Dictionary<int, SlotState> _slots = [];
+    private readonly Random _random = new();
+    private string _pythonProbe = "";
+    private int _targetWorkers;
+    private int _generation = 1;
+    private bool _everReady;
+    private bool _stopping;
+    private DateTime _stopDeadline;
+    private int _exitCode;
+    private DateTime _nextMemoryCheck;
+
+    private Master(OspreyOptions options, IReadOnlyList<string> argv, IReadOnlyList<BindAddress> binds)
+    {
+        _options = options;
+        _argv = argv;
+        _binds = binds;
+        _shared = new Socket?[binds.Count];
+        _targetWorkers = options.Workers;
+        _name = options.Name ?? options.App;
+    }
+
+    public static int Run(OspreyOptions options, IReadOnlyList<string> argv)
+    {
+        Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
+        string version = typeof(Master).Assembly.GetName().Version?.ToString(3) ?? "0";
+        Log.Info($"Starting osprey {version}");
+        if (options.Preload)
+        {
+            Log.Info("--preload has no effect: workers are started processes, not forks, so each imports the application itself");
+        }
+
+        var master = new Master(options, argv, SystemdSockets() ?? options.Binds);
+        return master.Serve();
+    }
+
+    /// <summary>systemd socket activation: LISTEN_FDS sockets from fd 3 on, when LISTEN_PID is this process (as gunicorn).</summary>
+    private static IReadOnlyList<BindAddress>? SystemdSockets()
+    {
+        if (!int.TryParse(Environment.GetEnvironmentVariable("LISTEN_FDS"), NumberStyles.None, CultureInfo.InvariantCulture, out int count)
+            || count <= 0
+            || !int.TryParse(Environment.GetEnvironmentVariable("LISTEN_PID"), NumberStyles.None, CultureInfo.InvariantCulture, out int pid)
+            || pid != Environment.ProcessId)
+        {
+            return null;
+        }
+        // Workers must not take these as meant for them.
+        Posix.Unsetenv("LISTEN_FDS");
+        Posix.Unsetenv("LISTEN_PID");
+        Posix.Unsetenv("LISTEN_FDNAMES");
+        var binds = new BindAddress[count];
+        for (int i = 0; i < count; i++)
+        {
+            binds[i] = new BindAddress.FileDescriptor($"fd://{3 + i}", 3 + i);
+        }
+        return binds;
+    }
+
+    private int Serve()
+    {
+        try
+        {
+            BindShared();
+            OpenSlot(0);
+        }
+        catch (ListenerException e)
+        {
+            Log.Error(e.Message);
+            CloseAllSockets();
+            return 1;
+        }
+        foreach (BindAddress bind in _binds)
+        {
+            Log.Info($"Listening at: {Listeners.Describe(bind)} ({Environment.ProcessId})");
+        }
+        try
+        {
+            // Running the interpreter to ask where it lives loads no Python here. Asked once, with the
+            // environment and directory a worker has, and handed to every worker: it saves each worker
+            // an interpreter start, which is most of the time a replacement takes to serve.
+            foreach (KeyValuePair<string, string> variable in _options.Environment)
+            {
+                Python.PythonRuntime.SetEnvironmentVariable(variable.Key, variable.Value);
+            }
+            Python.PythonInstallation python = Python.PythonInstallation.Discover(
+                Python.PythonInstallation.ChooseInterpreter(_options.Python), _options.Chdir);
+            Log.Info($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
+            _pythonProbe = python.ToProbeText();
+        }
+        catch (Python.PythonStartupException e)
+        {
+            Log.Error(e.Message);
+            CloseAllSockets();
+            return 1;
+        }
+        if (_options.PidFile is { } pidFile)
+        {
+            try
+            {
+                File.WriteAllText(pidFile, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Log.Error($"--pid: cannot write {pidFile}: {e.Message}");
+                CloseAllSockets();
+                return 1;
+            }
+        }
+        Posix.SetProcessTitle("osprey-master", $"osprey: master [{_name}]");
+        Log.Info($"Using worker processes: {_targetWorkers}");
+
+        var registrations = new List<PosixSignalRegistration>();
+        // .NET's named values for the portable signals, raw numbers (accepted on Linux) for TTIN and TTOU.
+        (PosixSignal Signal, int Number)[] handled =
+        [
+            (PosixSignal.SIGTERM, Posix.SIGTERM), (PosixSignal.SIGINT, 2), (PosixSignal.SIGQUIT, Posix.SIGQUIT),
+            (PosixSignal.SIGHUP, Posix.SIGHUP), ((PosixSignal)Posix.SIGTTIN, Posix.SIGTTIN), ((PosixSignal)Posix.SIGTTOU, Posix.SIGTTOU),
+        ];
+        foreach ((PosixSignal signal, int number) in handled)
+        {
+            registrations.Add(PosixSignalRegistration.Create(signal, context =>
+            {
+                context.Cancel = true;
+                _events.Add(() => OnSignal(number));
+            }));
+        }
+
+        try
+        {
+            Loop();
+        }
+        finally
+        {
+            foreach (PosixSignalRegistration registration in registrations)
+            {
+                registration.Dispose();
+            }
+            CloseAllSockets();
+            foreach (BindAddress bind in _binds)
+            {
+                if (bind is BindAddress.Unix unix)
+                {
+                    TryDelete(unix.Path);
+                }
+            }
+            if (_options.PidFile is { } pid)
+            {
+                TryDelete(pid);
+            }
+        }
+        Log.Info("Shutting down: Master");
+        return _exitCode;
+    }
+
+    private void Loop()
+    {
+        while (true)
+        {
+            if (_events.TryTake(out Action? handle, Tick))
+            {
+                handle();
+                while (_events.TryTake(out handle))
+                {
+                    handle();
+                }
+            }
+            if (_stopping)
+            {
+                if (_workers.Count == 0)
+                {
+                    return;
+                }
+                if (DateTime.UtcNow > _stopDeadline)
+                {
+                    foreach (WorkerHandle worker in _workers.Values)
+                    {
+                        if (!worker.KillSent)
+                        {
+                            Log.Warning($"Worker (pid:{worker.Pid}) did not finish within --graceful-timeout; killing it");
+                            worker.Kill();
+                        }
+                    }
+                }
+                continue;
+            }
+            CheckTimeouts();
+            CheckMemory();
+            SpawnMissing();
+            DrainReplaced();
+        }
+    }
+
+    // ------------------------------------------------------------------ signals
+
+    private void OnSignal(int signal)
+    {
+        string name = signal switch
+        {
+            15 => "term", 2 => "int", 3 => "quit", 1 => "hup", 21 => "ttin", 22 => "ttou",
+            _ => signal.ToString(CultureInfo.InvariantCulture),
+        };
+        Log.Info($"Handling signal: {name}");
+        if (_stopping && signal is not 3)
+        {
+            return;
+        }
+        switch (signal)
+        {
+            case 15 or 2:
+                Stop(graceful: true);
+                break;
+            case 3:
+                Stop(graceful: false);
+                break;
+            case 1:
+                Reload();
+                break;
+            case 21:
+                _targetWorkers++;
+                Log.Info($"Increasing workers to {_targetWorkers}");
+                break;
+            case 22:
+                if (_targetWorkers <= 1)
+                {
+                    Log.Info("TTOU ignored: at least one worker stays");
+                    break;
+                }
+                _targetWorkers--;
+                Log.Info($"Decreasing workers to {_targetWorkers}");
+                foreach (WorkerHandle worker in _workers.Values)
+                {
+                    if (worker.Slot >= _targetWorkers)
+                    {
+                        worker.Terminate();
+                    }
+                }
+                break;
+        }
+    }
+
+    private void Stop(bool graceful)
+    {
+        _stopping = true;
+        _stopDeadline = DateTime.UtcNow + TimeSpan.FromSeconds(graceful ? _options.GracefulTimeout : 0);
+        foreach (WorkerHandle worker in _workers.Values)
+        {
+            if (graceful) worker.Terminate();
+            else worker.Kill();
+        }
+    }
+
+    /// <summary>
+    /// HUP: a new generation of workers starts next to the old one; each old worker is drained only when every
+    /// slot has a ready worker of the new generation, so no request meets a slot without a worker. If the new
+    /// generation cannot load the application, the old workers are kept.
+    /// </summary>
+    private void Reload()
+    {
+        _generation++;
+        Log.Info($"Hang up: Master (starting generation {_generation})");
+        foreach (WorkerHandle worker in _workers.Values)
+        {
+            if (!worker.Draining)
+            {
+                worker.Replaced = true;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ supervision
+
+    private void SpawnMissing()
+    {
+        DateTime now = DateTime.UtcNow;
+        for (int slot = 0; slot < _targetWorkers; slot++)
+        {
+            bool covered = false;
+            foreach (WorkerHandle worker in _workers.Values)
+            {
+                if (worker.Slot == slot && !worker.Replaced && !worker.Draining)
+                {
+                    covered = true;
+                    break;
+                }
+            }
+            if (covered)
+            {
+                continue;
+            }
+            SlotState state = Slot(slot);
+            if (now < state.NextSpawn)
+            {
+                continue;
+            }
+            try
+            {
+                OpenSlot(slot);
+                Spawn(slot);
+            }
+            catch (Exception e) when (e is ListenerException or IOException or System.ComponentModel.Win32Exception)
+            {
+                Log.Error($"cannot start a worker for slot {slot}: {e.Message}");
+                state.Failures++;
+                state.NextSpawn = now + Backoff(state.Failures);
+            }
+        }
+        // Slots above the target (after TTOU) give their sockets back once nobody serves them.
+        foreach (int slot in _slotSockets.Keys.ToArray())
+        {
+            if (slot >= _targetWorkers && !_workers.Values.Any(w => w.Slot == slot))
+            {
+                CloseSlot(slot);
+            }
+        }
+    }
+
+    /// <summary>Replaced workers (recycle, reload) get TERM once every slot has a ready worker that is not being replaced.</summary>
+    private void DrainReplaced()
+    {
+        bool anyReplaced = false;
+        foreach (WorkerHandle worker in _workers.Values)
+        {
+            anyReplaced |= worker.Replaced && !worker.Draining;
+        }
+        if (!anyReplaced)
+        {
+            return;
+        }
+        for (int slot = 0; slot < _targetWorkers; slot++)
+        {
+            if (!_workers.Values.Any(w => w.Slot == slot && w.Ready && !w.Replaced && !w.Draining))
+            {
+                return;
+            }
+        }
+        foreach (WorkerHandle worker in _workers.Values)
+        {
+            if (worker.Replaced && !worker.Draining)
+            {
+                Log.Info($"Stopping replaced worker (pid:{worker.Pid}, slot {worker.Slot}, generation {worker.Generation}): {worker.ReplaceReason ?? "reload"}");
+                worker.Terminate();
+            }
+        }
+    }
+
+    private void CheckTimeouts()
+    {
+        if (_options.Timeout <= 0)
+        {
+            return;
+        }
+        DateTime now = DateTime.UtcNow;
+        // A little past --timeout: a request stuck in C code with the GIL also stops the heartbeats, and the
+        // worker's own watchdog, which fires --timeout after the request started (a heartbeat interval or so
+        // after the last beat), must first answer 504 and dump the Python stacks; then the master kills.
+        var limit = TimeSpan.FromSeconds(_options.Timeout) + HeartbeatSlack;
+        foreach (WorkerHandle worker in _workers.Values)
+        {
+            // Heartbeats start once the application is loaded and go on while the worker drains.
+            if (worker.Ready && !worker.KillSent && now - worker.LastHeartbeat > limit)
+            {
+                Log.Critical($"WORKER TIMEOUT (pid:{worker.Pid}): no heartbeat for {(now - worker.LastHeartbeat).TotalSeconds:0.0} s (--timeout {_options.Timeout}); killing it");
+                worker.Kill();
+            }
+            if (worker.Draining && !worker.KillSent && now > worker.DrainDeadline)
+            {
+                Log.Warning($"Worker (pid:{worker.Pid}) did not finish within --graceful-timeout; killing it");
+                worker.Kill();
+            }
+        }
+    }
+
+    private void CheckMemory()
+    {
+        if (_options.MaxWorkerMemory <= 0 || DateTime.UtcNow < _nextMemoryCheck)
+        {
+            return;
+        }
+        _nextMemoryCheck = DateTime.UtcNow + TimeSpan.FromMilliseconds(500);
+        long limit = _options.MaxWorkerMemory * 1024L * 1024L;
+        foreach (WorkerHandle worker in _workers.Values)
+        {
+            if (worker.Ready && !worker.Replaced && !worker.Draining && Posix.ResidentBytes(worker.Pid) is long rss && rss > limit)
+            {
+                Replace(worker, $"resident memory {rss / (1024 * 1024)} MB exceeds --max-worker-memory {_options.MaxWorkerMemory}");
+            }
+        }
+    }
+
+    private void Replace(WorkerHandle worker, string reason)
+    {
+        if (worker.Replaced || worker.Draining)
+        {
+            return;
+        }
+        Log.Info($"Recycling worker (pid:{worker.Pid}, slot {worker.Slot}): {reason}");
+        worker.Replaced = true;
+        worker.ReplaceReason = reason;
+    }
+
+    private static TimeSpan Backoff(int failures) =>
+        failures <= 1 ? TimeSpan.Zero : TimeSpan.FromMilliseconds(Math.Min(250 * Math.Pow(2, failures - 2), MaxBackoff.TotalMilliseconds));
+
+    private SlotState Slot(int slot)
+    {
+        if (!_slots.TryGetValue(slot, out SlotState? state))
+        {
+            state = new SlotState();
+            _slots[slot] = state;
+        }
+        return state;
+    }
+
+    // ------------------------------------------------------------------ worker events (main thread)
+
+    private void OnMessage(WorkerHandle worker, string line)
+    {
+        worker.LastHeartbeat = DateTime.UtcNow;
+        int space = line.IndexOf(' ', StringComparison.Ordinal);
+        string verb = space < 0 ? line : line[..space];
+        string rest = space < 0 ? "" : line[(space + 1)..];
+        switch (verb)
+        {
+            case "ready":
+                worker.Ready = true;
+                worker.ReadyAt = DateTime.UtcNow;
+                _everReady = true;
+                Log.Debug($"Worker ready (pid:{worker.Pid}, slot {worker.Slot}, generation {worker.Generation})");
+                if (_stopping)
+                {
+                    worker.Terminate();
+                }
+                break;
+            case "hb":
+            case "exiting":
+                if (long.TryParse(rest, NumberStyles.None, CultureInfo.InvariantCulture, out long requests))
+                {
+                    worker.Requests = requests;
+                }
+                break;
+            case "recycle":
+                if (!_stopping)
+                {
+                    Replace(worker, rest);
+                }
+                break;
+            case "failed":
+            {
+                int cut = rest.IndexOf(' ', StringComparison.Ordinal);
+                if (cut > 0 && int.TryParse(rest[..cut], NumberStyles.None, CultureInfo.InvariantCulture, out int code))
+                {
+                    worker.FailureCode = code;
+                    try
+                    {
+                        worker.FailureText = Encoding.UTF8.GetString(Convert.FromBase64String(rest[(cut + 1)..]));
+                    }
+                    catch (FormatException)
+                    {
+                        worker.FailureText = "the worker failed to start";
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    private void OnExited(WorkerHandle worker)
+    {
+        if (!_workers.Remove(worker.Pid))
+        {
+            return;
+        }
+        int exitCode = worker.ExitCode();
+        worker.Process.Dispose();
+        string how = exitCode > 128 && exitCode < 128 + 65 ? $"was killed by signal {exitCode - 128}" : $"exited with code {exitCode}";
+        bool expected = worker.Draining || worker.KillSent || _stopping;
+
+        if (!worker.Ready)
+        {
+            OnBootFailure(worker, exitCode, how);
+            return;
+        }
+
+        string summary = $"Worker (pid:{worker.Pid}, slot {worker.Slot}, generation {worker.Generation}) {how}; it served {worker.Requests} requests";
+        if (expected)
+        {
+            Log.Info(summary);
+        }
+        else
+        {
+            Log.Error(summary + (exitCode == 128 + 9 ? " (killed: perhaps out of memory?)" : ""));
+            SlotState state = Slot(worker.Slot);
+            state.Failures = DateTime.UtcNow - worker.ReadyAt > HealthyUptime ? 1 : state.Failures + 1;
+            state.NextSpawn = DateTime.UtcNow + Backoff(state.Failures);
+        }
+    }
+
+    private void OnBootFailure(WorkerHandle worker, int exitCode, string how)
+    {
+        if (_stopping || worker.KillSent)
+        {
+            return;
+        }
+        if (!_everReady)
+        {
+            // The first generation cannot load the application: say why once and stop, as gunicorn's
+            // "App failed to load", rather than respawning forever.
+            WriteFailure(worker);
+            _exitCode = worker.FailureCode ?? (exitCode == 0 ? 1 : exitCode);
+            Stop(graceful: false);
+            return;
+        }
+        bool oldKept = false;
+        foreach (WorkerHandle other in _workers.Values)
+        {
+            // The replacement could not load the application: the worker(s) it was to replace keep serving.
+            if (other.Replaced && !other.Draining && (other.Slot == worker.Slot || worker.Generation > other.Generation))
+            {
+                other.Replaced = false;
+                other.ReplaceReason = null;
+                oldKept = true;
+            }
+        }
+        WriteFailure(worker);
+        if (oldKept)
+        {
+            Log.Error($"New worker (pid:{worker.Pid}, generation {worker.Generation}) {how} before loading the application; the old workers keep serving");
+            // Stop what else this failed generation started (booting or already ready): the old generation
+            // covers every slot again, and one generation serves, not a mix.
+            foreach (WorkerHandle other in _workers.Values)
+            {
+                if (other.Generation == worker.Generation)
+                {
+                    if (other.Ready) other.Terminate();
+                    else other.Kill();
+                }
+            }
+            _generation = Math.Max(1, _workers.Values.Where(w => !w.KillSent).Select(w => w.Generation).DefaultIfEmpty(1).Max());
+            // A recycle that keeps asking (memory over the limit) must not start a failing replacement in a loop.
+            SlotState kept = Slot(worker.Slot);
+            kept.Failures++;
+            kept.NextSpawn = DateTime.UtcNow + Backoff(Math.Max(2, kept.Failures));
+            return;
+        }
+        Log.Error($"Worker (pid:{worker.Pid}, slot {worker.Slot}) {how} before loading the application");
+        SlotState state = Slot(worker.Slot);
+        state.Failures++;
+        state.NextSpawn = DateTime.UtcNow + Backoff(Math.Max(2, state.Failures));
+    }
+
+    private static void WriteFailure(WorkerHandle worker)
+    {
+        if (worker.FailureText is not { } text)
+        {
+            return;
+        }
+        // The text is a Python traceback (verbatim, as the application's output) and then the one error line.
+        int lastLine = text.LastIndexOf('\n');
+        if (lastLine >= 0)
+        {
+            Log.Raw(Encoding.UTF8.GetBytes(text[..(lastLine + 1)]));
+        }
+        Log.Error(text[(lastLine + 1)..]);
+    }
+
+    // ------------------------------------------------------------------ processes
+
+    private void Spawn(int slot)
+    {
+        (int masterEnd, int workerEnd) = Posix.SocketPair();
+        var channel = new Socket(new SafeSocketHandle(masterEnd, ownsHandle: true));
+        var inherited = new List<int>();
+        var listenerFds = new List<int>();
+        Socket?[] slotSockets = _slotSockets[slot];
+        for (int i = 0; i < _binds.Count; i++)
+        {
+            Socket socket = slotSockets[i] ?? _shared[i]!;
+            listenerFds.Add((int)socket.Handle);
+        }
+        inherited.AddRange(listenerFds);
+        inherited.Add(workerEnd);
+
+        int maxRequests = _options.MaxRequests <= 0 ? 0
+            : _options.MaxRequests + (_options.MaxRequestsJitter > 0 ? _random.Next(0, _options.MaxRequestsJitter + 1) : 0);
+        var context = new WorkerContext(workerEnd, listenerFds, slot, _generation, maxRequests, Environment.ProcessId, _pythonProbe);
+        var start = new ProcessStartInfo(Environment.ProcessPath ?? throw new IOException("cannot find the osprey executable"))
+        {
+            UseShellExecute = false,
+        };
+        for (int i = 1; i < _argv.Count; i++)
+        {
+            start.ArgumentList.Add(_argv[i]);
+        }
+        start.Environment[WorkerContext.EnvironmentVariable] = context.Encode();
+
+        Process process;
+        foreach (int fd in inherited) Posix.SetInheritable(fd, true);
+        try
+        {
+            process = Process.Start(start) ?? throw new IOException("the worker process did not start");
+        }
+        finally
+        {
+            foreach (int fd in listenerFds) Posix.SetInheritable(fd, false);
+            Posix.SetInheritable(workerEnd, false);
+            // Only the worker holds its end now: its exit closes it and the master's reader sees EOF.
+            Posix.Close(workerEnd);
+        }
+
+        var worker = new WorkerHandle(process, slot, _generation, channel, TimeSpan.FromSeconds(_options.GracefulTimeout));
+        _workers[worker.Pid] = worker;
+        Log.Debug($"Started worker (pid:{worker.Pid}, slot {slot}, generation {_generation})");
+
+        // The worker is gone once both its process has exited and its channel is read to the end, so that a
+        // "failed" message always arrives before the exit is handled.
+        process.EnableRaisingEvents = true;
+        process.Exited += (_, _) => _events.Add(() => { worker.Exited = true; MaybeGone(worker); });
+        if (process.HasExited)
+        {
+            _events.Add(() => { worker.Exited = true; MaybeGone(worker); });
+        }
+        new Thread(() => ReadChannel(worker)) { IsBackground = true, Name = $"osprey-channel-{worker.Pid}" }.Start();
+    }
+
+    private void ReadChannel(WorkerHandle worker)
+    {
+        var buffer = new byte[4096];
+        var line = new List<byte>();
+        try
+        {
+            while (true)
+            {
+                int n = worker.Channel.Receive(buffer);
+                if (n <= 0)
+                {
+                    break;
+                }
+                for (int i = 0; i < n; i++)
+                {
+                    if (buffer[i] == (byte)'\n')
+                    {
+                        string text = Encoding.UTF8.GetString(line.ToArray());
+                        line.Clear();
+                        _events.Add(() => OnMessage(worker, text));
+                    }
+                    else
+                    {
+                        line.Add(buffer[i]);
+                    }
+                }
+            }
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+        }
+        worker.Channel.Dispose();
+        _events.Add(() => { worker.ChannelClosed = true; MaybeGone(worker); });
+    }
+
+    private void MaybeGone(WorkerHandle worker)
+    {
+        if (worker.Exited && worker.ChannelClosed)
+        {
+            OnExited(worker);
+        }
+    }
+
+    // ------------------------------------------------------------------ sockets
+
+    private void BindShared()
+    {
+        for (int i = 0; i < _binds.Count; i++)
+        {
+            if (_binds[i] is BindAddress.Tcp)
+            {
+                continue;
+            }
+            uint previous = 0;
+            bool unix = _binds[i] is BindAddress.Unix;
+            if (unix)
+            {
+                previous = Posix.Umask((uint)_options.Umask);
+            }
+            try
+            {
+                _shared[i] = Listeners.BindOne(_binds[i], _options.Backlog, reusePort: false, listen: false);
+            }
+            finally
+            {
+                if (unix)
+                {
+                    Posix.Umask(previous);
+                }
+            }
+        }
+    }
+
+    /// <summary>The slot's SO_REUSEPORT sockets, bound on first use (slot 0 at start-up, where a port in use is the error).</summary>
+    private void OpenSlot(int slot)
+    {
+        if (_slotSockets.ContainsKey(slot))
+        {
+            return;
+        }
+        var sockets = new Socket?[_binds.Count];
+        try
+        {
+            for (int i = 0; i < _binds.Count; i++)
+            {
+                if (_binds[i] is BindAddress.Tcp tcp)
+                {
+                    // Port 0 means "any": every later slot must join the group of the port slot 0 got.
+                    if (tcp.Port == 0 && slot != 0 && _slotSockets[0][i]?.LocalEndPoint is IPEndPoint bound)
+                    {
+                        tcp = tcp with { Port = bound.Port };
+                    }
+                    sockets[i] = Listeners.BindOne(tcp, _options.Backlog, reusePort: true, listen: false, probeInUse: slot == 0);
+                }
+            }
+        }
+        catch
+        {
+            foreach (Socket? socket in sockets) socket?.Dispose();
+            throw;
+        }
+        _slotSockets[slot] = sockets;
+    }
+
+    private void CloseSlot(int slot)
+    {
+        if (_slotSockets.Remove(slot, out Socket?[]? sockets))
+        {
+            foreach (Socket? socket in sockets) socket?.Dispose();
+        }
+    }
+
+    private void CloseAllSockets()
+    {
+        foreach (int slot in _slotSockets.Keys.ToArray()) CloseSlot(slot);
+        foreach (Socket? socket in _shared) socket?.Dispose();
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private static Severity ToSeverity(Cli.LogLevel level) => level switch
+    {
+        Cli.LogLevel.Debug => Severity.Debug,
+        Cli.LogLevel.Info => Severity.Info,
+        Cli.LogLevel.Warning => Severity.Warning,
+        Cli.LogLevel.Error => Severity.Error,
+        _ => Severity.Critical,
+    };
+
+    private sealed class SlotState
+    {
+        public int Failures;
+        public DateTime NextSpawn;
+    }
+
+    /// <summary>The master's view of one worker process. Touched only on the main thread (except Channel).</summary>
+    private sealed class WorkerHandle(Process process, int slot, int generation, Socket channel, TimeSpan grace)
+    {
+        public readonly Process Process = process;
+        public readonly int Pid = process.Id;
+        public readonly int Slot = slot;
+        public readonly int Generation = generation;
+        public readonly Socket Channel = channel;
+        public bool Ready;
+        public DateTime ReadyAt;
+        public DateTime LastHeartbeat = DateTime.UtcNow;
+        public long Requests;
+        /// <summary>Another worker is to take this one's place; it is drained once that one is ready.</summary>
+        public bool Replaced;
+        public string? ReplaceReason;
+        public bool Draining;
+        public DateTime DrainDeadline;
+        public bool KillSent;
+        public bool Exited;
+        public bool ChannelClosed;
+        public int? FailureCode;
+        public string? FailureText;
+
+        public void Terminate()
+        {
+            if (Draining || KillSent)
+            {
+                return;
+            }
+            Draining = true;
+            // A little beyond --graceful-timeout: the worker's own drain is bounded by it.
+            DrainDeadline = DateTime.UtcNow + grace + TimeSpan.FromSeconds(2);
+            Posix.Kill(Pid, Posix.SIGTERM);
+        }
+
+        public void Kill()
+        {
+            KillSent = true;
+            Posix.Kill(Pid, Posix.SIGKILL);
+        }
+
+        public int ExitCode()
+        {
+            try
+            {
+                Process.WaitForExit();
+                return Process.ExitCode;
+            }
+            catch (InvalidOperationException)
+            {
+                return -1;
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+using System.Globalization;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using Osprey.Logging;
+using Osprey.Python;
+
+namespace Osprey.Supervision;
+
+/// <summary>
+/// A worker's side of the channel to the master (a socketpair end it inherited), and its signals.
+/// Messages are single text lines: <c>ready</c>, <c>hb REQUESTS</c>, <c>recycle REASON</c>,
+/// <c>failed EXITCODE BASE64-TEXT</c>, <c>exiting REQUESTS</c>.
+/// </summary>
+public static class WorkerLifecycle
+{
+    private static readonly Lock s_writeLock = new();
+    private static Socket? s_channel;
+    private static WorkerContext? s_context;
+    private static int s_recycleRequested;
+    private static readonly ManualResetEventSlim s_stop = new();
+    private static readonly List<PosixSignalRegistration> s_signals = [];
+
+    /// <summary>Set when the worker must stop gracefully: TERM/INT from the master, or the master is gone.</summary>
+    public static WaitHandle StopRequested => s_stop.WaitHandle;
+
+    public static bool IsWorker => s_context is not null;
+
+    /// <summary>
+    /// Called first thing in a worker: the parent-death signal, the channel, the signal handlers.
+    /// SIGKILL on the master's death: a worker stuck in C code with the GIL could not act on anything gentler,
+    /// and a worker whose master is gone has no business serving (its replacement logic is gone too).
+    /// </summary>
+    public static void Attach(WorkerContext context)
+    {
+        s_context = context;
+        Posix.SetParentDeathSignal(Posix.SIGKILL);
+        if (context.MasterPid != 0 && Posix.ParentProcessId != context.MasterPid)
+        {
+            // The master died before PR_SET_PDEATHSIG took effect.
+            Posix.ExitNow(0);
+        }
+        // Inherited without FD_CLOEXEC; the application's own child processes must not inherit them in turn.
+        Posix.SetInheritable(context.ChannelFd, false);
+        foreach (int fd in context.ListenerFds)
+        {
+            Posix.SetInheritable(fd, false);
+        }
+        s_channel = new Socket(new SafeSocketHandle(context.ChannelFd, ownsHandle: true));
+
+        PosixSignalHandler(PosixSignal.SIGTERM, () => s_stop.Set());
+        PosixSignalHandler(PosixSignal.SIGINT, () => s_stop.Set());
+        // QUIT means now: no drain, no waiting for Python threads that may hold the GIL.
+        PosixSignalHandler(PosixSignal.SIGQUIT, () => Posix.ExitNow(0));
+        // Meant for the master; a `kill -HUP -PGID` or a terminal must not stop or kill the workers.
+        PosixSignalHandler(PosixSignal.SIGHUP, static () => { });
+        PosixSignalHandler((PosixSignal)Posix.SIGTTIN, static () => { });
+        PosixSignalHandler((PosixSignal)Posix.SIGTTOU, static () => { });
+
+        // The master never writes: reading only tells us when its end closes, i.e. the master is gone.
+        new Thread(WatchMaster) { IsBackground = true, Name = "osprey-master-watch" }.Start();
+    }
+
+    private static void PosixSignalHandler(PosixSignal signal, Action action) =>
+        s_signals.Add(PosixSignalRegistration.Create(signal, context =>
+        {
+            context.Cancel = true;
+            action();
+        }));
+
+    private static void WatchMaster()
+    {
+        var buffer = new byte[64];
+        try
+        {
+            while (s_channel!.Receive(buffer) > 0)
+            {
+            }
+        }
+        catch (SocketException)
+        {
+        }
+        catch (ObjectDisposedException)
+        {
+            return;
+        }
+        Log.Warning("The master process is gone; stopping");
+        s_stop.Set();
+    }
+
+    /// <summary>
+    /// Asks the master to replace this worker gracefully: the master starts a replacement and, once it is
+    /// ready, sends this worker TERM (stop accepting, finish in-flight requests within --graceful-timeout).
+    /// Safe from any thread, needs no GIL, idempotent. Outside a master-run worker it only logs.
+    /// </summary>
+    public static void RequestRecycle(string reason)
+    {
+        if (Interlocked.Exchange(ref s_recycleRequested, 1) != 0)
+        {
+            return;
+        }
+        Log.Warning($"Recycle requested: {reason}");
+        Send("recycle " + reason.ReplaceLineEndings(" "));
+    }
+
+    public static void ReportReady() => Send("ready");
+
+    /// <summary>The worker could not start: the master shows <paramref name="text"/> once, however many workers failed.</summary>
+    public static void ReportFailure(int exitCode, string text) =>
+        Send(string.Create(CultureInfo.InvariantCulture, $"failed {exitCode} {Convert.ToBase64String(Encoding.UTF8.GetBytes(text))}"));
+
+    public static void ReportExiting(long requests) =>
+        Send(string.Create(CultureInfo.InvariantCulture, $"exiting {requests}"));
+
+    /// <summary>
+    /// Heartbeats, sent by a thread that takes the GIL for each one. That is the point: a worker whose
+    /// Python is wedged in C code holding the GIL (a busy C loop, a blocking call that never releases it)
+    /// cannot send them, and the master kills it after --timeout. A request merely slow in Python or
+    /// waiting on I/O releases the GIL periodically, so heartbeats go on and the in-worker --timeout
+    /// (504 and a stack dump) deals with it instead. Also carries the request count, sets the process
+    /// title, and asks for recycling once the request budget is spent.
+    /// </summary>
+    public static void StartHeartbeat(Func<long> requestCount, TimeSpan interval, Action<long> onBeat)
+    {
+        var thread = new Thread(() =>
+        {
+            var python = new PythonThread();
+            python.Attach();
+            int maxRequests = s_context?.MaxRequests ?? 0;
+            // Also while draining: a drain stuck behind C code holding the GIL is then killed after --timeout
+            // rather than --graceful-timeout.
+            while (true)
+            {
+                python.TakeGil();
+                python.DropGil();
+                long requests = requestCount();
+                Send(string.Create(CultureInfo.InvariantCulture, $"hb {requests}"));
+                onBeat(requests);
+                if (maxRequests > 0 && requests >= maxRequests && !s_stop.IsSet)
+                {
+                    RequestRecycle($"served {requests} requests (--max-requests)");
+                }
+                Thread.Sleep(interval);
+            }
+        })
+        { IsBackground = true, Name = "osprey-heartbeat" };
+        thread.Start();
+    }
+
+    private static void Send(string line)
+    {
+        if (s_channel is not { } channel)
+        {
+            return;
+        }
+        byte[] bytes = Encoding.UTF8.GetBytes(line + "\n");
+        lock (s_writeLock)
+        {
+            try
+            {
+                int sent = 0;
+                while (sent < bytes.Length)
+                {
+                    sent += channel.Send(bytes, sent, bytes.Length - sent, SocketFlags.None);
+                }
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                // The master is gone; WatchMaster stops the worker.
+            }
+        }
+    }
+}

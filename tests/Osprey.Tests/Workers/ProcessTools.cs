@@ -1,0 +1,168 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net;
+using System.Net.Http;
+using System.Runtime.InteropServices;
+using Osprey.Tests.Infrastructure;
+
+namespace Osprey.Tests.Workers;
+
+/// <summary>Signals, the process tree and a client load loop for the process-model tests.</summary>
+internal static class ProcessTools
+{
+    public const int SIGHUP = 1;
+    public const int SIGQUIT = 3;
+    public const int SIGKILL = 9;
+    public const int SIGTERM = 15;
+    public const int SIGTTIN = 21;
+    public const int SIGTTOU = 22;
+
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int SysKill(int pid, int signal);
+
+    public static void Signal(int pid, int signal) =>
+        Assert.True(SysKill(pid, signal) == 0, $"kill({pid}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");
+
+    public static bool IsAlive(int pid) =>
+        File.Exists($"/proc/{pid}/stat") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ", StringComparison.Ordinal);
+
+    /// <summary>Live (not zombie) child processes of <paramref name="parent"/>, from /proc.</summary>
+    public static List<int> Children(int parent)
+    {
+        var children = new List<int>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
+            {
+                continue;
+            }
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                if (fields[0] != "Z" && int.Parse(fields[1], CultureInfo.InvariantCulture) == parent)
+                {
+                    children.Add(pid);
+                }
+            }
+            catch (IOException)
+            {
+                // Gone while we looked.
+            }
+        }
+        return children;
+    }
+
+    /// <summary>Waits until <paramref name="parent"/> has exactly <paramref name="count"/> worker children; returns them.</summary>
+    public static async Task<List<int>> WaitForChildrenAsync(int parent, int count, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var children = Children(parent);
+            if (children.Count == count)
+            {
+                return children;
+            }
+            Assert.True(DateTime.UtcNow < deadline, $"expected {count} children of {parent}, have {children.Count}: {string.Join(",", children)}");
+            await Task.Delay(50);
+        }
+    }
+
+    public static Task<OspreyServer> StartAsync(string engine, params string[] args) =>
+        OspreyServer.StartAsync(new OspreyServerOptions { Engine = engine, App = "workers_app:app", Args = args });
+
+    /// <summary>GET over a new connection (Connection: close): which worker pid answered, or null on any failure.</summary>
+    public static async Task<int?> GetPidAsync(HttpClient client, int port, string target = "/pid")
+    {
+        try
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:{port}{target}");
+            request.Headers.ConnectionClose = true;
+            using var response = await client.SendAsync(request);
+            if (response.StatusCode != HttpStatusCode.OK)
+            {
+                return null;
+            }
+            return int.Parse(await response.Content.ReadAsStringAsync(), CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException or FormatException)
+        {
+            return null;
+        }
+    }
+
+    public static HttpClient NewClient(TimeSpan? timeout = null) =>
+        new(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.Zero }) { Timeout = timeout ?? TimeSpan.FromSeconds(30) };
+}
+
+/// <summary>Clients requesting in a loop until stopped, counting answers per worker pid and failures.</summary>
+internal sealed class LoadLoop : IAsyncDisposable
+{
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task[] _clients;
+    private readonly HttpClient _client = ProcessTools.NewClient();
+    private int _failed;
+    private int _ok;
+
+    public ConcurrentDictionary<int, int> ByPid { get; } = new();
+    public ConcurrentQueue<(DateTime At, int Pid)> Answers { get; } = new();
+
+    public LoadLoop(int port, int concurrency, string target = "/pid", int? totalRequests = null)
+    {
+        int remaining = totalRequests ?? int.MaxValue;
+        _clients = new Task[concurrency];
+        for (int i = 0; i < concurrency; i++)
+        {
+            _clients[i] = Task.Run(async () =>
+            {
+                while (!_stop.IsCancellationRequested && Interlocked.Decrement(ref remaining) >= 0)
+                {
+                    var pid = await ProcessTools.GetPidAsync(_client, port, target);
+                    if (pid is int p)
+                    {
+                        Interlocked.Increment(ref _ok);
+                        ByPid.AddOrUpdate(p, 1, (_, n) => n + 1);
+                        Answers.Enqueue((DateTime.UtcNow, p));
+                    }
+                    else
+                    {
+                        Interlocked.Increment(ref _failed);
+                    }
+                }
+            });
+        }
+    }
+
+    public int Ok => Volatile.Read(ref _ok);
+    public int Failed => Volatile.Read(ref _failed);
+
+    public async Task WaitForOkAsync(int count, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (Ok < count)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"only {Ok} answers within {timeout.TotalSeconds} s ({Failed} failed)");
+            await Task.Delay(25);
+        }
+    }
+
+    /// <summary>Waits for every client to finish (when a total was given) or stops them.</summary>
+    public async Task StopAsync()
+    {
+        await _stop.CancelAsync();
+        await Task.WhenAll(_clients);
+    }
+
+    public Task CompletionAsync() => Task.WhenAll(_clients);
+
+    public override string ToString() =>
+        $"{Ok} ok, {Failed} failed; per pid: {string.Join(", ", ByPid.Select(kv => $"{kv.Key}={kv.Value}"))}";
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync();
+        _client.Dispose();
+        _stop.Dispose();
+    }
+}
