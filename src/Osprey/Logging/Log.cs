@@ -23,11 +23,22 @@ public static partial class Log
     public static void Configure(Severity minimum, string errorLog, string? accessLog)
     {
         s_minimum = minimum;
-        s_errors = OpenTarget(errorLog, Console.OpenStandardError);
-        s_access = accessLog is null ? null : OpenTarget(accessLog, Console.OpenStandardOutput);
+        s_errors = OpenTarget("--error-logfile", errorLog, Console.OpenStandardError);
+        s_access = accessLog is null ? null : OpenTarget("--access-logfile", accessLog, Console.OpenStandardOutput);
     }
 
-    private static Stream OpenTarget(string path, Func<Stream> dash) => path == "-" ? dash() : OpenForAppend(path);
+    /// <exception cref="IOException">The file cannot be opened; the message names the option and says why.</exception>
+    private static Stream OpenTarget(string option, string path, Func<Stream> dash)
+    {
+        try
+        {
+            return path == "-" ? dash() : OpenForAppend(path);
+        }
+        catch (IOException e)
+        {
+            throw new IOException($"{option}: {e.Message}", e);
+        }
+    }
 
     /// <summary>
     /// Opens a log file with O_APPEND, as Python's open(path, "a") does. FileMode.Append does not:

@@ -67,7 +67,16 @@ public sealed class Master
 
     public static int Run(OspreyOptions options, IReadOnlyList<string> argv)
     {
-        Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
+        try
+        {
+            Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
+        }
+        catch (IOException e)
+        {
+            // There is no log to write to: say it where the user is looking.
+            Console.Error.WriteLine($"osprey: error: {e.Message}");
+            return 1;
+        }
         string version = typeof(Master).Assembly.GetName().Version?.ToString(3) ?? "0";
         Log.Info($"Starting osprey {version}");
         if (options.Preload)

@@ -87,6 +87,16 @@ public sealed class StartupTests
         AssertCleanFailure(result, allowTraceback: false, "callable");
     }
 
+    [Theory]
+    [InlineData("--error-logfile")]
+    [InlineData("--access-logfile")]
+    public async Task Log_file_that_cannot_be_opened_is_one_clear_line(string option)
+    {
+        var path = Path.Combine(Path.GetTempPath(), "osprey-no-such-dir-" + Guid.NewGuid().ToString("N"), "x.log");
+        var result = await RunAppAsync("osprey", "environ_app:app", option, path);
+        AssertCleanFailure(result, allowTraceback: false, option, path);
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Port_in_use_is_one_clear_line(string engine)
     {

@@ -332,6 +332,46 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         Assert.False(File.Exists(path), "the socket file outlived the master");
     }
 
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Workers_sharing_log_files_do_not_overwrite_each_others_lines(string engine)
+    {
+        var errorLog = Path.Combine(Path.GetTempPath(), $"osprey-{Guid.NewGuid():N}.log");
+        var accessLog = Path.Combine(Path.GetTempPath(), $"osprey-{Guid.NewGuid():N}.access.log");
+        try
+        {
+            await using (var server = await StartAsync(engine, "-w", "4", "--error-logfile", errorLog, "--access-logfile", accessLog))
+            {
+                await WaitForChildrenAsync(server.ProcessId, 4, Eventually);
+                // A worker takes connections once it is ready, and says so in the (shared) log.
+                var deadline = DateTime.UtcNow + Eventually;
+                while (File.ReadLines(errorLog).Count(l => l.Contains("Booting worker", StringComparison.Ordinal)) < 4)
+                {
+                    Assert.True(DateTime.UtcNow < deadline, "the four workers did not all report ready");
+                    await Task.Delay(100);
+                }
+                await using var load = new LoadLoop(server.Port, concurrency: 8, totalRequests: 400);
+                await load.CompletionAsync();
+                Assert.Equal(400, load.Ok);
+                Assert.True(load.ByPid.Count > 1, $"one worker served everything, so nothing was shared: {load}");
+                Signal(server.ProcessId, SIGTERM);
+                await WaitForExitAsync(server, Eventually);
+            }
+
+            // Each process writes at the end of the file (O_APPEND): every request has its whole line.
+            var accessLines = (await File.ReadAllLinesAsync(accessLog)).Where(l => l.Length > 0).ToList();
+            Assert.Equal(400, accessLines.Count(l => l.StartsWith("127.0.0.1 - - [", StringComparison.Ordinal) && l.Contains("\"GET /pid HTTP/1.1\" 200", StringComparison.Ordinal)));
+            Assert.Equal(400, accessLines.Count);
+            var errorLines = (await File.ReadAllLinesAsync(errorLog)).Where(l => l.Length > 0).ToList();
+            Assert.All(errorLines, l => Assert.Matches(@"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[[A-Z]+\] ", l));
+            Assert.Equal(4, errorLines.Count(l => l.Contains("Worker exiting", StringComparison.Ordinal)));
+        }
+        finally
+        {
+            File.Delete(errorLog);
+            File.Delete(accessLog);
+        }
+    }
+
     // ------------------------------------------------------------------ helpers
 
     /// <summary>Every worker has loaded the application: "Booting worker" is logged once each is ready to serve.</summary>
