@@ -67,6 +67,12 @@ public sealed class Master
 
     public static int Run(OspreyOptions options, IReadOnlyList<string> argv)
     {
+        // Before anything is opened or bound: this may replace the process (see the method).
+        string? signalWarning = Posix.ReexecIfControlSignalsIgnored(argv.Skip(1).ToArray());
+        if (signalWarning is not null)
+        {
+            Console.Error.WriteLine($"osprey: warning: {signalWarning}");
+        }
         try
         {
             Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);

@@ -56,6 +56,67 @@ internal static unsafe partial class Posix
     [LibraryImport(Libc, EntryPoint = "_exit")]
     private static partial void SysExit(int status);
 
+    [LibraryImport(Libc, EntryPoint = "signal")]
+    private static partial nint SysSignal(int signal, nint handler);
+
+    [LibraryImport(Libc, EntryPoint = "execv", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int SysExecv(string path, string?[] argv);
+
+    /// <summary>
+    /// The master's control signals (HUP, INT, QUIT, TTIN, TTOU, TERM) must reach it even when it was
+    /// started with them ignored, as under nohup or from a shell's background job: gunicorn's arbiter
+    /// installs its handlers over an inherited SIG_IGN. .NET keeps an ignore it inherited and never
+    /// installs a handler over it, so the master re-executes itself once with those signals back at
+    /// their defaults. Returns only when nothing needed resetting (or exec failed, which is logged
+    /// by the caller as the signals staying ignored).
+    /// </summary>
+    public static string? ReexecIfControlSignalsIgnored(IReadOnlyList<string> args)
+    {
+        int[] control = [SIGHUP, 2, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU];
+        ulong ignored = IgnoredSignalMask();
+        bool any = false;
+        foreach (int signal in control)
+        {
+            if ((ignored & (1UL << (signal - 1))) != 0)
+            {
+                any = true;
+                SysSignal(signal, 0 /* SIG_DFL */);
+            }
+        }
+        string? path = Environment.ProcessPath;
+        if (!any || path is null)
+        {
+            return null;
+        }
+        var argv = new string?[args.Count + 2];
+        argv[0] = path;
+        for (int i = 0; i < args.Count; i++)
+        {
+            argv[i + 1] = args[i];
+        }
+        SysExecv(path, argv);
+        return $"cannot re-execute {path} to take over ignored signals (errno {Marshal.GetLastPInvokeError()}): HUP, INT, QUIT, TTIN and TTOU may be ignored";
+    }
+
+    /// <summary>The signals this process ignores (SigIgn in /proc/self/status; bit N-1 is signal N).</summary>
+    private static ulong IgnoredSignalMask()
+    {
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/self/status"))
+            {
+                if (line.StartsWith("SigIgn:", StringComparison.Ordinal))
+                {
+                    return ulong.Parse(line.AsSpan(7).Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+        return 0;
+    }
+
     /// <summary>Whether <paramref name="fd"/> survives exec: the master sets it only on what a worker must inherit.</summary>
     public static void SetInheritable(int fd, bool inheritable)
     {

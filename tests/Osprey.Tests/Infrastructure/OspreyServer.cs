@@ -25,6 +25,9 @@ public sealed record OspreyServerOptions
 
     /// <summary>Passed as <c>--chdir DIR</c>; null leaves the flag out.</summary>
     public string? Chdir { get; init; } = RepoPaths.Apps;
+
+    /// <summary>Start the server with these signals ignored, as nohup or a shell's background job does (through /bin/sh's trap and exec, so the pid stays the server's).</summary>
+    public IReadOnlyList<string> IgnoredSignals { get; init; } = [];
 }
 
 /// <summary>The exit code and output of a server run to completion.</summary>
@@ -202,6 +205,13 @@ public sealed class OspreyServer : IAsyncDisposable, IDisposable
     {
         var args = BuildArguments(options, port);
         var psi = CreateStartInfo(args, options.Environment);
+        if (options.IgnoredSignals.Count > 0)
+        {
+            psi.ArgumentList.Insert(0, $"trap '' {string.Join(' ', options.IgnoredSignals)}; exec \"$0\" \"$@\"");
+            psi.ArgumentList.Insert(0, "-c");
+            psi.ArgumentList.Insert(2, psi.FileName);
+            psi.FileName = "/bin/sh";
+        }
         var stdout = new LogBuffer();
         var stderr = new LogBuffer();
         var process = new Process { StartInfo = psi };

@@ -104,6 +104,23 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         Assert.All(newWorkers, pid => Assert.True(load.ByPid.ContainsKey(pid), $"new worker {pid} served nothing: {load}"));
     }
 
+    [Fact]
+    public async Task Control_signals_work_when_the_master_was_started_with_them_ignored()
+    {
+        // nohup ignores HUP, a non-interactive shell's background job INT and QUIT: gunicorn still
+        // reloads and stops on them, and so must Osprey.
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "workers_app:app", Args = ["-w", "1"], IgnoredSignals = ["HUP", "INT", "QUIT"],
+        });
+        var oldWorkers = await WaitForChildrenAsync(server.ProcessId, 1, Eventually);
+        var mark = server.ErrorLogPosition;
+        Signal(server.ProcessId, SIGHUP);
+        await server.WaitForLogAsync($"Worker (pid:{oldWorkers.Single()}, ", Eventually, mark);
+        Signal(server.ProcessId, 2 /* SIGINT */);
+        await WaitForExitAsync(server, Eventually);
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task HUP_with_an_app_that_no_longer_imports_keeps_the_old_workers(string engine)
     {
