@@ -201,7 +201,7 @@ internal static class ForwardedHeaders
             while (true)
             {
                 int nameStart = i;
-                while (i < value.Length && IsTokenChar(value[i]))
+                while (i < value.Length && HttpToken.IsTokenChar(value[i]))
                 {
                     i++;
                 }
@@ -235,7 +235,7 @@ internal static class ForwardedHeaders
                 else
                 {
                     valueStart = i;
-                    while (i < value.Length && IsTokenChar(value[i]))
+                    while (i < value.Length && HttpToken.IsTokenChar(value[i]))
                     {
                         i++;
                     }
@@ -448,8 +448,4 @@ internal static class ForwardedHeaders
         }
         return i;
     }
-
-    private static bool IsTokenChar(byte b) =>
-        char.IsAsciiLetterOrDigit((char)b) || b is (byte)'!' or (byte)'#' or (byte)'$' or (byte)'%' or (byte)'&' or (byte)'\'' or
-            (byte)'*' or (byte)'+' or (byte)'-' or (byte)'.' or (byte)'^' or (byte)'_' or (byte)'`' or (byte)'|' or (byte)'~';
 }

@@ -214,7 +214,7 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         {
             throw new PythonErrorException(Py.TypeError, $"response header names and values must be str, got {item.Repr()}");
         }
-        if (!name.TryGetLatin1(ref _nameScratch, out ReadOnlySpan<byte> nameBytes) || nameBytes.Length == 0 || !IsToken(nameBytes))
+        if (!name.TryGetLatin1(ref _nameScratch, out ReadOnlySpan<byte> nameBytes) || !HttpToken.IsToken(nameBytes))
         {
             throw new PythonErrorException(Py.ValueError, $"invalid response header name {name.Repr()}");
         }
@@ -617,21 +617,6 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         return false;
     }
 
-    // RFC 9110 token characters.
-    private static bool IsToken(ReadOnlySpan<byte> name)
-    {
-        foreach (byte b in name)
-        {
-            bool ok = b is (>= (byte)'a' and <= (byte)'z') or (>= (byte)'A' and <= (byte)'Z') or (>= (byte)'0' and <= (byte)'9')
-                or (byte)'!' or (byte)'#' or (byte)'$' or (byte)'%' or (byte)'&' or (byte)'\'' or (byte)'*' or (byte)'+'
-                or (byte)'-' or (byte)'.' or (byte)'^' or (byte)'_' or (byte)'`' or (byte)'|' or (byte)'~';
-            if (!ok)
-            {
-                return false;
-            }
-        }
-        return true;
-    }
 
     private static bool IsHopByHop(ReadOnlySpan<byte> name) =>
         Ascii.EqualsIgnoreCase(name, "connection"u8) || Ascii.EqualsIgnoreCase(name, "keep-alive"u8) ||

@@ -241,7 +241,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
                 {
                     refusal = StatusCodes.Status431RequestHeaderFieldsTooLarge;
                 }
-                else if (refusal == 0 && (!IsToken(header.Key) || !IsFieldValue(text)))
+                else if (refusal == 0 && (!HttpToken.IsToken(header.Key) || !IsFieldValue(text)))
                 {
                     refusal = StatusCodes.Status400BadRequest;
                 }
@@ -292,30 +292,6 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             }
         }
         return target.Length > 0;
-    }
-
-    private static bool IsToken(string name)
-    {
-        foreach (char c in name)
-        {
-            if (c >= 0x80 || !TokenChars[c])
-            {
-                return false;
-            }
-        }
-        return name.Length > 0;
-    }
-
-    private static readonly bool[] TokenChars = BuildTokenChars();
-
-    private static bool[] BuildTokenChars()
-    {
-        var table = new bool[128];
-        foreach (char c in "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-        {
-            table[c] = true;
-        }
-        return table;
     }
 
     private static bool IsFieldValue(string value)

@@ -469,7 +469,7 @@ internal sealed class LeanConnection : IHttpExchange
             _rejectStatus = StatusCodes.Status431RequestHeaderFieldsTooLarge;
             return;
         }
-        if (!IsToken(name) || !IsFieldValue(value))
+        if (!HttpToken.IsToken(name) || !IsFieldValue(value))
         {
             _rejectStatus = StatusCodes.Status400BadRequest;
             return;
@@ -519,22 +519,6 @@ internal sealed class LeanConnection : IHttpExchange
         }
     }
 
-    private static bool IsToken(ReadOnlySpan<byte> name)
-    {
-        if (name.IsEmpty)
-        {
-            return false;
-        }
-        foreach (byte b in name)
-        {
-            if (!TokenChars[b])
-            {
-                return false;
-            }
-        }
-        return true;
-    }
-
     private static bool IsFieldValue(ReadOnlySpan<byte> value)
     {
         foreach (byte b in value)
@@ -547,17 +531,6 @@ internal sealed class LeanConnection : IHttpExchange
         return true;
     }
 
-    private static readonly bool[] TokenChars = BuildTokenChars();
-
-    private static bool[] BuildTokenChars()
-    {
-        var table = new bool[256];
-        foreach (char c in "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-        {
-            table[c] = true;
-        }
-        return table;
-    }
 
     /// <summary>RFC 9112 §6.3 framing, refusing every ambiguity a proxy in front could read differently.</summary>
     private int DecideFraming()
