@@ -27,6 +27,33 @@ internal static class ResponseGate
     /// <summary>The Python thread completed or aborted the exchange.</summary>
     public const int Completed = 5;
 
+    /// <summary>
+    /// The watchdog's move: <see cref="Open"/> becomes <see cref="Answered504"/> (the caller sends
+    /// the 504), <see cref="Started"/> or <see cref="Continue"/> becomes <see cref="Cut"/> (the
+    /// caller closes the connection); anything else means the Python thread finished first.
+    /// </summary>
+    public static Wsgi.TimeoutOutcome ClaimForTimeout(ref int gate)
+    {
+        while (true)
+        {
+            int current = Volatile.Read(ref gate);
+            int next = current switch
+            {
+                Open => Answered504,
+                Started or Continue => Cut,
+                _ => -1,
+            };
+            if (next < 0)
+            {
+                return Wsgi.TimeoutOutcome.AlreadyComplete;
+            }
+            if (Interlocked.CompareExchange(ref gate, next, current) == current)
+            {
+                return next == Answered504 ? Wsgi.TimeoutOutcome.Answered504 : Wsgi.TimeoutOutcome.ConnectionClosed;
+            }
+        }
+    }
+
     public static ReadOnlySpan<byte> TimeoutBody =>
         "<html><head><title>Gateway Timeout</title></head><body><h1><p>Gateway Timeout</p></h1></body></html>"u8;
 }

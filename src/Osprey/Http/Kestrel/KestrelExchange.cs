@@ -180,37 +180,24 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     {
         var released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         _released = released;
-        while (true)
+        TimeoutOutcome outcome = ResponseGate.ClaimForTimeout(ref _responseGate);
+        if (outcome == TimeoutOutcome.Answered504)
         {
-            int gate = Volatile.Read(ref _responseGate);
-            switch (gate)
+            _clientGone = true;
+            _timedOut = true;
+            if (!_bodyBuffered)
             {
-                case ResponseGate.Open:
-                    if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Answered504, ResponseGate.Open) == ResponseGate.Open)
-                    {
-                        _clientGone = true;
-                        _timedOut = true;
-                        if (!_bodyBuffered)
-                        {
-                            // A Python thread blocked reading a streamed body comes back with its end.
-                            _bodyPipe.Reader.CancelPendingRead();
-                        }
-                        _completion.SetResult(true);
-                        return TimeoutOutcome.Answered504;
-                    }
-                    break;
-                case ResponseGate.Started:
-                    if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Cut, ResponseGate.Started) == ResponseGate.Started)
-                    {
-                        _clientGone = true;
-                        _lifetime.Abort();
-                        return TimeoutOutcome.ConnectionClosed;
-                    }
-                    break;
-                default:
-                    return TimeoutOutcome.AlreadyComplete;
+                // A Python thread blocked reading a streamed body comes back with its end.
+                _bodyPipe.Reader.CancelPendingRead();
             }
+            _completion.SetResult(true);
         }
+        else if (outcome == TimeoutOutcome.ConnectionClosed)
+        {
+            _clientGone = true;
+            _lifetime.Abort();
+        }
+        return outcome;
     }
 
     /// <summary>Copies the request head; 0, or the status to refuse it with when Kestrel let through something the lean engine refuses.</summary>

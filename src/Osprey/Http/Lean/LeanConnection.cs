@@ -1190,33 +1190,19 @@ internal sealed class LeanConnection : IHttpExchange
     /// </summary>
     public TimeoutOutcome TryTimeOut()
     {
-        while (true)
+        TimeoutOutcome outcome = ResponseGate.ClaimForTimeout(ref _responseGate);
+        if (outcome == TimeoutOutcome.Answered504)
         {
-            int gate = Volatile.Read(ref _responseGate);
-            switch (gate)
-            {
-                case ResponseGate.Open:
-                    if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Answered504, ResponseGate.Open) == ResponseGate.Open)
-                    {
-                        _clientGone = true;
-                        SendTimeoutResponse();
-                        return TimeoutOutcome.Answered504;
-                    }
-                    break;
-                case ResponseGate.Started:
-                case ResponseGate.Continue:
-                    if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Cut, gate) == gate)
-                    {
-                        _clientGone = true;
-                        // Wakes a Python thread blocked in poll (draining output, reading a streamed body).
-                        Syscalls.Shutdown(Fd, Syscalls.SHUT_RDWR);
-                        return TimeoutOutcome.ConnectionClosed;
-                    }
-                    break;
-                default:
-                    return TimeoutOutcome.AlreadyComplete;
-            }
+            _clientGone = true;
+            SendTimeoutResponse();
         }
+        else if (outcome == TimeoutOutcome.ConnectionClosed)
+        {
+            _clientGone = true;
+            // Wakes a Python thread blocked in poll (draining output, reading a streamed body).
+            Syscalls.Shutdown(Fd, Syscalls.SHUT_RDWR);
+        }
+        return outcome;
     }
 
     private void SendTimeoutResponse()
