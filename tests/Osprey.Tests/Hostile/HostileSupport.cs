@@ -8,20 +8,6 @@ internal static class HostileSupport
 {
     public const string App = "hostile_app:app";
 
-    /// <summary>Each engine crossed with each name of <paramref name="cases"/>, for [Theory] data.</summary>
-    public static TheoryData<string, string> Cross(IEnumerable<string> cases)
-    {
-        var data = new TheoryData<string, string>();
-        foreach (string engine in Engines.Names)
-        {
-            foreach (string name in cases)
-            {
-                data.Add(engine, name);
-            }
-        }
-        return data;
-    }
-
     /// <summary>Sends raw bytes on a fresh connection and reads one response; null when the server closed without answering.</summary>
     public static async Task<(RawHttpResponse? Response, RawHttpConnection Connection)> ExchangeAsync(int port, string latin1)
     {

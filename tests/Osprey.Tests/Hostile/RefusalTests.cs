@@ -112,7 +112,7 @@ public sealed class RefusalTests(ServerPool pool) : IClassFixture<ServerPool>
             "POST /r?MARK HTTP/1.1\r\nHOST\r\nContent-Length: 99999999999999999999999\r\n\r\nhello",
     };
 
-    public static TheoryData<string, string> Cases => Cross(s_cases.Keys);
+    public static TheoryData<string, string> Cases => Engines.Cross(s_cases.Keys);
 
     [Theory, MemberData(nameof(Cases))]
     public async Task Is_refused_with_400_and_the_connection_closed(string engine, string name)

@@ -12,7 +12,7 @@ namespace Osprey.Tests.Hostile;
 /// </summary>
 public sealed class ResponseSafetyTests(ServerPool pool) : IClassFixture<ServerPool>
 {
-    public static TheoryData<string, string> SplittingRoutes => Cross(["/status_crlf", "/status_lf", "/header_crlf", "/header_nul"]);
+    public static TheoryData<string, string> SplittingRoutes => Engines.Cross(["/status_crlf", "/status_lf", "/header_crlf", "/header_nul"]);
 
     [Theory, MemberData(nameof(SplittingRoutes))]
     public async Task Control_characters_from_the_app_give_500_and_a_logged_error(string engine, string route)

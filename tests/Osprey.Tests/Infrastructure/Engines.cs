@@ -20,4 +20,18 @@ public static class Engines
             return data;
         }
     }
+
+    /// <summary>Each engine crossed with each of <paramref name="cases"/>, for <c>[Theory, MemberData]</c> data.</summary>
+    public static TheoryData<string, string> Cross(IEnumerable<string> cases)
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var engine in Names)
+        {
+            foreach (var item in cases)
+            {
+                data.Add(engine, item);
+            }
+        }
+        return data;
+    }
 }

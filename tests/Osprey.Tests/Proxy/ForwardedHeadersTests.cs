@@ -208,15 +208,7 @@ public sealed class ForwardedHeadersTests(ServerPool pool) : IClassFixture<Serve
             "Forwarded: =",
             "X_Forwarded_For: 203.0.113.7",
         ];
-        var data = new TheoryData<string, string>();
-        foreach (string engine in Engines.Names)
-        {
-            foreach (string header in headers)
-            {
-                data.Add(engine, header);
-            }
-        }
-        return data;
+        return Engines.Cross(headers);
     }
 
     [Theory, MemberData(nameof(MalformedHeaders))]

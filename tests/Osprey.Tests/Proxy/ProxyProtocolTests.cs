@@ -175,15 +175,7 @@ public sealed class ProxyProtocolTests(ServerPool pool) : IClassFixture<ServerPo
             "v2-too-long",
             "v2-short-address",
         ];
-        var data = new TheoryData<string, string>();
-        foreach (string engine in Engines.Names)
-        {
-            foreach (string header in headers)
-            {
-                data.Add(engine, header);
-            }
-        }
-        return data;
+        return Engines.Cross(headers);
     }
 
     [Theory, MemberData(nameof(MalformedHeaders))]
