@@ -88,6 +88,7 @@ public sealed class PythonWorkers : IDisposable
 
     private void Run(RequestSlot? slot)
     {
+        ServingThreads.UseBatchScheduling();
         var thread = new PythonThread();
         thread.Attach();
         slot?.IdentifyThread(thread.Ident);

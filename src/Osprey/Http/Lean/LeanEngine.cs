@@ -95,6 +95,7 @@ public sealed class LeanEngine : IHttpEngine
 
     private void Run()
     {
+        ServingThreads.UseBatchScheduling();
         byte[] events = new byte[Syscalls.EpollEventSize * 256];
         Span<byte> address = stackalloc byte[128];
         while (!_stopNow)
