@@ -97,6 +97,14 @@ def _caught(environ, start_response, attempt):
     return [b'caught:none']
 
 
+class _ListBacked:
+    def __init__(self, items):
+        self._items = items
+
+    def __iter__(self):
+        return iter(self._items)
+
+
 def app(environ, start_response):
     path = environ['PATH_INFO']
     q = _query(environ)
@@ -107,6 +115,18 @@ def app(environ, start_response):
     if path == '/list3':
         start_response('200 OK', list(TEXT))
         return [b'a', b'bb', b'ccc']
+    if path == '/iter1':
+        # Like Django's HttpResponse: not a list, but iterating it gives a list iterator.
+        start_response('200 OK', list(TEXT))
+        return _ListBacked([b'hello'])
+    if path == '/iter_tuple3':
+        start_response('200 OK', list(TEXT))
+        return iter((b'a', b'bb', b'ccc'))
+    if path == '/gen1':
+        def gen1():
+            yield b'only'
+        start_response('200 OK', list(TEXT))
+        return gen1()
     if path == '/gen':
         def gen():
             yield b'g1'

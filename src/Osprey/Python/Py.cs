@@ -23,6 +23,10 @@ public static unsafe class Py
     public static nint ListType { get; private set; }
     public static nint TupleType { get; private set; }
 
+    /// <summary>The types of iter(list) and iter(tuple), whose next() runs no Python code.</summary>
+    public static nint ListIteratorType { get; private set; }
+    public static nint TupleIteratorType { get; private set; }
+
     private static PyRef s_formatException;
 
     internal static void BindConstants()
@@ -39,6 +43,8 @@ public static unsafe class Py
         AssertionError = ExceptionType("PyExc_AssertionError");
         ListType = PythonLibrary.Export("PyList_Type");
         TupleType = PythonLibrary.Export("PyTuple_Type");
+        ListIteratorType = PythonLibrary.Export("PyListIter_Type");
+        TupleIteratorType = PythonLibrary.Export("PyTupleIter_Type");
     }
 
     internal static void BindTraceback()

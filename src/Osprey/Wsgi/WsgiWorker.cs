@@ -295,22 +295,57 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
             }
             using (iterator)
             {
-                while (true)
+                // Iterators over a list or tuple yield without running application code or
+                // blocking, so looking one item ahead delays nothing: the last item then goes out
+                // with the end of the response in one send, and a single item gets a
+                // Content-Length instead of chunked framing (Django's HttpResponse is one).
+                // Any other iterator may be a generator that streams: each of its items is sent
+                // as soon as it is produced, as PEP 3333 requires.
+                bool lookAhead = iterator.Borrow().TypeHandle is var type && (type == Py.ListIteratorType || type == Py.TupleIteratorType);
+                PyRef item = NextItem(iterator.Borrow());
+                bool first = true;
+                try
                 {
-                    using PyRef item = iterator.Borrow().IterNext();
-                    if (item.IsNull)
+                    while (!item.IsNull)
                     {
-                        if (Py.ErrorPending)
+                        PyRef next = lookAhead ? NextItem(iterator.Borrow()) : default;
+                        try
                         {
-                            throw PythonException.Fetch();
+                            bool last = lookAhead && next.IsNull;
+                            if (last && first && !_headersSent && _statusSet && _head.ContentLength < 0 && item.Borrow().IsBytes)
+                            {
+                                AddContentLength(item.Borrow().Length);
+                            }
+                            WriteItem(item.Borrow(), flush: !last);
                         }
-                        break;
+                        catch
+                        {
+                            next.Dispose();
+                            throw;
+                        }
+                        item.Dispose();
+                        item = lookAhead ? next : NextItem(iterator.Borrow());
+                        first = false;
                     }
-                    WriteItem(item.Borrow(), flush: true);
+                }
+                finally
+                {
+                    item.Dispose();
                 }
             }
         }
         EndResponse();
+    }
+
+    /// <summary>The iterator's next item, or a null reference at its end; an exception the iterator raised is thrown.</summary>
+    private static PyRef NextItem(PyBorrowed iterator)
+    {
+        PyRef item = iterator.IterNext();
+        if (item.IsNull && Py.ErrorPending)
+        {
+            throw PythonException.Fetch();
+        }
+        return item;
     }
 
     private void WriteItem(PyBorrowed item, bool flush)

@@ -75,6 +75,44 @@ public sealed class ResponseFramingTests(ServerPool pool) : IClassFixture<Server
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Iterable_yielding_one_item_from_a_list_gets_a_content_length(string engine)
+    {
+        // Django's HttpResponse without CommonMiddleware: its iterator is a list iterator, which
+        // the server can look ahead in without running application code.
+        var server = await ServerAsync(engine);
+        var response = await RawHttp.GetAsync(server, "/iter1");
+
+        Assert.Equal(200, response.StatusCode);
+        Assert.Equal("5", response.Header("Content-Length"));
+        Assert.False(response.HasHeader("Transfer-Encoding"), response.ToString());
+        Assert.Equal("hello", response.BodyText);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Tuple_iterator_of_several_items_is_chunked_and_complete(string engine)
+    {
+        var server = await ServerAsync(engine);
+        var response = await RawHttp.GetAsync(server, "/iter_tuple3");
+
+        Assert.Equal(BodyFraming.Chunked, response.Framing);
+        Assert.Equal("abbccc", response.BodyText);
+        Assert.True(response.Complete);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Generator_of_one_item_stays_chunked_because_it_is_not_looked_ahead_in(string engine)
+    {
+        // Asking a generator for its next item could wait on the application (a stream), so its
+        // first item must go out before the server knows it is the last.
+        var server = await ServerAsync(engine);
+        var response = await RawHttp.GetAsync(server, "/gen1");
+
+        Assert.Equal(BodyFraming.Chunked, response.Framing);
+        Assert.Equal("only", response.BodyText);
+        Assert.True(response.Complete);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Generator_is_chunked_and_empty_yields_do_not_end_the_body(string engine)
     {
         var server = await ServerAsync(engine);
