@@ -188,10 +188,11 @@ internal static unsafe partial class Syscalls
         }
     }
 
-    public static int SetNoDelay(int fd)
+    /// <summary>TCP_NODELAY on (Nagle's algorithm off) or off. Turning it on pushes out anything Nagle holds.</summary>
+    public static int SetNoDelay(int fd, bool on = true)
     {
-        int one = 1;
-        return Check(SetSockOptNative(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int)));
+        int value = on ? 1 : 0;
+        return Check(SetSockOptNative(fd, IPPROTO_TCP, TCP_NODELAY, &value, sizeof(int)));
     }
 
     public static int SetNonBlocking(int fd)
