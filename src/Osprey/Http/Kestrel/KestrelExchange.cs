@@ -300,6 +300,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     /// <summary>Receives the whole body before the application is called; false if the request is already answered.</summary>
     private async ValueTask<bool> BufferBodyAsync()
     {
+        _body.Expect(_request.Headers.ContentLength ?? -1);
         PipeReader reader = _bodyPipe.Reader;
         try
         {

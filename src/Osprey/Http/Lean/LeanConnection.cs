@@ -292,6 +292,8 @@ internal sealed class LeanConnection : IHttpExchange
             }
             State = ConnectionState.ReadingBody;
             BodyStarted = Environment.TickCount64;
+            _body ??= new RequestBodyBuffer(_settings.BodyBufferSize);
+            _body.Expect(_decoder.Framing == BodyFraming.ContentLength ? _contentLength : -1);
         }
         if (State == ConnectionState.ReadingBody)
         {
@@ -597,8 +599,7 @@ internal sealed class LeanConnection : IHttpExchange
                     {
                         return StatusCodes.Status413PayloadTooLarge;
                     }
-                    _body ??= new RequestBodyBuffer(_settings.BodyBufferSize);
-                    _body.Append(data);
+                    _body!.Append(data);
                     break;
                 case DecodeStatus.Done:
                     return 0;
