@@ -78,7 +78,10 @@ SERVERS = {
     "waitress": "Waitress, --threads=4 --connection-limit=2048",
     "osprey": "Osprey (JIT build) -w 1 --threads 1",
     "osprey-aot": "Osprey (NativeAOT build) -w 1 --threads 1",
+    "floor": "bench/floor/floor.c: one epoll thread in C, no Python, fixed body or echo (hello, big, echo only)",
 }
+# The floor server's body size per scenario (0 = echo the request body); other scenarios need Python.
+FLOOR_BODY = {"hello": 13, "big": 81920, "echo": 0}
 BASELINES = (("gunicorn-sync", "vs gunicorn sync"), ("uwsgi", "vs uWSGI"))
 
 
@@ -114,6 +117,13 @@ def server_command(name, app, port, ctx):
         # not count them as errors. Raise the limit like the other servers' backlogs.
         return [PYTHON, "-m", "waitress", "--threads=4", "--listen=" + bind,
                 "--connection-limit=%d" % min(2048, maxq), app], APPS
+    if name == "floor":
+        scenario = ctx["scenario"]
+        if scenario not in FLOOR_BODY:
+            raise Skip("the floor answers only " + ", ".join(FLOOR_BODY))
+        if not ctx.get("floor_bin"):
+            raise Skip(ctx.get("floor_note", "not built"))
+        return [ctx["floor_bin"], str(port), str(FLOOR_BODY[scenario])], APPS
     if name in ("osprey", "osprey-aot"):
         binary = ctx["osprey_bins"].get(name)
         if not binary:
@@ -841,6 +851,22 @@ def main(argv=None):
         else:
             ctx["osprey_notes"][name] = note
 
+    if "floor" in servers:
+        floor_bin = os.path.join(RAW, "floor")
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if not cc:
+            ctx["floor_note"] = "no C compiler (cc)"
+        else:
+            done = subprocess.run([cc, "-O2", "-o", floor_bin, os.path.join(BENCH, "floor", "floor.c")],
+                                  capture_output=True, text=True)
+            if done.returncode == 0:
+                ctx["floor_bin"] = floor_bin
+            else:
+                lines = done.stderr.strip().splitlines()
+                ctx["floor_note"] = "cc failed: " + (lines[-1] if lines else "exit %d" % done.returncode)
+        if "floor_note" in ctx:
+            notes.append("floor: " + ctx["floor_note"])
+
     # from here on the runner itself stays off the server's CPU
     try:
         os.sched_setaffinity(0, {client_cpu})
@@ -882,6 +908,7 @@ def main(argv=None):
             for name in servers:
                 log("== %s / %s" % (sc, name))
                 port = free_port()
+                ctx["scenario"] = sc
                 try:
                     argv_, cwd = server_command(name, spec["app"], port, ctx)
                 except Skip as exc:
