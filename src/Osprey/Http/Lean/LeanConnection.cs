@@ -87,11 +87,6 @@ internal sealed class LeanConnection : IHttpExchange
     private int _localPort;
     /// <summary>--proxy-protocol and a trusted peer: the connection may start with a PROXY header.</summary>
     private bool _expectProxyHeader;
-    private bool _isTcp;
-    /// <summary>Body writes of the current response that had to go out at once (each item of a stream).</summary>
-    private int _flushedWrites;
-    /// <summary>Nagle's algorithm is on for the rest of a streamed response (see <see cref="WriteBody"/>).</summary>
-    private bool _coalescing;
 
     public LeanConnection(LeanEngine engine, HttpSettings settings)
     {
@@ -119,11 +114,9 @@ internal sealed class LeanConnection : IHttpExchange
     private volatile bool _peerHungUp;
     public bool HasPartialRequest => _inputEnd > _inputStart;
 
-    public void Open(int fd, uint generation, bool isTcp, string remoteAddress, int remotePort, string localAddress, int localPort, bool expectProxyHeader)
+    public void Open(int fd, uint generation, string remoteAddress, int remotePort, string localAddress, int localPort, bool expectProxyHeader)
     {
         _expectProxyHeader = expectProxyHeader;
-        _isTcp = isTcp;
-        _coalescing = false;
         Fd = fd;
         Generation = generation;
         _remoteAddress = remoteAddress;
@@ -834,7 +827,6 @@ internal sealed class LeanConnection : IHttpExchange
         _bodyAllowed = !_isHeadRequest && code is not ((>= 100 and < 200) or 204 or 304);
         bool lengthKnown = head.ContentLength >= 0;
         _chunkedResponse = false;
-        _flushedWrites = 0;
         if (!lengthKnown && _bodyAllowed)
         {
             if (_version == WsgiVersion.Http11)
@@ -928,17 +920,6 @@ internal sealed class LeanConnection : IHttpExchange
             suffix = "\r\n"u8;
         }
         ReadOnlySpan<byte> framing = prefix[..prefixLength];
-        if (flush && ++_flushedWrites == 2 && _isTcp)
-        {
-            // A stream: every item must leave without waiting for the next, so each is its own
-            // send, and with TCP_NODELAY each send is its own packet, delivered (on loopback,
-            // processed for the receiver) by this thread. From the second item on, Nagle's
-            // algorithm lets items written while earlier ones are unacknowledged share packets;
-            // it holds nothing while the stream pauses, since the pause lets the ACKs arrive.
-            // Complete turns TCP_NODELAY back on, which pushes the tail out at once. Measured:
-            // 100 items of 1 KB cost half as much CPU.
-            _coalescing = Syscalls.SetNoDelay(Fd, on: false) == 0;
-        }
         if (!_pending.IsEmpty)
         {
             // Earlier output is still queued: keep the order, then push what the socket takes.
@@ -1158,11 +1139,6 @@ internal sealed class LeanConnection : IHttpExchange
                 _pending.Append(_staging.AsSpan(0, _stagingLength));
             }
             _stagingLength = 0;
-        }
-        if (_coalescing)
-        {
-            _coalescing = false;
-            Syscalls.SetNoDelay(Fd);
         }
         if (_clientGone)
         {

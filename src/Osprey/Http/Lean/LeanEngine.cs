@@ -172,7 +172,7 @@ public sealed class LeanEngine : IHttpEngine
             _openConnections++;
             LeanConnection connection = _free.Count > 0 ? _free.Pop() : new LeanConnection(this, _settings);
             bool expectProxyHeader = _settings.ProxyProtocol && _settings.ForwardedAllowIps.ContainsPeer(remote);
-            connection.Open(fd, ++_generation, listener.AddressFamily != AddressFamily.Unix, remote, remotePort, local, localPort, expectProxyHeader);
+            connection.Open(fd, ++_generation, remote, remotePort, local, localPort, expectProxyHeader);
             if (fd >= _byFd.Length)
             {
                 Array.Resize(ref _byFd, Math.Max(_byFd.Length * 2, fd + 1));

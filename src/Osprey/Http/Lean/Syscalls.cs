@@ -188,11 +188,10 @@ internal static unsafe partial class Syscalls
         }
     }
 
-    /// <summary>TCP_NODELAY on (Nagle's algorithm off) or off. Turning it on pushes out anything Nagle holds.</summary>
-    public static int SetNoDelay(int fd, bool on = true)
+    public static int SetNoDelay(int fd)
     {
-        int value = on ? 1 : 0;
-        return Check(SetSockOptNative(fd, IPPROTO_TCP, TCP_NODELAY, &value, sizeof(int)));
+        int one = 1;
+        return Check(SetSockOptNative(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int)));
     }
 
     public static int SetNonBlocking(int fd)
