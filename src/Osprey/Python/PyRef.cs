@@ -108,8 +108,16 @@ public readonly struct PyBorrowed(nint handle)
 
     public PyRef GetIter() => PyRef.Check(CPython.PyObject_GetIter(Handle));
 
-    /// <summary>The iterator's next item; a null reference at the end (check <see cref="Py.ErrorPending"/> for an error).</summary>
-    public PyRef IterNext() => PyRef.Steal(CPython.PyIter_Next(Handle));
+    /// <summary>The iterator's next item, or a null reference at its end; an exception the iterator raised is thrown.</summary>
+    public PyRef IterNext()
+    {
+        PyRef item = PyRef.Steal(CPython.PyIter_Next(Handle));
+        if (item.IsNull && Py.ErrorPending)
+        {
+            throw PythonException.Fetch();
+        }
+        return item;
+    }
 
     public bool IsTrue()
     {

@@ -102,10 +102,6 @@ internal sealed class ErrorStreamObject(int fileDescriptor) : NativeObject
                         }
                         Log.Raw(line.Borrow().AsUtf8());
                     }
-                    if (Py.ErrorPending)
-                    {
-                        throw PythonException.Fetch();
-                    }
                 }
                 return Py.None.NewRef();
             case 2:

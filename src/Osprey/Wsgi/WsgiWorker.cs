@@ -263,13 +263,9 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         {
             bool list = result.IsList;
             nint count = list ? result.ListSize : result.TupleSize;
-            if (count == 1 && !_headersSent && _statusSet && _head.ContentLength < 0)
+            if (count == 1)
             {
-                PyBorrowed only = list ? result.ListItem(0) : result.TupleItem(0);
-                if (only.IsBytes)
-                {
-                    AddContentLength(only.Length);
-                }
+                DeclareLengthOfOnlyItem(list ? result.ListItem(0) : result.TupleItem(0));
             }
             for (nint i = 0; i < count; i++)
             {
@@ -302,19 +298,19 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
                 // Any other iterator may be a generator that streams: each of its items is sent
                 // as soon as it is produced, as PEP 3333 requires.
                 bool lookAhead = iterator.Borrow().TypeHandle is var type && (type == Py.ListIteratorType || type == Py.TupleIteratorType);
-                PyRef item = NextItem(iterator.Borrow());
+                PyRef item = iterator.Borrow().IterNext();
                 bool first = true;
                 try
                 {
                     while (!item.IsNull)
                     {
-                        PyRef next = lookAhead ? NextItem(iterator.Borrow()) : default;
+                        PyRef next = lookAhead ? iterator.Borrow().IterNext() : default;
                         try
                         {
                             bool last = lookAhead && next.IsNull;
-                            if (last && first && !_headersSent && _statusSet && _head.ContentLength < 0 && item.Borrow().IsBytes)
+                            if (last && first)
                             {
-                                AddContentLength(item.Borrow().Length);
+                                DeclareLengthOfOnlyItem(item.Borrow());
                             }
                             WriteItem(item.Borrow(), flush: !last);
                         }
@@ -324,7 +320,7 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
                             throw;
                         }
                         item.Dispose();
-                        item = lookAhead ? next : NextItem(iterator.Borrow());
+                        item = lookAhead ? next : iterator.Borrow().IterNext();
                         first = false;
                     }
                 }
@@ -337,15 +333,13 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         EndResponse();
     }
 
-    /// <summary>The iterator's next item, or a null reference at its end; an exception the iterator raised is thrown.</summary>
-    private static PyRef NextItem(PyBorrowed iterator)
+    /// <summary>A body that is one bytes item gets its Content-Length, unless the application declared one or the head is already out.</summary>
+    private void DeclareLengthOfOnlyItem(PyBorrowed item)
     {
-        PyRef item = iterator.IterNext();
-        if (item.IsNull && Py.ErrorPending)
+        if (!_headersSent && _statusSet && _head.ContentLength < 0 && item.IsBytes)
         {
-            throw PythonException.Fetch();
+            AddContentLength(item.Length);
         }
-        return item;
     }
 
     private void WriteItem(PyBorrowed item, bool flush)
