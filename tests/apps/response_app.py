@@ -144,6 +144,27 @@ def app(environ, start_response):
             yield b'second'
         start_response('200 OK', list(TEXT))
         return slow()
+    if path == '/burst':
+        # ?n blocks at once, then a pause, then one more: every block of the burst must be
+        # on the wire during the pause, not held back for the block after it.
+        n, delay = int(q.get('n', '5')), float(q.get('delay', '1'))
+
+        def burst():
+            for i in range(n):
+                yield b'b%d;' % i
+            time.sleep(delay)
+            yield b'end'
+        start_response('200 OK', list(TEXT))
+        return burst()
+    if path == '/many':
+        # ?count numbered blocks of ?size bytes as fast as the generator can yield them.
+        count, size = int(q.get('count', '1000')), int(q.get('size', '100'))
+
+        def many():
+            for i in range(count):
+                yield (b'%d:' % i).ljust(size, b'.')
+        start_response('200 OK', list(TEXT))
+        return many()
     if path == '/empty_gen':
         def empty():
             return

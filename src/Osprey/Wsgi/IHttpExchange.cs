@@ -39,8 +39,12 @@ public interface IHttpExchange
     void WriteHead(ResponseHead head);
 
     /// <summary>
-    /// Copies body bytes into the engine's output. Returns false when the client is not keeping up
-    /// and the caller must call <see cref="WaitForDrain"/> (blocking) before writing more.
+    /// Copies body bytes into the engine's output. <paramref name="flush"/> says the application
+    /// may take its time before its next write (a generator's item, write()): the bytes must then
+    /// be on their way without waiting for more, as PEP 3333 requires. Without it the engine may
+    /// hold them until more output or the end of the response. Returns false when the client is
+    /// not keeping up and the caller must call <see cref="WaitForDrain"/> (blocking) before
+    /// writing more.
     /// </summary>
     bool WriteBody(ReadOnlySpan<byte> data, bool flush);
 

@@ -274,7 +274,9 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
                 {
                     break;
                 }
-                WriteItem(list ? result.ListItem(i) : result.TupleItem(i), flush: i < count - 1);
+                // A list's items are all there already: nothing waits on the application, so
+                // nothing needs flushing before the end (small items then share one send).
+                WriteItem(list ? result.ListItem(i) : result.TupleItem(i), flush: false);
             }
         }
         else
@@ -312,7 +314,7 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
                             {
                                 DeclareLengthOfOnlyItem(item.Borrow());
                             }
-                            WriteItem(item.Borrow(), flush: !last);
+                            WriteItem(item.Borrow(), flush: !lookAhead);
                         }
                         catch
                         {

@@ -161,6 +161,49 @@ public sealed class ResponseFramingTests(ServerPool pool) : IClassFixture<Server
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Every_block_of_a_burst_is_on_the_wire_while_the_generator_pauses(string engine)
+    {
+        // The lean engine sends a stream's later blocks from its loop while the generator goes
+        // on; none of them may wait for the block after it.
+        var server = await ServerAsync(engine);
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync(RawHttp.Get("/burst?n=6&delay=1.5", server.Port));
+
+        await connection.WaitForBytesAsync("b5;", TimeSpan.FromSeconds(5));
+        var afterBurst = Stopwatch.StartNew();
+        var response = await connection.ReadResponseAsync();
+        afterBurst.Stop();
+
+        Assert.Equal("b0;b1;b2;b3;b4;b5;end", response.BodyText);
+        Assert.True(response.Complete);
+        Assert.True(afterBurst.Elapsed >= TimeSpan.FromSeconds(1),
+            $"the last block arrived {afterBurst.Elapsed.TotalSeconds:F3} s after the burst: the burst was held back until the generator went on");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Long_stream_of_small_blocks_arrives_whole_and_in_order_and_the_connection_is_reused(string engine)
+    {
+        // 30,000 blocks of 100 bytes (3 MB): more than the engine buffers for a connection, so
+        // the Python thread waits for the client while the loop sends, and both send in turn.
+        var server = await ServerAsync(engine);
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync([.. RawHttp.Get("/many?count=30000&size=100", server.Port), .. RawHttp.Get("/list1", server.Port)]);
+
+        var response = await connection.ReadResponseAsync();
+        Assert.Equal(BodyFraming.Chunked, response.Framing);
+        Assert.True(response.Complete);
+        var expected = new StringBuilder();
+        for (int i = 0; i < 30000; i++)
+        {
+            expected.Append($"{i}:".PadRight(100, '.'));
+        }
+        Assert.Equal(expected.Length, response.Body.Length);
+        Assert.True(expected.ToString() == response.BodyLatin1, "the streamed body differs from the blocks yielded, in content or order");
+
+        Assert.Equal("hello", (await connection.ReadResponseAsync()).BodyText);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Short_content_length_closes_the_connection(string engine)
     {
         await using var server = await OwnServerAsync(engine);

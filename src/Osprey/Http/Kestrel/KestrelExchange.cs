@@ -50,7 +50,11 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     /// <summary>Completed when the Python thread lets go of a timed-out exchange (timeout path only).</summary>
     private TaskCompletionSource? _released;
     private long _responseBodyBytes;
+    /// <summary>Body bytes written to the pipe since its last flush.</summary>
+    private long _unflushedBytes;
     private Task<FlushResult>? _pendingFlush;
+    /// <summary>Unflushed writes are flushed at this size anyway, so a long list of items gets the pipe's backpressure.</summary>
+    private const long FlushThreshold = 64 * 1024;
 
     private readonly HttpSettings _settings;
 
@@ -106,7 +110,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _bodyBuffered = true;
         _aborted = false;
         _clientGone = false;
-        _responseBodyBytes = 0;
+        _responseBodyBytes = _unflushedBytes = 0;
         if (_bodyDetection?.CanHaveBody ?? true)
         {
             if (IsExpectContinue())
@@ -427,7 +431,13 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             PipeWriter writer = _responseBody.Writer;
             writer.Write(data);
             _responseBodyBytes += data.Length;
-            return !flush || Flush(writer);
+            _unflushedBytes += data.Length;
+            if (!flush && _unflushedBytes < FlushThreshold)
+            {
+                return true;
+            }
+            _unflushedBytes = 0;
+            return Flush(writer);
         }
         catch (Exception e) when (e is InvalidOperationException or ArgumentException or ObjectDisposedException or IOException or OperationCanceledException)
         {

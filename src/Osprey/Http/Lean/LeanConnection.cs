@@ -15,14 +15,16 @@ namespace Osprey.Http.Lean;
 internal enum ConnectionState { ReadingHead, ReadingBody, Dispatched, Flushing, Lingering, Closed }
 
 /// <summary>What a Python thread asks the loop to do with a connection it hands back.</summary>
-internal enum LoopAction { Read, Flush, Linger, Close }
+internal enum LoopAction { Read, Flush, Linger, Close, Stream }
 
 /// <summary>
 /// One client connection and, while a request is in flight, that request's exchange.
-/// Ownership moves, it is never shared: the loop thread owns the connection while it reads a
-/// request; <see cref="LeanEngine"/> then hands it to a Python thread, which writes the response
+/// Ownership moves: the loop thread owns the connection while it reads a request;
+/// <see cref="LeanEngine"/> then hands it to a Python thread, which writes the response
 /// straight to the socket (no hop back to the loop for a response the socket takes at once) and
-/// finally re-arms the socket or hands the connection back to the loop.
+/// finally re-arms the socket or hands the connection back to the loop. The one thing shared
+/// is the queue of unsent output while a response streams (see <see cref="FlushStream"/>):
+/// both threads touch it only under <c>_outputLock</c>.
 /// </summary>
 internal sealed class LeanConnection : IHttpExchange
 {
@@ -47,6 +49,14 @@ internal sealed class LeanConnection : IHttpExchange
     private readonly HttpSettings _settings;
     private readonly RequestHead _head = new();
     private readonly OutputQueue _pending = new();
+    /// <summary>Guards <see cref="_pending"/> and <see cref="_streamFlushPosted"/> while a Python thread owns the connection (the staging buffer stays that thread's alone).</summary>
+    private readonly Lock _outputLock = new();
+    /// <summary>A <see cref="LoopAction.Stream"/> is queued for the loop and has not run yet.</summary>
+    private bool _streamFlushPosted;
+    /// <summary>The loop's last stream flush left output queued: the socket's next write-space edge resumes it.</summary>
+    private volatile bool _streamWaitsForSpace;
+    /// <summary>This response has already sent a flushed body write itself (Python thread).</summary>
+    private bool _streamedDirectly;
     private RequestBodyBuffer? _body;
     private BodyDecoder _decoder;
     private byte[] _input = [];
@@ -98,7 +108,6 @@ internal sealed class LeanConnection : IHttpExchange
     public uint Generation { get; private set; }
     public ulong Token => ((ulong)Generation << 32) | (uint)Fd;
     public volatile ConnectionState State;
-    public LoopAction PostedAction;
     /// <summary>Environment.TickCount64 of the last progress, for the loop's timeouts.</summary>
     public long LastProgress;
     public bool ServedRequest;
@@ -175,6 +184,14 @@ internal sealed class LeanConnection : IHttpExchange
                 if (Interlocked.Exchange(ref _eventPending, 0) == 1)
                 {
                     OnWritable();
+                }
+                break;
+            case ConnectionState.Dispatched:
+                // The event stays pending for the Python thread (it may also be input); only the
+                // write space is used here, for a streamed response the loop is sending.
+                if (_streamWaitsForSpace)
+                {
+                    FlushStream();
                 }
                 break;
         }
@@ -665,6 +682,52 @@ internal sealed class LeanConnection : IHttpExchange
         AfterResponse(onLoop: true);
     }
 
+    /// <summary>
+    /// Sends streamed output that a Python thread queued while it goes on producing the next
+    /// block (PEP 3333 lets a server buffer a block if it keeps transmitting while the application
+    /// works). Blocks that pile up meanwhile leave in one send: a generator of small items costs a
+    /// few sends instead of one send and one packet each. Loop thread only: on
+    /// <see cref="LoopAction.Stream"/> and on write space while the request is dispatched.
+    /// </summary>
+    public void FlushStream()
+    {
+        lock (_outputLock)
+        {
+            _streamFlushPosted = false;
+            // Once the response is complete (Flushing) OnWritable finishes it; in any other state
+            // this is a stale action of an earlier request and its output is long gone.
+            if (State != ConnectionState.Dispatched || _clientGone)
+            {
+                _streamWaitsForSpace = false;
+                return;
+            }
+            long before = _pending.BufferedBytes;
+            if (!_pending.Flush(Fd))
+            {
+                // The Python thread sees it at its next write and aborts the exchange.
+                _clientGone = true;
+                _streamWaitsForSpace = false;
+                return;
+            }
+            if (_pending.BufferedBytes != before)
+            {
+                LastProgress = Environment.TickCount64;
+            }
+            _streamWaitsForSpace = !_pending.IsEmpty;
+        }
+    }
+
+    /// <summary>Under <c>_outputLock</c>: whether the caller must post <see cref="LoopAction.Stream"/> (outside the lock) so the loop sends what is queued.</summary>
+    private bool NeedsStreamFlush()
+    {
+        if (_streamFlushPosted || _pending.IsEmpty)
+        {
+            return false;
+        }
+        _streamFlushPosted = true;
+        return true;
+    }
+
     /// <summary>The response is fully written: keep the connection for the next request, or close it.</summary>
     private void AfterResponse(bool onLoop)
     {
@@ -840,6 +903,7 @@ internal sealed class LeanConnection : IHttpExchange
             }
         }
 
+        _streamedDirectly = false;
         _staging ??= ArrayPool<byte>.Shared.Rent(StagingSize);
         _stagingLength = 0;
         Stage("HTTP/1.1 "u8);
@@ -920,31 +984,45 @@ internal sealed class LeanConnection : IHttpExchange
             suffix = "\r\n"u8;
         }
         ReadOnlySpan<byte> framing = prefix[..prefixLength];
-        if (!_pending.IsEmpty)
+        bool post;
+        bool belowLimit;
+        lock (_outputLock)
         {
-            // Earlier output is still queued: keep the order, then push what the socket takes.
-            _pending.Append(_staging.AsSpan(0, _stagingLength));
-            _stagingLength = 0;
-            _pending.Append(framing);
-            _pending.Append(data);
-            _pending.Append(suffix);
-            if (!_pending.Flush(Fd))
+            if (!_pending.IsEmpty || (flush && _streamedDirectly))
             {
-                _clientGone = true;
+                // Earlier output is still queued (keep the order), or a stream goes on: the loop
+                // sends it while the application produces its next block. The first block of a
+                // stream went out directly, so a response's first bytes never wait for the loop.
+                _pending.Append(_staging.AsSpan(0, _stagingLength));
+                _stagingLength = 0;
+                _pending.Append(framing);
+                _pending.Append(data);
+                _pending.Append(suffix);
             }
-            return _pending.BufferedBytes <= OutputLimit;
+            else
+            {
+                int total = framing.Length + data.Length + suffix.Length;
+                if (!flush && _staging is not null && _stagingLength + total <= _staging.Length)
+                {
+                    Stage(framing);
+                    Stage(data);
+                    Stage(suffix);
+                    return true;
+                }
+                SendOrQueue(_staging.AsSpan(0, _stagingLength), framing, data, suffix);
+                _stagingLength = 0;
+                _streamedDirectly |= flush;
+            }
+            // Whatever the socket did not take goes on from the loop, even if the application
+            // writes nothing more for a while.
+            post = NeedsStreamFlush();
+            belowLimit = _pending.BufferedBytes <= OutputLimit;
         }
-        int total = framing.Length + data.Length + suffix.Length;
-        if (!flush && _staging is not null && _stagingLength + total <= _staging.Length)
+        if (post)
         {
-            Stage(framing);
-            Stage(data);
-            Stage(suffix);
-            return true;
+            _engine.Post(this, LoopAction.Stream);
         }
-        SendOrQueue(_staging.AsSpan(0, _stagingLength), framing, data, suffix);
-        _stagingLength = 0;
-        return _pending.BufferedBytes <= OutputLimit;
+        return belowLimit;
     }
 
     /// <summary>Sends the parts without blocking; whatever the socket does not take is queued, in order.</summary>
@@ -1005,18 +1083,26 @@ internal sealed class LeanConnection : IHttpExchange
     {
         long windowStarted = Environment.TickCount64;
         long windowBytes = 0;
-        while (!_clientGone && !_pending.IsEmpty)
+        long lastBuffered = -1;
+        while (!_clientGone)
         {
-            long before = _pending.BufferedBytes;
-            if (!_pending.Flush(Fd))
+            // The loop may be sending the same queue on write-space edges; whoever holds the
+            // lock sends, in order. Nothing is appended meanwhile, so the queue's shrinking
+            // counts what the client took from either thread.
+            lock (_outputLock)
             {
-                _clientGone = true;
-                break;
-            }
-            windowBytes += before - _pending.BufferedBytes;
-            if (_pending.IsEmpty)
-            {
-                break;
+                long before = lastBuffered < 0 ? _pending.BufferedBytes : lastBuffered;
+                if (!_pending.Flush(Fd))
+                {
+                    _clientGone = true;
+                    break;
+                }
+                lastBuffered = _pending.BufferedBytes;
+                windowBytes += before - lastBuffered;
+                if (_pending.IsEmpty)
+                {
+                    break;
+                }
             }
             long window = Environment.TickCount64 - windowStarted;
             if (window >= ResponseRateWindowMs)
@@ -1041,6 +1127,24 @@ internal sealed class LeanConnection : IHttpExchange
         {
             return false;
         }
+        bool post;
+        lock (_outputLock)
+        {
+            if (!SendFileLocked(file, offset, count))
+            {
+                return false;
+            }
+            post = NeedsStreamFlush();
+        }
+        if (post)
+        {
+            _engine.Post(this, LoopAction.Stream);
+        }
+        return !_clientGone;
+    }
+
+    private bool SendFileLocked(SafeFileHandle file, long offset, long count)
+    {
         if (_chunkedResponse)
         {
             Span<byte> prefix = stackalloc byte[18];
@@ -1103,7 +1207,7 @@ internal sealed class LeanConnection : IHttpExchange
                 _pending.Append("\r\n"u8);
             }
         }
-        return !_clientGone;
+        return true;
     }
 
     public void Complete(bool closeConnection)
@@ -1117,45 +1221,60 @@ internal sealed class LeanConnection : IHttpExchange
         {
             _keepAlive = false;
         }
-        if (!_clientGone)
+        LoopAction handOver;
+        lock (_outputLock)
         {
-            if (_chunkedResponse)
+            if (!_clientGone)
             {
+                if (_chunkedResponse)
+                {
+                    if (_pending.IsEmpty)
+                    {
+                        Stage("0\r\n\r\n"u8);
+                    }
+                    else
+                    {
+                        _pending.Append("0\r\n\r\n"u8);
+                    }
+                }
                 if (_pending.IsEmpty)
                 {
-                    Stage("0\r\n\r\n"u8);
+                    SendOrQueue(_staging.AsSpan(0, _stagingLength), default, default, default);
                 }
                 else
                 {
-                    _pending.Append("0\r\n\r\n"u8);
+                    _pending.Append(_staging.AsSpan(0, _stagingLength));
                 }
+                _stagingLength = 0;
             }
-            if (_pending.IsEmpty)
+            if (_clientGone)
             {
-                SendOrQueue(_staging.AsSpan(0, _stagingLength), default, default, default);
+                _pending.Clear();
+                ReturnStaging();
+                handOver = LoopAction.Close;
+            }
+            else if (!_pending.IsEmpty)
+            {
+                // From here the loop alone sends the rest (a stream flush still queued sees
+                // Flushing and leaves it to this action).
+                ReturnStaging();
+                State = ConnectionState.Flushing;
+                LastProgress = Environment.TickCount64;
+                handOver = LoopAction.Flush;
             }
             else
             {
-                _pending.Append(_staging.AsSpan(0, _stagingLength));
+                handOver = LoopAction.Read;
             }
-            _stagingLength = 0;
         }
-        if (_clientGone)
+        if (handOver == LoopAction.Read)
         {
-            _pending.Clear();
-            ReturnStaging();
-            _engine.Post(this, LoopAction.Close);
-            return;
+            AfterResponse(onLoop: false);
         }
-        if (!_pending.IsEmpty)
+        else
         {
-            ReturnStaging();
-            State = ConnectionState.Flushing;
-            LastProgress = Environment.TickCount64;
-            _engine.Post(this, LoopAction.Flush);
-            return;
+            _engine.Post(this, handOver);
         }
-        AfterResponse(onLoop: false);
     }
 
     public void Abort()
@@ -1166,16 +1285,22 @@ internal sealed class LeanConnection : IHttpExchange
             return;
         }
         _keepAlive = false;
-        _pending.Clear();
-        ReturnStaging();
+        lock (_outputLock)
+        {
+            _pending.Clear();
+            ReturnStaging();
+        }
         _engine.Post(this, LoopAction.Close);
     }
 
     private void ReleaseAfterTimeout()
     {
         _keepAlive = false;
-        _pending.Clear();
-        ReturnStaging();
+        lock (_outputLock)
+        {
+            _pending.Clear();
+            ReturnStaging();
+        }
         // After a 504 the client may still be reading it: linger (the write side is already
         // shut down) rather than close, which could turn unread input into a reset.
         _engine.Post(this, LoopAction.Linger);

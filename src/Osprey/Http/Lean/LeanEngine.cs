@@ -82,7 +82,6 @@ public sealed class LeanEngine : IHttpEngine
 
     internal void Post(LeanConnection connection, LoopAction action)
     {
-        connection.PostedAction = action;
         _posted.Enqueue((connection, action));
         Interlocked.MemoryBarrier();
         if (Volatile.Read(ref _loopSleeping) == 1 && Interlocked.Exchange(ref _wakeSignalled, 1) == 0)
@@ -239,6 +238,9 @@ public sealed class LeanEngine : IHttpEngine
                     break;
                 case LoopAction.Flush:
                     connection.OnWritable();
+                    break;
+                case LoopAction.Stream:
+                    connection.FlushStream();
                     break;
                 case LoopAction.Linger:
                     connection.StartLingering();
