@@ -214,6 +214,8 @@ public sealed class Master
 
     private void Loop()
     {
+        // The first workers start now, not a tick from now: start-up waits on them.
+        SpawnMissing();
         while (true)
         {
             if (_events.TryTake(out Action? handle, Tick))
