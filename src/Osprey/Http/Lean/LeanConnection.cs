@@ -139,6 +139,8 @@ internal sealed class LeanConnection : IHttpExchange
         _eventPending = 0;
         _socketMayHaveMore = false;
         _peerHungUp = false;
+        _streamFlushPosted = false;
+        _streamWaitsForSpace = false;
         State = ConnectionState.ReadingHead;
         LastProgress = HeadStarted = Environment.TickCount64;
     }
