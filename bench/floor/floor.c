@@ -147,12 +147,18 @@ int main(int argc, char **argv)
             }
             struct connection *c = connections[fd];
             for (;;) {
-                ssize_t r = recv(fd, c->buf + c->len, MAX_REQUEST - c->len, 0);
+                size_t room = MAX_REQUEST - c->len;
+                ssize_t r = recv(fd, c->buf + c->len, room, 0);
                 if (r < 0 && errno == EAGAIN) {
                     break;
                 }
                 if (r <= 0 || (c->len += (size_t)r, answer(fd, c, body, body_size) < 0)) {
                     close(fd);
+                    break;
+                }
+                /* A short read drained the socket: no second recv just to see EAGAIN (epoll is
+                 * level-triggered, so anything that arrives later is reported again). */
+                if ((size_t)r < room) {
                     break;
                 }
             }
