@@ -79,7 +79,10 @@ SERVERS = {
     "osprey": "Osprey (JIT build) -w 1 --threads 1",
     "osprey-aot": "Osprey (NativeAOT build) -w 1 --threads 1",
     "floor": "bench/floor/floor.c: one epoll thread in C, no Python, fixed body or echo (hello, big, echo only)",
+    "floor-uring": "bench/floor/floor_uring.c: the floor on io_uring (one io_uring_enter a batch), hello, big, echo only",
 }
+# C floors: source, extra link flags; built by run.py when their servers are selected.
+FLOORS = {"floor": ("floor.c", []), "floor-uring": ("floor_uring.c", ["-luring"])}
 # The floor server's body size per scenario (0 = echo the request body); other scenarios need Python.
 FLOOR_BODY = {"hello": 13, "big": 81920, "echo": 0}
 BASELINES = (("gunicorn-sync", "vs gunicorn sync"), ("uwsgi", "vs uWSGI"))
@@ -117,13 +120,14 @@ def server_command(name, app, port, ctx):
         # not count them as errors. Raise the limit like the other servers' backlogs.
         return [PYTHON, "-m", "waitress", "--threads=4", "--listen=" + bind,
                 "--connection-limit=%d" % min(2048, maxq), app], APPS
-    if name == "floor":
+    if name in FLOORS:
         scenario = ctx["scenario"]
         if scenario not in FLOOR_BODY:
             raise Skip("the floor answers only " + ", ".join(FLOOR_BODY))
-        if not ctx.get("floor_bin"):
-            raise Skip(ctx.get("floor_note", "not built"))
-        return [ctx["floor_bin"], str(port), str(FLOOR_BODY[scenario])], APPS
+        binary = ctx["floor_bins"].get(name)
+        if not binary:
+            raise Skip(ctx["floor_notes"].get(name, "not built"))
+        return [binary, str(port), str(FLOOR_BODY[scenario])], APPS
     if name in ("osprey", "osprey-aot"):
         binary = ctx["osprey_bins"].get(name)
         if not binary:
@@ -851,21 +855,24 @@ def main(argv=None):
         else:
             ctx["osprey_notes"][name] = note
 
-    if "floor" in servers:
-        floor_bin = os.path.join(RAW, "floor")
+    ctx["floor_bins"], ctx["floor_notes"] = {}, {}
+    for name, (source, link) in FLOORS.items():
+        if name not in servers:
+            continue
+        binary = os.path.join(RAW, name)
         cc = shutil.which("cc") or shutil.which("gcc")
         if not cc:
-            ctx["floor_note"] = "no C compiler (cc)"
+            ctx["floor_notes"][name] = "no C compiler (cc)"
         else:
-            done = subprocess.run([cc, "-O2", "-o", floor_bin, os.path.join(BENCH, "floor", "floor.c")],
+            done = subprocess.run([cc, "-O2", "-o", binary, os.path.join(BENCH, "floor", source)] + link,
                                   capture_output=True, text=True)
             if done.returncode == 0:
-                ctx["floor_bin"] = floor_bin
+                ctx["floor_bins"][name] = binary
             else:
                 lines = done.stderr.strip().splitlines()
-                ctx["floor_note"] = "cc failed: " + (lines[-1] if lines else "exit %d" % done.returncode)
-        if "floor_note" in ctx:
-            notes.append("floor: " + ctx["floor_note"])
+                ctx["floor_notes"][name] = "cc failed: " + (lines[-1] if lines else "exit %d" % done.returncode)
+        if name in ctx["floor_notes"]:
+            notes.append("%s: %s" % (name, ctx["floor_notes"][name]))
 
     # from here on the runner itself stays off the server's CPU
     try:
