@@ -491,6 +491,35 @@ def measure_row(server, port, scenario, conns, args, client_cpu, app_us, log):
     return row
 
 
+def measure_pull(server, port, duration, client_cpu, pull_bin):
+    """The throughput scenario again with bench/client/pull.c, which reads in 1 MiB blocks,
+    so that the server, not wrk, sets the pace: GB/s and the server's CPU-seconds per GB."""
+    settle(server)
+    c0 = tree_cpu_ticks(server.proc.pid)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        p = subprocess.run(["taskset", "-c", str(client_cpu), pull_bin, str(port), str(duration)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=duration + 60)
+    except subprocess.TimeoutExpired:
+        return {"error": "pull did not finish in time"}
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (tree_cpu_ticks(server.proc.pid) - c0) / CLK_TCK if server.alive() else None
+    for line in p.stdout.decode("utf-8", "replace").splitlines():
+        if line.startswith("PULL_JSON "):
+            r = json.loads(line[len("PULL_JSON "):])
+            gb = r["bytes"] / 1e9
+            return {
+                "responses": r["responses"],
+                "gbps": gb / r["seconds"] if r["seconds"] else 0.0,
+                "cpu_s": cpu_s,
+                "cpu_s_per_gb": cpu_s / gb if cpu_s is not None and gb else None,
+                "server_cpu_pct": cpu_s / r["seconds"] * 100.0 if cpu_s is not None and r["seconds"] else None,
+                "client_cpu_pct": ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime))
+                                  / r["seconds"] * 100.0 if r["seconds"] else None,
+            }
+    return {"error": "pull failed (rc %d): %s" % (p.returncode, p.stderr.decode("utf-8", "replace").strip()[-200:])}
+
+
 # ---------------------------------------------------------------------------
 # Preparation: big file, overhead, Osprey builds, environment facts
 # ---------------------------------------------------------------------------
@@ -740,6 +769,26 @@ def write_summary(data, path):
                     lines.append("| " + " | ".join(cells) + " |")
                     if r.get("note"):
                         notes.append("%s @%d: %s" % (s, c, r["note"]))
+        pulls = [x for x in data.get("pull", []) if x["scenario"] == sc]
+        if pulls:
+            lines.append("")
+            lines.append("The same app read by `bench/client/pull.c` (one connection, 1 MiB reads), so "
+                         "that the server, not wrk, sets the pace:")
+            lines.append("")
+            lines.append("| server | GB/s | server CPU % | server CPU-s per GB | client CPU % | runs |")
+            lines.append("|---|--:|--:|--:|--:|--:|")
+            for x in pulls:
+                if "error" in x:
+                    lines.append("| %s | failed | – | – | – | – |" % x["server"])
+                    notes.append("%s pull: %s" % (x["server"], x["error"]))
+                    continue
+                lines.append("| %s | **%.2f** | %s | %s | %s | %s |" % (
+                    x["server"], x["gbps"],
+                    "%.0f" % x["server_cpu_pct"] if x["server_cpu_pct"] is not None else "–",
+                    "%.2f" % x["cpu_s_per_gb"] if x["cpu_s_per_gb"] is not None else "–",
+                    "%.0f" % x["client_cpu_pct"] if x["client_cpu_pct"] is not None else "–",
+                    "%d" % x["runs"] if x["converged"] or x["runs"] < 2
+                    else "%d, spread %.0f%%" % (x["runs"], x["spread_pct"])))
         for sk in data.get("skipped", []):
             if sk["scenario"] == sc:
                 notes.append("%s: skipped — %s" % (sk["server"], sk["reason"]))
@@ -874,6 +923,17 @@ def main(argv=None):
         if name in ctx["floor_notes"]:
             notes.append("%s: %s" % (name, ctx["floor_notes"][name]))
 
+    if any(SCENARIOS[sc].get("throughput") for sc in scenarios):
+        pull_bin = os.path.join(RAW, "pull")
+        cc = shutil.which("cc") or shutil.which("gcc")
+        done = subprocess.run([cc, "-O2", "-o", pull_bin, os.path.join(BENCH, "client", "pull.c")],
+                              capture_output=True, text=True) if cc else None
+        if done is not None and done.returncode == 0:
+            ctx["pull_bin"] = pull_bin
+        else:
+            notes.append("pull client not built: %s" % (
+                "no C compiler (cc)" if done is None else (done.stderr.strip().splitlines() or ["cc failed"])[-1]))
+
     # from here on the runner itself stays off the server's CPU
     try:
         os.sched_setaffinity(0, {client_cpu})
@@ -893,6 +953,7 @@ def main(argv=None):
                               "osprey_threads": args.osprey_threads, "connections": conn_override},
                      raw_path=os.path.relpath(raw_path, ROOT), log_dir=os.path.relpath(log_dir, ROOT)),
         "rows": [],
+        "pull": [],
         "skipped": [],
     }
 
@@ -946,6 +1007,29 @@ def main(argv=None):
                         log("  %d connections" % c)
                         row = measure_row(srv, port, sc, c, args, client_cpu, app_us.get(sc), log)
                         data["rows"].append(row)
+                        save()
+                    if spec.get("throughput") and ctx.get("pull_bin") and srv.alive():
+                        # Repeated like a wrk row: until two runs agree, else the median and the spread.
+                        tries = []
+                        for _ in range(args.max_runs):
+                            tries.append(measure_pull(srv, port, args.duration, client_cpu, ctx["pull_bin"]))
+                            if "error" in tries[-1]:
+                                break
+                            if len(tries) >= 2 and agree(tries[-2]["gbps"], tries[-1]["gbps"], args.tolerance):
+                                break
+                        good = [t for t in tries if "error" not in t]
+                        pull = (sorted(good, key=lambda t: t["gbps"])[(len(good) - 1) // 2] if good else tries[-1])
+                        pull = dict(pull, server=name, scenario=sc, runs=len(good),
+                                    spread_pct=spread_pct([t["gbps"] for t in good]),
+                                    converged=len(good) >= 2 and agree(good[-2]["gbps"], good[-1]["gbps"],
+                                                                        args.tolerance))
+                        data["pull"].append(pull)
+                        if "error" in pull:
+                            log("  pull client: ERROR %s" % pull["error"])
+                        else:
+                            log("  pull client: %.2f GB/s, server %.0f%% CPU, %.2f CPU-s per GB, client %.0f%% CPU"
+                                % (pull["gbps"], pull["server_cpu_pct"] or 0, pull["cpu_s_per_gb"] or 0,
+                                   pull["client_cpu_pct"] or 0))
                         save()
                 finally:
                     srv.stop()
