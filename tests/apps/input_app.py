@@ -65,6 +65,12 @@ def app(environ, start_response):
         parts = []
         extra['length'] = length
         extra['sha256'] = digest.hexdigest()
+    elif path == '/mixed':
+        # Every read style in turn, so reads that start with the stream's own buffer empty and
+        # reads that start with bytes left in it follow each other on one body.
+        parts = [inp.read(5), inp.read(995), inp.readline(), inp.read(15384), inp.read(7),
+                 inp.readline(), inp.read(), inp.read(), inp.readline()]
+        extra['lengths'] = [len(p) for p in parts]
     elif path == '/ignore':
         parts = []
         extra['ignored'] = True

@@ -31,6 +31,9 @@ public sealed class RequestBodyBuffer : IDisposable
 
     public long Length => _length;
 
+    /// <summary>Bytes appended and not read yet.</summary>
+    public long Remaining => _length - _readPosition;
+
     /// <summary>Announces the body's Content-Length, if it has one, before its first byte is appended.</summary>
     public void Expect(long contentLength) => _expectedLength = contentLength;
 

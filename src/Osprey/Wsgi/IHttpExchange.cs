@@ -35,6 +35,9 @@ public interface IHttpExchange
     /// <summary>The whole body is in memory or spooled, so <see cref="ReadBody"/> never waits for the client.</summary>
     bool BodyIsBuffered { get; }
 
+    /// <summary>Bytes of a buffered body that <see cref="ReadBody"/> has not returned yet; -1 when the body is streamed.</summary>
+    long BufferedBodyRemaining { get; }
+
     /// <summary>Queues the status line and headers; they go out with the first body write or at completion.</summary>
     void WriteHead(ResponseHead head);
 

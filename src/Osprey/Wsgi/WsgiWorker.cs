@@ -100,6 +100,9 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         }
     }
 
+    /// <summary>Bytes of the request body not read yet, when the whole body is buffered; -1 when it is streamed.</summary>
+    public long BufferedBodyRemaining => Exchange.BufferedBodyRemaining;
+
     /// <summary>Reads request body bytes for wsgi.input, letting other Python threads run if the client must be waited for.</summary>
     public int ReadBody(Span<byte> destination)
     {

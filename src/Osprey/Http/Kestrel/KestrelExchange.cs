@@ -66,6 +66,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     public RequestHead Request => _head;
     public bool BodyIsBuffered => _bodyBuffered;
+    public long BufferedBodyRemaining => _bodyBuffered ? _body.Remaining : -1;
     public bool ClientDisconnected => _clientGone || _lifetime.RequestAborted.IsCancellationRequested;
 
     public void Bind(IFeatureCollection features)

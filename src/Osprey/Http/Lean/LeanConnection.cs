@@ -775,6 +775,8 @@ internal sealed class LeanConnection : IHttpExchange
 
     public bool BodyIsBuffered => !_bodyStreamed;
 
+    public long BufferedBodyRemaining => _bodyStreamed ? -1 : _body?.Remaining ?? 0;
+
     public bool ClientDisconnected => _clientGone;
 
     public int ReadBody(Span<byte> destination)
