@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Globalization;
 using System.Net;
 using System.Net.Http;
+using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Osprey.Tests.Infrastructure;
 
@@ -86,7 +87,10 @@ internal static class ProcessTools
             }
             return int.Parse(await response.Content.ReadAsStringAsync(), CultureInfo.InvariantCulture);
         }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException or FormatException)
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException or FormatException
+                                       // SocketsHttpHandler lets this one through unwrapped when the
+                                       // connection is reset just as it connects (a stopping server).
+                                       or SocketException)
         {
             return null;
         }
