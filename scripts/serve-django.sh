@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-dotnet build src/Osprey/Osprey.csproj -c Release --nologo --verbosity quiet
+osprey=$(bash scripts/publish.sh)
 /usr/bin/python3 examples/django_site/prepare.py
 echo "Serving examples/django_site on http://127.0.0.1:8000/admin/ (user ${DJANGO_SUPERUSER_USERNAME:-admin}; Ctrl-C to stop)"
-exec src/Osprey/bin/Release/net10.0/osprey -b 127.0.0.1:8000 --threads 4 \
+exec "$osprey" -b 127.0.0.1:8000 --threads 4 \
   --python /usr/bin/python3 --chdir examples/django_site "$@" site_project.wsgi:application

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-dotnet build src/Osprey/Osprey.csproj -c Release --nologo --verbosity quiet
+osprey=$(bash scripts/publish.sh)
 echo "Serving examples/flask_app on http://127.0.0.1:8000 (sign in as demo / demo; Ctrl-C to stop)"
-exec src/Osprey/bin/Release/net10.0/osprey -b 127.0.0.1:8000 --threads 4 \
+exec "$osprey" -b 127.0.0.1:8000 --threads 4 \
   --python /usr/bin/python3 --chdir examples/flask_app "$@" app:app

@@ -8,6 +8,7 @@ packages=(
   python3 libpython3.11 python3-venv        # the embedded interpreter (libpython3.11.so.1.0)
   python3-flask python3-django gunicorn      # applications the tests serve; gunicorn is the oracle
   curl
+  gcc zlib1g-dev                             # scripts/publish.sh --aot links the Native AOT executable with them
   chromium                                   # the real-browser test drives headless Chromium over DevTools
 )
 missing=()
