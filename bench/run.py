@@ -76,8 +76,8 @@ SERVERS = {
     "uwsgi": "uWSGI 1 process, no threads, --http-socket, --listen 1024",
     "uwsgi-threads": "uWSGI 1 process, --threads 8 --enable-threads",
     "waitress": "Waitress, --threads=4 --connection-limit=2048",
-    "osprey": "Osprey (JIT build) -w 1 --threads 1",
-    "osprey-aot": "Osprey (NativeAOT build) -w 1 --threads 1",
+    "osprey": "Osprey (JIT runtime, ReadyToRun build of scripts/publish.sh) -w 1 --threads 1",
+    "osprey-aot": "Osprey (Native AOT build of scripts/publish.sh --aot) -w 1 --threads 1",
     "floor": "bench/floor/floor.c: one epoll thread in C, no Python, fixed body or echo (hello, big, echo only)",
     "floor-uring": "bench/floor/floor_uring.c: the floor on io_uring (one io_uring_enter a batch), hello, big, echo only",
 }
@@ -551,19 +551,23 @@ def app_overhead(names, log):
         return {}
 
 
+def default_binary(kind):
+    return os.path.join(ROOT, "artifacts", "osprey" if kind == "jit" else "aot", "osprey")
+
+
 def build_osprey(kind, log_dir, log):
     """Returns (binary or None, note)."""
     csproj = os.path.join(ROOT, "src", "Osprey", "Osprey.csproj")
     if not shutil.which("dotnet"):
         return None, "dotnet not found; pass --osprey PATH"
+    # The same commands as scripts/publish.sh: the binaries a user deploys.
     if kind == "jit":
-        cmd = ["dotnet", "build", "-c", "Release", csproj, "-nologo"]
-        binary = os.path.join(ROOT, "src", "Osprey", "bin", "Release", "net10.0", "osprey")
+        cmd = ["dotnet", "publish", "-c", "Release", "-r", "linux-x64", "--self-contained", "false",
+               "-p:PublishReadyToRun=true", csproj, "-o", os.path.join(ROOT, "artifacts", "osprey"), "-nologo"]
     else:
-        out = os.path.join(ROOT, "artifacts", "aot")
         cmd = ["dotnet", "publish", "-c", "Release", "-r", "linux-x64", "-p:PublishAot=true",
-               csproj, "-o", out, "-nologo"]
-        binary = os.path.join(out, "osprey")
+               csproj, "-o", os.path.join(ROOT, "artifacts", "aot"), "-nologo"]
+    binary = default_binary(kind)
     log_path = os.path.join(log_dir, "build-osprey-%s.log" % kind)
     log("building Osprey (%s): %s" % (kind, " ".join(cmd)))
     try:
@@ -826,7 +830,8 @@ def main(argv=None):
     ap.add_argument("--connections", default=None,
                     help="override connection levels for every scenario, e.g. 64,256")
     ap.add_argument("--quick", action="store_true", help="smoke test: 3 s runs, 1 s warm-up, max 2 runs")
-    ap.add_argument("--osprey", metavar="PATH", help="Osprey binary (default: dotnet build -c Release)")
+    ap.add_argument("--osprey", metavar="PATH",
+                    help="Osprey binary (default: scripts/publish.sh's ReadyToRun build, to artifacts/osprey)")
     ap.add_argument("--osprey-aot", metavar="PATH",
                     help="NativeAOT Osprey binary (default: dotnet publish -p:PublishAot=true to artifacts/aot)")
     ap.add_argument("--no-build", action="store_true",
@@ -885,8 +890,7 @@ def main(argv=None):
                 ctx["osprey_notes"][name] = "binary %s not found or not executable" % opt
                 notes.append("%s: %s" % (name, ctx["osprey_notes"][name]))
             continue
-        default = (os.path.join(ROOT, "src", "Osprey", "bin", "Release", "net10.0", "osprey") if kind == "jit"
-                   else os.path.join(ROOT, "artifacts", "aot", "osprey"))
+        default = default_binary(kind)
         if args.no_build:
             if os.access(default, os.X_OK):
                 ctx["osprey_bins"][name] = default
