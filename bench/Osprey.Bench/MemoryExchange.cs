@@ -30,6 +30,7 @@ internal sealed class MemoryExchange : IHttpExchange
     public ReadOnlySpan<byte> Body => _output.AsSpan(0, Math.Min(BodyLength, _output.Length));
 
     public bool BodyIsBuffered => true;
+    public long BufferedBodyRemaining => _requestBody.Length - _bodyRead;
     public bool ClientDisconnected => false;
 
     public void BeginRequest()
