@@ -336,20 +336,29 @@ internal sealed class InputStreamObject(WsgiWorker worker) : NativeObject
             return false;
         }
         int length = (int)Math.Min(size, remaining);
-        result = Py.NewBytes(length, out Span<byte> contents);
-        int filled = 0;
-        while (filled < length)
+        PyRef bytes = Py.NewBytes(length, out Span<byte> contents);
+        try
         {
-            int read = worker.ReadBody(contents[filled..]);
-            if (read == 0)
+            int filled = 0;
+            while (filled < length)
             {
-                // The engine said the bytes were there: never hand out unfilled memory.
-                using PyRef filledPart = result;
-                result = Py.Bytes(contents[..filled]);
-                break;
+                int read = worker.ReadBody(contents[filled..]);
+                if (read == 0)
+                {
+                    // The engine said the bytes were there: never hand out unfilled memory.
+                    result = Py.Bytes(contents[..filled]);
+                    bytes.Dispose();
+                    return true;
+                }
+                filled += read;
             }
-            filled += read;
         }
+        catch
+        {
+            bytes.Dispose();
+            throw;
+        }
+        result = bytes;
         return true;
     }
 
