@@ -678,7 +678,7 @@ internal sealed class LeanConnection : IHttpExchange
         }
         if (!_pending.IsEmpty)
         {
-            // The failed write armed the socket's write-space wakeup: an edge will come.
+            // The short or failed write armed the socket's write-space wakeup: an edge will come.
             return;
         }
         AfterResponse(onLoop: true);

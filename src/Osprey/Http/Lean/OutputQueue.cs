@@ -89,8 +89,8 @@ internal sealed class OutputQueue
     }
 
     /// <summary>
-    /// Writes as much as the socket takes without blocking. Returns false when the client is
-    /// gone; <see cref="IsEmpty"/> tells whether everything went.
+    /// Writes as much as the socket takes without blocking, stopping at the first short write.
+    /// Returns false when the client is gone; <see cref="IsEmpty"/> tells whether everything went.
     /// </summary>
     public bool Flush(int socket)
     {
@@ -116,12 +116,13 @@ internal sealed class OutputQueue
                 {
                     Syscalls.Close(head.FileFd);
                     Dequeue();
+                    continue;
                 }
-                else
-                {
-                    _entries[_first] = head;
-                }
-                continue;
+                // A short write means the socket buffer is full (the kernel has flagged it to
+                // announce free space with the next EPOLLOUT edge, as nginx relies on too): asking
+                // again now would only return EAGAIN, a wasted syscall on every wake-up.
+                _entries[_first] = head;
+                return true;
             }
 
             int count = 0;
@@ -134,11 +135,17 @@ internal sealed class OutputQueue
                 }
                 batch[count++] = new ArraySegment<byte>(entry.Buffer, entry.Start, entry.End - entry.Start);
             }
+            long batchBytes = 0;
+            for (int e = 0; e < count; e++)
+            {
+                batchBytes += batch[e].Count;
+            }
             long written = Syscalls.SendSegments(socket, batch[..count]);
             if (written < 0)
             {
                 return written == -Syscalls.EAGAIN;
             }
+            bool socketFull = written < batchBytes;
             BufferedBytes -= written;
             while (written > 0)
             {
@@ -156,6 +163,10 @@ internal sealed class OutputQueue
                     written = 0;
                     _entries[_first] = first;
                 }
+            }
+            if (socketFull)
+            {
+                return true;
             }
         }
         return true;
