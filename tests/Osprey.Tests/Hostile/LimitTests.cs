@@ -90,6 +90,26 @@ public sealed class LimitTests(ServerPool pool) : IClassFixture<ServerPool>
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"closed after {clock.Elapsed}");
     }
 
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task A_keep_alive_connection_idle_for_seconds_serves_its_next_requests_whole(string engine)
+    {
+        // The lean engine gives an idle connection's input buffer back after a second; the next
+        // requests on it (one larger than that buffer) must not notice.
+        OspreyServer server = await pool.GetAsync(engine, App, "--keep-alive", "30");
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync(RawHttp.Get("/", server.Port));
+        Assert.Equal(200, (await connection.ReadResponseAsync()).StatusCode);
+        await Task.Delay(TimeSpan.FromSeconds(2.5));
+
+        byte[] body = Encoding.ASCII.GetBytes(new string('q', 40_000));
+        await connection.SendAsync(RawHttp.Request("POST", "/echo", server.Port, body: body));
+        var echoed = await connection.ReadResponseAsync();
+        Assert.True(echoed.StatusCode == 200, echoed.ToString());
+        Assert.Equal(body.Length, echoed.Json().GetProperty("length").GetInt32());
+        await connection.SendAsync(RawHttp.Get("/", server.Port));
+        Assert.Equal(200, (await connection.ReadResponseAsync()).StatusCode);
+    }
+
     /// <summary>A slow-loris client that keeps sending one byte at a time is cut off by the header timeout, measured from its first byte.</summary>
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Head_trickled_byte_by_byte_is_cut_off_by_the_header_timeout(string engine)

@@ -29,7 +29,10 @@ internal enum LoopAction { Read, Flush, Linger, Close, Stream }
 internal sealed class LeanConnection : IHttpExchange
 {
     private static readonly HttpParser<ParseHandler> s_parser = new(showErrorDetails: false);
-    private const int InitialInputSize = 8 * 1024;
+    // Big enough that a head with a 10 KB body arrives in one recv (8 KB took two: measured 10%
+    // of the echo benchmark's requests per CPU-second). A connection idle between requests gives
+    // it back (ReleaseIdleInput), so idle keep-alive connections hold no input buffer at all.
+    private const int InitialInputSize = 16 * 1024;
     private const int StagingSize = 16 * 1024;
     /// <summary>Unsent response bytes beyond which the Python thread waits (without the GIL), as Kestrel's MaxResponseBufferSize.</summary>
     private const long OutputLimit = 1024 * 1024;
@@ -145,6 +148,17 @@ internal sealed class LeanConnection : IHttpExchange
         LastProgress = HeadStarted = Environment.TickCount64;
     }
 
+    /// <summary>Between requests, with nothing received: the input buffer goes back to the pool until data comes. Loop thread only.</summary>
+    public void ReleaseIdleInput()
+    {
+        if (State == ConnectionState.ReadingHead && _inputStart == _inputEnd && _input.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(_input);
+            _input = [];
+            _inputStart = _inputEnd = 0;
+        }
+    }
+
     /// <summary>Called by the loop once the socket is closed: returns buffers to their pools.</summary>
     public void Release()
     {
@@ -250,6 +264,10 @@ internal sealed class LeanConnection : IHttpExchange
             if (State == ConnectionState.ReadingHead)
             {
                 HeadStarted = Environment.TickCount64;
+            }
+            if (_input.Length == 0)
+            {
+                _input = ArrayPool<byte>.Shared.Rent(InitialInputSize);
             }
         }
         if (_inputEnd == _input.Length)

@@ -322,6 +322,10 @@ public sealed class LeanEngine : IHttpEngine
                         {
                             Close(connection);
                         }
+                        else if (idle >= 1000)
+                        {
+                            connection.ReleaseIdleInput();
+                        }
                     }
                     else if (now - connection.HeadStarted > headerTimeoutMs)
                     {
