@@ -126,6 +126,7 @@ internal sealed class OutputQueue
             }
 
             int count = 0;
+            long batchBytes = 0;
             for (int e = _first; e < _entries.Count; e++)
             {
                 Entry entry = _entries[e];
@@ -134,11 +135,7 @@ internal sealed class OutputQueue
                     break;
                 }
                 batch[count++] = new ArraySegment<byte>(entry.Buffer, entry.Start, entry.End - entry.Start);
-            }
-            long batchBytes = 0;
-            for (int e = 0; e < count; e++)
-            {
-                batchBytes += batch[e].Count;
+                batchBytes += entry.End - entry.Start;
             }
             long written = Syscalls.SendSegments(socket, batch[..count]);
             if (written < 0)
