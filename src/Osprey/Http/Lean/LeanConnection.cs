@@ -135,7 +135,7 @@ internal sealed class LeanConnection : IHttpExchange
         _remotePort = remotePort;
         _localAddress = localAddress;
         _localPort = localPort;
-        _input = ArrayPool<byte>.Shared.Rent(InitialInputSize);
+        // The input buffer is rented by the first Receive: the one place that rents it.
         _inputStart = _inputEnd = 0;
         ServedRequest = false;
         _clientGone = false;
@@ -151,11 +151,18 @@ internal sealed class LeanConnection : IHttpExchange
     /// <summary>Between requests, with nothing received: the input buffer goes back to the pool until data comes. Loop thread only.</summary>
     public void ReleaseIdleInput()
     {
-        if (State == ConnectionState.ReadingHead && _inputStart == _inputEnd && _input.Length > 0)
+        if (State == ConnectionState.ReadingHead && _inputStart == _inputEnd)
+        {
+            ReturnInput();
+        }
+    }
+
+    private void ReturnInput()
+    {
+        if (_input.Length > 0)
         {
             ArrayPool<byte>.Shared.Return(_input);
             _input = [];
-            _inputStart = _inputEnd = 0;
         }
     }
 
@@ -167,11 +174,7 @@ internal sealed class LeanConnection : IHttpExchange
         _pending.Clear();
         ReturnStaging();
         _body?.Reset();
-        if (_input.Length > 0)
-        {
-            ArrayPool<byte>.Shared.Return(_input);
-            _input = [];
-        }
+        ReturnInput();
     }
 
     // ---------------------------------------------------------------- loop thread: reading
