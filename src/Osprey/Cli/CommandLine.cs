@@ -60,7 +60,7 @@ public static class CommandLine
         LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
         MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask,
         HeaderTimeout, MinRequestBodyRate, MaxConnections,
-        ForwardedAllowIps, ProxyProtocol,
+        ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile,
     }
 
     private readonly record struct LongOption(string Name, Opt Id);
@@ -105,6 +105,8 @@ public static class CommandLine
         new("--max-connections", Opt.MaxConnections),
         new("--forwarded-allow-ips", Opt.ForwardedAllowIps),
         new("--proxy-protocol", Opt.ProxyProtocol),
+        new("--certfile", Opt.CertFile),
+        new("--keyfile", Opt.KeyFile),
     ];
 
     private static Opt? ShortOption(char c) => c switch
@@ -158,6 +160,8 @@ public static class CommandLine
         Opt.MaxConnections => "--max-connections",
         Opt.ForwardedAllowIps => "--forwarded-allow-ips",
         Opt.ProxyProtocol => "--proxy-protocol",
+        Opt.CertFile => "--certfile",
+        Opt.KeyFile => "--keyfile",
         _ => throw new ArgumentOutOfRangeException(nameof(opt)),
     };
 
@@ -220,6 +224,15 @@ public static class CommandLine
                 TrustedProxies? trusted = TrustedProxies.Parse(fromEnvironment, out string? error);
                 if (trusted is null) return Fail($"FORWARDED_ALLOW_IPS (environment variable): {error}");
                 options = options with { ForwardedAllowIps = trusted };
+            }
+
+            if (options.KeyFile is not null && options.CertFile is null)
+            {
+                return Fail("--keyfile needs --certfile (the certificate it belongs to)");
+            }
+            if (options.CertFile is not null && options.Engine == EngineKind.Osprey)
+            {
+                return Fail("--engine osprey serves cleartext HTTP/1.1 only; with --certfile use --engine auto or kestrel");
             }
 
             if (binds.Count == 0)
@@ -454,6 +467,24 @@ public static class CommandLine
                 case Opt.ProxyProtocol:
                     options = options with { ProxyProtocol = true };
                     return null;
+
+                case Opt.CertFile:
+                case Opt.KeyFile:
+                {
+                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                    // Absolute now: workers load the files after --chdir.
+                    string full;
+                    try
+                    {
+                        full = Path.GetFullPath(value);
+                    }
+                    catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
+                    {
+                        return Fail($"{name}: invalid path '{value}'");
+                    }
+                    options = opt == Opt.CertFile ? options with { CertFile = full } : options with { KeyFile = full };
+                    return null;
+                }
 
                 case Opt.ErrorLog:
                     if (value.Length == 0) return Fail($"{name}: value must not be empty");
@@ -842,7 +873,8 @@ public static class CommandLine
               -w INT, --workers INT          Number of worker processes. [{d.Workers}]
               --threads INT                  Threads per worker serving requests. [{d.Threads}]
               --engine {"{auto,kestrel,osprey}"}
-                                             HTTP engine; auto means osprey, the own epoll loop. [{engine}]
+                                             HTTP engine; auto means osprey, the own epoll loop
+                                             (kestrel with --certfile). [{engine}]
               -t INT, --timeout INT          A request running longer than this many seconds is
                                              answered 504, all Python stacks are logged and the
                                              worker is recycled; 0 disables. [{d.Timeout}]
@@ -899,6 +931,13 @@ public static class CommandLine
                                              [{TrustedProxies.DefaultText}]
               --proxy-protocol               Accept a PROXY protocol v1 or v2 header at the start of
                                              connections from those proxies. [off]
+
+            TLS:
+              --certfile FILE                PEM certificate (chain): every listener then speaks TLS,
+                                             HTTP/2 and HTTP/1.1 chosen by ALPN, served by Kestrel.
+              --keyfile FILE                 PEM private key of --certfile; without it the key is read
+                                             from the --certfile file. Both are read again on reload
+                                             (HUP), so a renewed certificate needs no restart.
 
             Other:
               -h, --help                     Show this help message and exit.

@@ -85,4 +85,12 @@ public sealed record OspreyOptions
     /// </summary>
     public Wsgi.TrustedProxies ForwardedAllowIps { get; init; } = Wsgi.TrustedProxies.Default;
     public bool ProxyProtocol { get; init; }
+
+    /// <summary>Absolute path of the PEM certificate (chain), or null for cleartext listeners (<c>--certfile</c>).</summary>
+    public string? CertFile { get; init; }
+    /// <summary>Absolute path of its PEM private key, or null when the key is in <see cref="CertFile"/> (<c>--keyfile</c>).</summary>
+    public string? KeyFile { get; init; }
+
+    /// <summary>Every listener speaks TLS.</summary>
+    public bool Tls => CertFile is not null;
 }

@@ -8,14 +8,15 @@ namespace Osprey.Http;
 
 /// <summary>
 /// Starts the engine <c>--engine</c> asks for on the already bound listeners: the lean epoll
-/// engine by default, Kestrel on request (and, later, for TLS and HTTP/2).
+/// engine by default, Kestrel on request and for TLS (with HTTP/2).
 /// </summary>
 public static class HttpEngines
 {
     public static IHttpEngine Start(EngineKind kind, IReadOnlyList<Socket> listeners, PythonWorkers workers, HttpSettings settings) => kind switch
     {
-        EngineKind.Kestrel => KestrelEngine.StartAsync(listeners, workers, settings).GetAwaiter().GetResult(),
-        // Cleartext HTTP/1.1 is every listener today, and the lean engine's home ground.
+        // The lean engine speaks cleartext HTTP/1.1 only; the command line refuses --engine osprey with TLS.
+        _ when kind == EngineKind.Kestrel || settings.Tls is not null =>
+            KestrelEngine.StartAsync(listeners, workers, settings).GetAwaiter().GetResult(),
         _ => LeanEngine.Start(listeners, workers, settings),
     };
 }

@@ -25,4 +25,7 @@ public sealed record HttpSettings(
 
     /// <summary><c>--proxy-protocol</c>: a connection from a trusted peer may start with a PROXY v1 or v2 header.</summary>
     public bool ProxyProtocol { get; init; }
+
+    /// <summary><c>--certfile</c>: every listener speaks TLS with this certificate, HTTP/1.1 or HTTP/2 by ALPN; null for cleartext.</summary>
+    public Kestrel.TlsCertificate? Tls { get; init; }
 }

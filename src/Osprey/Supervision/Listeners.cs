@@ -152,11 +152,11 @@ public static class Listeners
     }
 
     /// <summary>The URL-ish text gunicorn logs for a listener.</summary>
-    public static string Describe(BindAddress bind) => bind switch
+    public static string Describe(BindAddress bind, bool tls) => bind switch
     {
         BindAddress.Tcp tcp => tcp.Address.AddressFamily == AddressFamily.InterNetworkV6
-            ? $"http://[{tcp.Address}]:{tcp.Port}"
-            : $"http://{tcp.Address}:{tcp.Port}",
+            ? $"{(tls ? "https" : "http")}://[{tcp.Address}]:{tcp.Port}"
+            : $"{(tls ? "https" : "http")}://{tcp.Address}:{tcp.Port}",
         BindAddress.Unix unix => $"unix:{unix.Path}",
         BindAddress.FileDescriptor fd => $"fd://{fd.Fd}",
         _ => bind.Original,

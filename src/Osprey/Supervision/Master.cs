@@ -6,6 +6,7 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Text;
 using Osprey.Cli;
+using Osprey.Http.Kestrel;
 using Osprey.Logging;
 
 namespace Osprey.Supervision;
@@ -90,6 +91,25 @@ public sealed class Master
             Log.Info("--preload has no effect: workers are started processes, not forks, so each imports the application itself");
         }
 
+        if (options.CertFile is not null)
+        {
+            // Checked here once, so a bad certificate is one line and exit 1, not a worker failure per slot.
+            // Each worker loads the files again (a reload picks up a renewed certificate).
+            try
+            {
+                using TlsCertificate tls = TlsCertificate.Load(options.CertFile, options.KeyFile);
+                if (tls.ValidityWarning(DateTime.UtcNow) is string warning)
+                {
+                    Log.Warning(warning);
+                }
+            }
+            catch (TlsCertificateException e)
+            {
+                Log.Error(e.Message);
+                return 1;
+            }
+        }
+
         var master = new Master(options, argv, SystemdSockets() ?? options.Binds);
         return master.Serve();
     }
@@ -131,7 +151,7 @@ public sealed class Master
         }
         foreach (BindAddress bind in _binds)
         {
-            Log.Info($"Listening at: {Listeners.Describe(bind)} ({Environment.ProcessId})");
+            Log.Info($"Listening at: {Listeners.Describe(bind, _options.Tls)} ({Environment.ProcessId})");
         }
         try
         {

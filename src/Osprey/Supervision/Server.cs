@@ -2,6 +2,7 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Osprey.Cli;
 using Osprey.Http;
+using Osprey.Http.Kestrel;
 using Osprey.Logging;
 using Osprey.Python;
 using Osprey.Wsgi;
@@ -87,6 +88,18 @@ public static class Server
             return 1;
         }
         using RequestWatchdog? watchdogScope = watchdog;
+        TlsCertificate? tls;
+        try
+        {
+            tls = options.CertFile is null ? null : TlsCertificate.Load(options.CertFile, options.KeyFile);
+        }
+        catch (TlsCertificateException e)
+        {
+            // The files changed since the master checked them (a reload): the old workers keep serving.
+            WorkerLifecycle.ReportFailure(1, e.Message);
+            return 1;
+        }
+        using TlsCertificate? tlsScope = tls;
         using var workers = new PythonWorkers(application, options.Threads, watchdog);
         var settings = new HttpSettings(
             BodyBufferSize: options.BodyBufferSize,
@@ -102,6 +115,7 @@ public static class Server
         {
             ForwardedAllowIps = options.ForwardedAllowIps,
             ProxyProtocol = options.ProxyProtocol,
+            Tls = tls,
         };
 
         // The master only binds; the first worker of a slot starts listening when it can serve (again for an

@@ -195,6 +195,52 @@ public sealed class StartupTests
         Assert.Single(made.GetProperty("kwargs").EnumerateObject());
     }
 
+    [Theory]
+    [InlineData("missing-cert", "--certfile", "does not exist")]
+    [InlineData("missing-key", "--keyfile", "does not exist")]
+    [InlineData("not-pem", "--certfile", "no PEM certificate")]
+    [InlineData("no-key", "--certfile", "no PEM private key")]
+    [InlineData("wrong-key", "--keyfile", "does not match")]
+    [InlineData("encrypted-key", "--keyfile", "encrypted")]
+    public async Task A_certificate_that_cannot_be_served_is_one_clear_line(string problem, string option, string words)
+    {
+        var dir = Directory.CreateTempSubdirectory("osprey-badtls-").FullName;
+        try
+        {
+            using var key = System.Security.Cryptography.ECDsa.Create();
+            using var otherKey = System.Security.Cryptography.ECDsa.Create();
+            var request = new System.Security.Cryptography.X509Certificates.CertificateRequest(
+                "CN=bad", key, System.Security.Cryptography.HashAlgorithmName.SHA256);
+            using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+            var cert = Path.Combine(dir, "site.crt");
+            var keyFile = Path.Combine(dir, "site.key");
+            File.WriteAllText(cert, problem == "not-pem" ? "just text\n" : certificate.ExportCertificatePem());
+            File.WriteAllText(keyFile, problem switch
+            {
+                "wrong-key" => otherKey.ExportPkcs8PrivateKeyPem(),
+                "encrypted-key" => key.ExportEncryptedPkcs8PrivateKeyPem("secret", new System.Security.Cryptography.PbeParameters(
+                    System.Security.Cryptography.PbeEncryptionAlgorithm.Aes256Cbc, System.Security.Cryptography.HashAlgorithmName.SHA256, 1000)),
+                _ => key.ExportPkcs8PrivateKeyPem(),
+            });
+            string[] files = problem switch
+            {
+                "missing-cert" => ["--certfile", Path.Combine(dir, "absent.crt"), "--keyfile", keyFile],
+                "missing-key" => ["--certfile", cert, "--keyfile", Path.Combine(dir, "absent.key")],
+                "no-key" => ["--certfile", cert],
+                _ => ["--certfile", cert, "--keyfile", keyFile],
+            };
+
+            var result = await RunAppAsync("kestrel", "environ_app:app", files);
+
+            Assert.Equal(1, result.ExitCode);
+            AssertCleanFailure(result, allowTraceback: false, option, words);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     private static async Task<JsonElement> ServeFactoryAppAsync(string engine, string app)
     {
         await using var server = await OspreyServer.StartAsync(engine, app);

@@ -1,10 +1,12 @@
 using System.Net.Sockets;
 using System.Text;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -34,9 +36,16 @@ public sealed class KestrelEngine : IHttpEngine
 
     public static async Task<KestrelEngine> StartAsync(IReadOnlyList<Socket> listeners, PythonWorkers workers, HttpSettings settings)
     {
-        ServiceProvider services = new ServiceCollection()
-            .AddLogging(builder => builder.AddProvider(new KestrelLogBridge()).SetMinimumLevel(LogLevel.Warning))
-            .BuildServiceProvider();
+        IServiceCollection collection = new ServiceCollection()
+            .AddLogging(builder => builder.AddProvider(new KestrelLogBridge()).SetMinimumLevel(LogLevel.Warning));
+        if (settings.Tls is not null)
+        {
+            // UseHttps takes Kestrel's metrics from the application services; only Kestrel's own
+            // host registration provides them (the type is internal).
+            collection.AddMetrics();
+            new ServiceRegistration(collection).UseKestrelCore();
+        }
+        ServiceProvider services = collection.BuildServiceProvider();
         ILoggerFactory loggerFactory = services.GetRequiredService<ILoggerFactory>();
 
         var options = new KestrelServerOptions
@@ -72,14 +81,24 @@ public sealed class KestrelEngine : IHttpEngine
         }
         foreach (Socket listener in listeners)
         {
-            // The exchange is kept per connection, which holds for HTTP/1.1's one request at a time;
-            // HTTP/2 (TLS listeners, later) will need one per stream.
             options.ListenHandle((ulong)listener.Handle, listen =>
             {
-                listen.Protocols = HttpProtocols.Http1;
+                // Without TLS there is no ALPN to choose HTTP/2 by, and cleartext HTTP/2 (h2c) is
+                // what nobody in front of a WSGI server speaks.
+                listen.Protocols = settings.Tls is null ? HttpProtocols.Http1 : HttpProtocols.Http1AndHttp2;
                 if (settings.ProxyProtocol)
                 {
+                    // Before TLS: a proxy's PROXY header precedes the client's handshake.
                     listen.Use(KestrelProxyProtocol.Middleware(settings));
+                }
+                if (settings.Tls is TlsCertificate tls)
+                {
+                    listen.UseHttps(new HttpsConnectionAdapterOptions
+                    {
+                        ServerCertificate = tls.Certificate,
+                        ServerCertificateChain = tls.Intermediates,
+                        ClientCertificateMode = ClientCertificateMode.NoCertificate,
+                    });
                 }
             });
         }
@@ -114,7 +133,8 @@ public sealed class KestrelEngine : IHttpEngine
 
         public KestrelExchange CreateContext(IFeatureCollection contextFeatures)
         {
-            // One exchange per connection, kept in Kestrel's per-connection state: no allocation per request.
+            // One exchange per HTTP/1.1 connection or pooled HTTP/2 stream, kept in Kestrel's state for
+            // it, which carries one request at a time: no allocation per request.
             IDictionary<object, object?>? state = contextFeatures.Get<IPersistentStateFeature>()?.State;
             KestrelExchange exchange;
             if (state is not null && state.TryGetValue(s_stateKey, out object? existing) && existing is KestrelExchange reused)
@@ -137,6 +157,35 @@ public sealed class KestrelEngine : IHttpEngine
 
         public void DisposeContext(KestrelExchange context, Exception? exception) => context.Reset();
     }
+}
+
+/// <summary>
+/// The one part of <see cref="IWebHostBuilder"/> that Kestrel's service registration
+/// (<see cref="WebHostBuilderKestrelExtensions.UseKestrelCore"/>) uses: adding services, applied at once
+/// to a collection of ours. There is no web host.
+/// </summary>
+internal sealed class ServiceRegistration(IServiceCollection services) : IWebHostBuilder
+{
+    public IWebHostBuilder ConfigureServices(Action<IServiceCollection> configureServices)
+    {
+        configureServices(services);
+        return this;
+    }
+
+    public IWebHostBuilder ConfigureServices(Action<WebHostBuilderContext, IServiceCollection> configureServices) =>
+        throw new NotSupportedException();
+
+    public IWebHostBuilder ConfigureAppConfiguration(Action<WebHostBuilderContext, Microsoft.Extensions.Configuration.IConfigurationBuilder> configureDelegate) =>
+        throw new NotSupportedException();
+
+    // The interface still declares the obsolete IWebHost; this adapter never builds one.
+#pragma warning disable ASPDEPR008
+    public IWebHost Build() => throw new NotSupportedException();
+#pragma warning restore ASPDEPR008
+
+    public string? GetSetting(string key) => null;
+
+    public IWebHostBuilder UseSetting(string key, string? value) => throw new NotSupportedException();
 }
 
 /// <summary>Response header names as strings, without allocating for the common ones.</summary>
