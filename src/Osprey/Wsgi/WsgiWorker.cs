@@ -506,7 +506,7 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         bool shortBody = _head.ContentLength >= 0 && _bodyBytesSent < _head.ContentLength && !_isHead && !_bodyForbidden;
         if (shortBody)
         {
-            Log.Warning($"{DescribeRequest()}: the application sent {_bodyBytesSent} of its Content-Length of {_head.ContentLength} bytes; closing the connection");
+            Log.Warning($"{DescribeRequest()}: the application sent {_bodyBytesSent} of its Content-Length of {_head.ContentLength} bytes; {(exchange.Request.Version == HttpVersion.Http2 ? "resetting the stream" : "closing the connection")}");
         }
         Finish(shortBody ? ResponseEnd.Truncated : ResponseEnd.Complete);
     }

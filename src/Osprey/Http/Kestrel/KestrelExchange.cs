@@ -97,7 +97,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             // Before the application, and without reading the body: the connection closes after
             // this answer, so nothing the client sent after the head is ever taken as a request.
             _response.StatusCode = refusal;
-            _response.Headers.Connection = "close";
+            CloseConnectionAfterResponse();
             return;
         }
         _bodyBytesRead = 0;
@@ -161,7 +161,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             _response.ReasonPhrase = "Gateway Timeout";
             IHeaderDictionary headers = _response.Headers;
             headers.ContentType = "text/html";
-            headers.Connection = "close";
+            CloseConnectionAfterResponse();
             headers.ContentLength = ResponseGate.TimeoutBody.Length;
             if (!HttpMethods.IsHead(_request.Method))
             {
@@ -203,6 +203,15 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             _lifetime.Abort();
         }
         return outcome;
+    }
+
+    /// <summary>An HTTP/1.x connection closes after this response; HTTP/2 has only the stream to end, and Kestrel drops (with a warning) a Connection header there.</summary>
+    private void CloseConnectionAfterResponse()
+    {
+        if (_head.Version != Wsgi.HttpVersion.Http2)
+        {
+            _response.Headers.Connection = "close";
+        }
     }
 
     /// <summary>Copies the request head; 0, or the status to refuse it with when Kestrel let through something the lean engine refuses.</summary>
@@ -316,7 +325,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
                 if (_bodyBytesRead > _decodedBodyLimit)
                 {
                     _response.StatusCode = StatusCodes.Status413PayloadTooLarge;
-                    _response.Headers.Connection = "close";
+                    CloseConnectionAfterResponse();
                     reader.AdvanceTo(result.Buffer.End);
                     return false;
                 }
@@ -335,7 +344,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             // Kestrel answers 400/413 itself once we return; the application never sees the request.
             _response.StatusCode = e.StatusCode;
-            _response.Headers.Connection = "close";
+            CloseConnectionAfterResponse();
             return false;
         }
         catch (Exception e) when (e is IOException or OperationCanceledException)
@@ -344,7 +353,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             // decode (it reports an overflowing chunk size as a bare IOException): 400, not the
             // empty 200 that returning alone would produce.
             _response.StatusCode = StatusCodes.Status400BadRequest;
-            _response.Headers.Connection = "close";
+            CloseConnectionAfterResponse();
             return false;
         }
     }
