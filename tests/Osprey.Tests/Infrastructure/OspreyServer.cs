@@ -105,6 +105,9 @@ public sealed class OspreyServer : IAsyncDisposable, IDisposable
 
     public bool HasExited => _process.HasExited;
 
+    /// <summary>After the process has exited: waits until its stdout and stderr have been read to the end.</summary>
+    public void WaitForOutput() => _process.WaitForExit();
+
     /// <summary>Everything the server wrote to stderr so far: the error log.</summary>
     public string ErrorLog => _stderr.Text;
 

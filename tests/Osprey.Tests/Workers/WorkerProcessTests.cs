@@ -440,6 +440,8 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
             Assert.True(DateTime.UtcNow < deadline, "the master did not exit:\n" + server.ErrorLog);
             await Task.Delay(50);
         }
+        // Exited is not the same as all of its output read: the last log lines may still be in the pipe.
+        server.WaitForOutput();
     }
 
     private static int Count(string text, string what)
