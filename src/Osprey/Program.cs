@@ -1,34 +1,80 @@
 using Osprey.Cli;
+using Osprey.Python;
 using Osprey.Supervision;
 
 // Usage errors exit 2, as argparse (and so gunicorn) does; start-up failures exit non-zero with
 // one line in the error log. No .NET stack trace reaches the user for either.
-switch (CommandLine.Parse(args))
+try
 {
-    case ParseOutcome.ShowHelp help:
-        Console.Out.Write(help.Text);
-        return 0;
-    case ParseOutcome.ShowVersion version:
-        Console.Out.WriteLine(version.Text);
-        return 0;
-    case ParseOutcome.Error error:
-        Console.Error.WriteLine("usage: osprey [OPTIONS] [APP_MODULE]");
-        Console.Error.WriteLine($"osprey: error: {error.Message}");
-        return 2;
-    case ParseOutcome.Run run:
-        try
+    // The master starts workers as this same executable with the same arguments and hidden
+    // environment variables saying which inherited descriptors are theirs and what the
+    // configuration file said (the master read it; a worker must not run it again).
+    WorkerContext? worker = WorkerContext.FromEnvironment();
+    ConfigArguments? config;
+    if (worker is not null)
+    {
+        IReadOnlyList<string>? fromMaster = ConfigFile.FromWorkerVariable(Environment.GetEnvironmentVariable(ConfigFile.WorkerVariable));
+        Posix.Unsetenv(ConfigFile.WorkerVariable);
+        config = fromMaster is null ? null : new ConfigArguments("(as the master read it)", fromMaster, []);
+    }
+    else
+    {
+        // The options alone first: they say which file to read (-c) and with which Python.
+        ParseOutcome first = CommandLine.Parse(args, requireApp: false);
+        if (first is not ParseOutcome.Run { Options: var early })
         {
-            // The master starts workers as this same executable with the same arguments and a hidden
-            // environment variable saying which inherited descriptors are theirs.
-            return WorkerContext.FromEnvironment() is { } worker
-                ? Server.Run(run.Options, ["osprey", .. args], worker)
-                : Master.Run(run.Options, ["osprey", .. args]);
+            return Finish(first);
         }
-        catch (Exception e)
+        config = null;
+        if (ConfigFile.Choose(early.Config) is string path)
         {
-            Console.Error.WriteLine($"osprey: internal error: {e.GetType().Name}: {e.Message}");
-            return 70;
+            config = ConfigFile.Load(path, PythonInstallation.ChooseInterpreter(early.Python), out string? error, out string? traceback);
+            if (config is null)
+            {
+                if (traceback is { Length: > 0 })
+                {
+                    Console.Error.WriteLine(traceback);
+                }
+                Console.Error.WriteLine($"osprey: error: {error}");
+                return 1;
+            }
+            Environment.SetEnvironmentVariable(ConfigFile.WorkerVariable, ConfigFile.ToWorkerVariable(config.Arguments));
         }
-    default:
-        return 2;
+    }
+
+    ParseOutcome outcome = CommandLine.Parse(args, config);
+    if (outcome is not ParseOutcome.Run run)
+    {
+        return Finish(outcome);
+    }
+    return worker is not null
+        ? Server.Run(run.Options, ["osprey", .. args], worker)
+        : Master.Run(run.Options, ["osprey", .. args], config);
+}
+catch (Exception e)
+{
+    Console.Error.WriteLine($"osprey: internal error: {e.GetType().Name}: {e.Message}");
+    return 70;
+}
+
+static int Finish(ParseOutcome outcome)
+{
+    switch (outcome)
+    {
+        case ParseOutcome.ShowHelp help:
+            Console.Out.Write(help.Text);
+            return 0;
+        case ParseOutcome.ShowVersion version:
+            Console.Out.WriteLine(version.Text);
+            return 0;
+        case ParseOutcome.Error error:
+            if (error.ExitCode == 2)
+            {
+                Console.Error.WriteLine("usage: osprey [OPTIONS] [APP_MODULE]");
+            }
+            Console.Error.WriteLine($"osprey: error: {error.Message}");
+            return error.ExitCode;
+        default:
+            return 2;
+    }
 }

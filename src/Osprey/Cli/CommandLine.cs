@@ -16,8 +16,8 @@ public abstract record ParseOutcome
     public sealed record Run(OspreyOptions Options) : ParseOutcome;
     public sealed record ShowHelp(string Text) : ParseOutcome;
     public sealed record ShowVersion(string Text) : ParseOutcome;
-    /// <summary>One line, meant to follow "osprey: " on stderr.</summary>
-    public sealed record Error(string Message) : ParseOutcome;
+    /// <summary>One line, meant to follow "osprey: " on stderr; 2 for the command line (argparse's code), 1 for a configuration file.</summary>
+    public sealed record Error(string Message, int ExitCode = 2) : ParseOutcome;
 }
 
 /// <summary>
@@ -38,19 +38,22 @@ public static class CommandLine
 
     internal static string VersionText { get; } = BuildVersionText();
 
-    public static ParseOutcome Parse(IReadOnlyList<string> args) => Parse(args, Dns.GetHostAddresses, System.Environment.GetEnvironmentVariable);
+    public static ParseOutcome Parse(IReadOnlyList<string> args, ConfigArguments? config = null, bool requireApp = true) =>
+        Parse(args, Dns.GetHostAddresses, System.Environment.GetEnvironmentVariable, config, requireApp);
 
     /// <param name="resolveHost">Name lookup for bind hosts; tests pass a fake so they need no DNS.</param>
     /// <param name="environment">
-    /// Environment lookup for the variables gunicorn reads defaults from (FORWARDED_ALLOW_IPS);
-    /// null, as tests pass, reads none.
+    /// Environment lookup for the variables gunicorn reads defaults from (FORWARDED_ALLOW_IPS, PORT,
+    /// WEB_CONCURRENCY); null, as tests pass, reads none.
     /// </param>
+    /// <param name="config">A configuration file's settings, which the command line overrides (gunicorn's order).</param>
+    /// <param name="requireApp">False to read the options alone, before the configuration file (which may name the APP) is read.</param>
     internal static ParseOutcome Parse(IReadOnlyList<string> args, Func<string, IPAddress[]> resolveHost,
-        Func<string, string?>? environment = null)
+        Func<string, string?>? environment = null, ConfigArguments? config = null, bool requireApp = true)
     {
         ArgumentNullException.ThrowIfNull(args);
         ArgumentNullException.ThrowIfNull(resolveHost);
-        return new Parser(resolveHost, environment).Run(args);
+        return new Parser(resolveHost, environment).Run(args, config, requireApp);
     }
 
     private enum Opt
@@ -60,7 +63,7 @@ public static class CommandLine
         LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
         MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask,
         HeaderTimeout, MinRequestBodyRate, MaxConnections,
-        ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile,
+        ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config,
     }
 
     private readonly record struct LongOption(string Name, Opt Id);
@@ -107,6 +110,7 @@ public static class CommandLine
         new("--proxy-protocol", Opt.ProxyProtocol),
         new("--certfile", Opt.CertFile),
         new("--keyfile", Opt.KeyFile),
+        new("--config", Opt.Config),
     ];
 
     private static Opt? ShortOption(char c) => c switch
@@ -120,6 +124,7 @@ public static class CommandLine
         'n' => Opt.Name,
         'p' => Opt.Pid,
         'm' => Opt.Umask,
+        'c' => Opt.Config,
         _ => null,
     };
 
@@ -162,6 +167,7 @@ public static class CommandLine
         Opt.ProxyProtocol => "--proxy-protocol",
         Opt.CertFile => "--certfile",
         Opt.KeyFile => "--keyfile",
+        Opt.Config => "--config",
         _ => throw new ArgumentOutOfRangeException(nameof(opt)),
     };
 
@@ -182,37 +188,32 @@ public static class CommandLine
         private readonly List<string> pythonPath = [];
         private readonly List<KeyValuePair<string, string>> environment = [];
         private bool forwardedAllowIpsGiven;
+        // Which source (0: configuration file, 1: command line) last filled each list option: a later
+        // source replaces a list rather than adding to it, as gunicorn's command line replaces the file's bind.
+        private readonly Dictionary<Opt, int> listSource = [];
+        private int source;
 
-        public ParseOutcome Run(IReadOnlyList<string> args)
+        public ParseOutcome Run(IReadOnlyList<string> args, ConfigArguments? config, bool requireApp)
         {
+            if (ApplyWebConcurrency() is string concurrencyError) return Fail(concurrencyError);
             string? app = null;
-            string? extra = null;
-            bool optionsEnded = false;
-
-            for (int i = 0; i < args.Count; i++)
+            if (config is not null)
             {
-                string arg = args[i] ?? throw new ArgumentException("null argument", nameof(args));
-
-                if (optionsEnded || !LooksLikeOption(arg))
-                {
-                    if (app is null) app = arg;
-                    else extra ??= arg;
-                    continue;
-                }
-                if (arg == "--")
-                {
-                    optionsEnded = true;
-                    continue;
-                }
-
-                ParseOutcome? outcome = arg.StartsWith("--", StringComparison.Ordinal)
-                    ? ParseLong(args, ref i)
-                    : ParseShort(args, ref i);
-                if (outcome is not null) return outcome;
+                source = 0;
+                ParseOutcome? fromFile = RunSource(config.Arguments, ref app);
+                if (fromFile is ParseOutcome.Error error) return new ParseOutcome.Error($"config file '{config.Path}': {error.Message}", 1);
+                if (fromFile is not null) return new ParseOutcome.Error($"config file '{config.Path}': help and version are not settings", 1);
             }
+            source = 1;
+            ParseOutcome? fromCommandLine = RunSource(args, ref app);
+            if (fromCommandLine is not null) return fromCommandLine;
 
             // Checked last so that "osprey --help" and "osprey --version" work without an APP.
-            if (extra is not null) return Fail($"unexpected argument '{extra}': only one APP may be given");
+            if (!requireApp)
+            {
+                // Before the configuration file: rules across options wait for the whole picture.
+                return new ParseOutcome.Run(options with { App = app ?? "", AppModule = "", AppAttribute = "", Binds = binds.ToArray() });
+            }
             if (app is null) return Fail("no application given (usage: osprey [OPTIONS] MODULE:APP)");
 
             string? appError = ParseApp(app, out string module, out string attribute, out string? factoryArgs);
@@ -235,6 +236,13 @@ public static class CommandLine
                 return Fail("--engine osprey serves cleartext HTTP/1.1 only; with --certfile use --engine auto or kestrel");
             }
 
+            if (binds.Count == 0 && environmentVariable?.Invoke("PORT") is { Length: > 0 } port)
+            {
+                // gunicorn's default under PaaS conventions (Heroku, Render, Cloud Run): all interfaces, $PORT.
+                string? error = ParseBind($"0.0.0.0:{port}", resolveHost, out BindAddress? fromPort);
+                if (error is not null) return Fail($"PORT (environment variable): '{port}' is not a valid port number (0-65535)");
+                binds.Add(fromPort!);
+            }
             if (binds.Count == 0)
             {
                 binds.Add(new BindAddress.Tcp($"127.0.0.1:{DefaultPort}", IPAddress.Loopback, DefaultPort, "127.0.0.1"));
@@ -250,6 +258,63 @@ public static class CommandLine
                 PythonPath = pythonPath.ToArray(),
                 Environment = environment.ToArray(),
             });
+        }
+
+        /// <summary>One source's arguments; null to go on, otherwise help, version or an error.</summary>
+        private ParseOutcome? RunSource(IReadOnlyList<string> args, ref string? app)
+        {
+            string? sourceApp = null;
+            string? extra = null;
+            bool optionsEnded = false;
+            for (int i = 0; i < args.Count; i++)
+            {
+                string arg = args[i] ?? throw new ArgumentException("null argument", nameof(args));
+
+                if (optionsEnded || !LooksLikeOption(arg))
+                {
+                    if (sourceApp is null) sourceApp = arg;
+                    else extra ??= arg;
+                    continue;
+                }
+                if (arg == "--")
+                {
+                    optionsEnded = true;
+                    continue;
+                }
+
+                ParseOutcome? outcome = arg.StartsWith("--", StringComparison.Ordinal)
+                    ? ParseLong(args, ref i)
+                    : ParseShort(args, ref i);
+                if (outcome is not null) return outcome;
+            }
+            if (extra is not null) return Fail($"unexpected argument '{extra}': only one APP may be given");
+            app = sourceApp ?? app;
+            return null;
+        }
+
+        /// <summary>gunicorn's default worker count is WEB_CONCURRENCY when set (PaaS convention); returns an error or null.</summary>
+        private string? ApplyWebConcurrency()
+        {
+            if (environmentVariable?.Invoke("WEB_CONCURRENCY") is not { Length: > 0 } text)
+            {
+                return null;
+            }
+            if (!TryParseInteger(text, 1, int.MaxValue, out long n))
+            {
+                return $"WEB_CONCURRENCY (environment variable): '{text}' is not a positive integer";
+            }
+            options = options with { Workers = (int)n };
+            return null;
+        }
+
+        /// <summary>Starts <paramref name="list"/> afresh when this source is the first to add to it after an earlier one did.</summary>
+        private void Replacing<T>(Opt opt, List<T> list)
+        {
+            if (listSource.TryGetValue(opt, out int from) && from != source)
+            {
+                list.Clear();
+            }
+            listSource[opt] = source;
         }
 
         private ParseOutcome? ParseLong(IReadOnlyList<string> args, ref int i)
@@ -310,6 +375,7 @@ public static class CommandLine
                 {
                     string? error = ParseBind(value, resolveHost, out BindAddress? bind);
                     if (error is not null) return Fail(error);
+                    Replacing(opt, binds);
                     binds.Add(bind!);
                     return null;
                 }
@@ -435,6 +501,7 @@ public static class CommandLine
                 }
 
                 case Opt.PythonPath:
+                    Replacing(opt, pythonPath);
                     foreach (string part in value.Split(','))
                     {
                         if (part.Length > 0) pythonPath.Add(part);
@@ -445,6 +512,7 @@ public static class CommandLine
                 {
                     int eq = value.IndexOf('=', StringComparison.Ordinal);
                     if (eq <= 0) return Fail($"{name}: '{value}' is not of the form KEY=VALUE");
+                    Replacing(opt, environment);
                     environment.Add(new KeyValuePair<string, string>(value[..eq], value[(eq + 1)..]));
                     return null;
                 }
@@ -466,6 +534,12 @@ public static class CommandLine
                 }
                 case Opt.ProxyProtocol:
                     options = options with { ProxyProtocol = true };
+                    return null;
+
+                case Opt.Config:
+                    if (source == 0) return Fail("a config file cannot name another config file");
+                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                    options = options with { Config = value };
                     return null;
 
                 case Opt.CertFile:
@@ -938,6 +1012,10 @@ public static class CommandLine
               --keyfile FILE                 PEM private key of --certfile; without it the key is read
                                              from the --certfile file. Both are read again on reload
                                              (HUP), so a renewed certificate needs no restart.
+
+            Configuration:
+              -c CONFIG, --config CONFIG     gunicorn configuration file (Python) to read settings from;
+                                             the command line overrides them. [./{ConfigFile.DefaultName} if it exists]
 
             Other:
               -h, --help                     Show this help message and exit.

@@ -91,6 +91,9 @@ public sealed record OspreyOptions
     /// <summary>Absolute path of its PEM private key, or null when the key is in <see cref="CertFile"/> (<c>--keyfile</c>).</summary>
     public string? KeyFile { get; init; }
 
+    /// <summary><c>-c/--config</c> as given, or null for ./gunicorn.conf.py when it exists.</summary>
+    public string? Config { get; init; }
+
     /// <summary>Every listener speaks TLS.</summary>
     public bool Tls => CertFile is not null;
 }

@@ -66,7 +66,8 @@ public sealed class Master
         _name = options.Name ?? options.App;
     }
 
-    public static int Run(OspreyOptions options, IReadOnlyList<string> argv)
+    /// <param name="config">The configuration file's settings (already part of <paramref name="options"/>), to report.</param>
+    public static int Run(OspreyOptions options, IReadOnlyList<string> argv, ConfigArguments? config = null)
     {
         // Before anything is opened or bound: this may replace the process (see the method).
         string? signalWarning = Posix.ReexecIfControlSignalsIgnored(argv.Skip(1).ToArray());
@@ -86,6 +87,14 @@ public sealed class Master
         }
         string version = typeof(Master).Assembly.GetName().Version?.ToString(3) ?? "0";
         Log.Info($"Starting osprey {version}");
+        if (config is not null)
+        {
+            Log.Info($"Configuration read from {config.Path}");
+            foreach (string warning in config.Warnings)
+            {
+                Log.Warning(warning);
+            }
+        }
         if (options.Preload)
         {
             Log.Info("--preload has no effect: workers are started processes, not forks, so each imports the application itself");

@@ -26,6 +26,9 @@ public sealed record OspreyServerOptions
     /// <summary>Passed as <c>--chdir DIR</c>; null leaves the flag out.</summary>
     public string? Chdir { get; init; } = RepoPaths.Apps;
 
+    /// <summary>The server's working directory (where it looks for ./gunicorn.conf.py); null for the test's own.</summary>
+    public string? WorkingDirectory { get; init; }
+
     /// <summary>Start the server with these signals ignored, as nohup or a shell's background job does (through /bin/sh's trap and exec, so the pid stays the server's).</summary>
     public IReadOnlyList<string> IgnoredSignals { get; init; } = [];
 }
@@ -200,7 +203,11 @@ public sealed class OspreyServer : IAsyncDisposable, IDisposable
             args.AddRange(["--engine", options.Engine]);
         }
         args.AddRange(options.Args);
-        args.Add(options.App);
+        // Empty: the APP comes from a configuration file's wsgi_app.
+        if (options.App.Length > 0)
+        {
+            args.Add(options.App);
+        }
         return args;
     }
 
@@ -208,6 +215,10 @@ public sealed class OspreyServer : IAsyncDisposable, IDisposable
     {
         var args = BuildArguments(options, port);
         var psi = CreateStartInfo(args, options.Environment);
+        if (options.WorkingDirectory is not null)
+        {
+            psi.WorkingDirectory = options.WorkingDirectory;
+        }
         if (options.IgnoredSignals.Count > 0)
         {
             psi.ArgumentList.Insert(0, $"trap '' {string.Join(' ', options.IgnoredSignals)}; exec \"$0\" \"$@\"");
@@ -254,6 +265,9 @@ public sealed class OspreyServer : IAsyncDisposable, IDisposable
             psi.ArgumentList.Add(arg);
         }
         psi.Environment.Remove("VIRTUAL_ENV");
+        // gunicorn's PaaS defaults, which Osprey honours: a test says how many workers and where.
+        psi.Environment.Remove("WEB_CONCURRENCY");
+        psi.Environment.Remove("PORT");
         if (environment is not null)
         {
             foreach (var (key, value) in environment)

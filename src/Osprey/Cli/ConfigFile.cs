@@ -1,0 +1,378 @@
+using System.ComponentModel;
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+
+namespace Osprey.Cli;
+
+/// <summary>gunicorn's configuration file, turned into command-line arguments that the real command line overrides.</summary>
+/// <param name="Path">The file as named (or the default's name).</param>
+/// <param name="Arguments">Options, and the APP when the file sets <c>wsgi_app</c>, in command-line form.</param>
+/// <param name="Warnings">Settings the file makes that Osprey does not carry out, one line each.</param>
+public sealed record ConfigArguments(string Path, IReadOnlyList<string> Arguments, IReadOnlyList<string> Warnings);
+
+/// <summary>
+/// Reads a gunicorn configuration file (<c>-c FILE</c>, or <c>./gunicorn.conf.py</c> when there is one,
+/// as gunicorn does). The file is Python, so the chosen interpreter runs it, in a process of its own
+/// (the master embeds no Python), and reports its top-level names as JSON; those that are gunicorn
+/// settings become the equivalent options.
+/// </summary>
+public static class ConfigFile
+{
+    public const string DefaultName = "gunicorn.conf.py";
+
+    /// <summary>Hands the arguments from the master to its workers, which must not run the file again (it could differ by then).</summary>
+    public const string WorkerVariable = "OSPREY_CONFIG_ARGUMENTS";
+
+    // Runs the file as gunicorn does (exec with __file__ set, in the current directory) and prints
+    // every public top-level name: JSON-able values as they are, callables (server hooks) as a marker.
+    private const string Reader = """
+        import json, sys, types
+        path = sys.argv[1]
+        namespace = {"__file__": path, "__name__": "__config__"}
+        with open(path, "rb") as f:
+            code = compile(f.read(), path, "exec")
+        exec(code, namespace)
+        out = {}
+        for name, value in namespace.items():
+            if name.startswith("_") or isinstance(value, types.ModuleType):
+                continue
+            if callable(value):
+                out[name] = {"osprey-callable": True}
+                continue
+            try:
+                json.dumps(value)
+                out[name] = value
+            except (TypeError, ValueError):
+                out[name] = {"osprey-repr": repr(value)}
+        sys.stdout.write(json.dumps(out))
+        """;
+
+    // gunicorn's settings (gunicorn.config.KNOWN_SETTINGS, 20.x to 23.x) that Osprey has no equivalent for.
+    // Any other name in the file that is not a setting is the file's own business, as in gunicorn.
+    private static readonly HashSet<string> Unsupported = new(StringComparer.Ordinal)
+    {
+        "reload", "reload_engine", "reload_extra_files", "spew", "check_config", "print_config",
+        "daemon", "worker_tmp_dir", "user", "group", "initgroups", "tmp_upload_dir", "secure_scheme_headers",
+        "disable_redirect_access_to_syslog", "access_log_format", "logger_class", "logconfig", "logconfig_dict",
+        "logconfig_json", "syslog_addr", "syslog", "syslog_prefix", "syslog_facility", "enable_stdio_inheritance",
+        "statsd_host", "dogstatsd_tags", "statsd_prefix", "default_proc_name", "paste", "raw_paste_global_conf",
+        "proxy_allow_ips", "ssl_version", "cert_reqs", "ca_certs", "suppress_ragged_eofs", "do_handshake_on_connect",
+        "ciphers", "ssl_context", "strip_header_spaces", "tolerate_dangerous_framing", "permit_obsolete_folding",
+        "permit_unconventional_http_method", "permit_unconventional_http_version", "casefold_http_method",
+        "header_map", "forwarder_headers",
+    };
+
+    // Server hooks are Python callables that gunicorn's master and workers call; Osprey's master runs no Python.
+    private static readonly HashSet<string> Hooks = new(StringComparer.Ordinal)
+    {
+        "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init", "worker_int",
+        "worker_abort", "pre_exec", "pre_request", "post_request", "child_exit", "worker_exit", "nworkers_changed",
+        "on_exit", "ssl_context",
+    };
+
+    // gunicorn settings that Osprey always behaves as (capture_output: print() goes to the error log;
+    // sendfile and reuse_port: always used), or that name gunicorn's own machinery.
+    private static readonly HashSet<string> AlwaysSo = new(StringComparer.Ordinal) { "capture_output", "sendfile", "reuse_port", "config" };
+
+    /// <summary>The file to read: <paramref name="explicitPath"/>, else ./gunicorn.conf.py if it exists, else none.</summary>
+    public static string? Choose(string? explicitPath) =>
+        explicitPath ?? (File.Exists(DefaultName) ? DefaultName : null);
+
+    /// <summary>Runs the file with <paramref name="interpreter"/>; an error is one line (the file's traceback, if any, in <paramref name="traceback"/>).</summary>
+    public static ConfigArguments? Load(string path, string interpreter, out string? error, out string? traceback)
+    {
+        error = null;
+        traceback = null;
+        if (path.StartsWith("python:", StringComparison.Ordinal))
+        {
+            error = $"--config: '{path}': module configurations (python:MODULE) are not supported; give the file's path";
+            return null;
+        }
+        if (!File.Exists(path))
+        {
+            error = $"--config: file '{path}' does not exist";
+            return null;
+        }
+        var start = new ProcessStartInfo(interpreter)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add(Reader);
+        start.ArgumentList.Add(path);
+        string output;
+        string errors;
+        try
+        {
+            using Process process = Process.Start(start) ?? throw new Win32Exception();
+            Task<string> errorTask = process.StandardError.ReadToEndAsync();
+            output = process.StandardOutput.ReadToEnd();
+            errors = errorTask.GetAwaiter().GetResult();
+            if (!process.WaitForExit(30_000))
+            {
+                process.Kill(entireProcessTree: true);
+                error = $"config file '{path}' did not finish running within 30 s";
+                return null;
+            }
+            if (process.ExitCode != 0)
+            {
+                traceback = errors.TrimEnd();
+                string last = traceback.Length == 0 ? $"exit code {process.ExitCode}" : traceback[(traceback.LastIndexOf('\n') + 1)..];
+                error = $"config file '{path}' failed: {last}";
+                return null;
+            }
+        }
+        catch (Win32Exception)
+        {
+            error = $"cannot run Python interpreter '{interpreter}' to read config file '{path}'";
+            return null;
+        }
+        try
+        {
+            using JsonDocument settings = JsonDocument.Parse(output);
+            return Translate(path, settings.RootElement, out error);
+        }
+        catch (JsonException)
+        {
+            error = $"config file '{path}': its settings could not be read";
+            return null;
+        }
+    }
+
+    /// <summary>The arguments the master handed down (<see cref="WorkerVariable"/>), or null.</summary>
+    public static IReadOnlyList<string>? FromWorkerVariable(string? text)
+    {
+        if (string.IsNullOrEmpty(text))
+        {
+            return null;
+        }
+        using JsonDocument document = JsonDocument.Parse(text);
+        var arguments = new List<string>();
+        foreach (JsonElement item in document.RootElement.EnumerateArray())
+        {
+            arguments.Add(item.GetString() ?? "");
+        }
+        return arguments;
+    }
+
+    public static string ToWorkerVariable(IReadOnlyList<string> arguments)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartArray();
+            foreach (string argument in arguments)
+            {
+                writer.WriteStringValue(argument);
+            }
+            writer.WriteEndArray();
+        }
+        return Encoding.UTF8.GetString(buffer.ToArray());
+    }
+
+    internal static ConfigArguments? Translate(string path, JsonElement settings, out string? error)
+    {
+        error = null;
+        var arguments = new List<string>();
+        var warnings = new List<string>();
+        var hooks = new List<string>();
+        var ignored = new List<string>();
+        string? app = null;
+        foreach (JsonProperty setting in settings.EnumerateObject())
+        {
+            // gunicorn lower-cases the names it reads from the file.
+            string name = setting.Name.ToLowerInvariant();
+            JsonElement value = setting.Value;
+            if (IsCallable(value))
+            {
+                if (Hooks.Contains(name))
+                {
+                    hooks.Add(name);
+                }
+                continue;
+            }
+            string? problem = name switch
+            {
+                "wsgi_app" => Text(value, out app),
+                "bind" => Each(value, "--bind", arguments),
+                "raw_env" => Each(value, "--env", arguments),
+                "workers" => One(value, "--workers", arguments),
+                "threads" => One(value, "--threads", arguments),
+                "worker_connections" => One(value, "--max-connections", arguments),
+                "timeout" => One(value, "--timeout", arguments),
+                "graceful_timeout" => One(value, "--graceful-timeout", arguments),
+                "keepalive" => One(value, "--keep-alive", arguments),
+                "max_requests" => One(value, "--max-requests", arguments),
+                "max_requests_jitter" => One(value, "--max-requests-jitter", arguments),
+                "limit_request_line" => One(value, "--limit-request-line", arguments),
+                "limit_request_fields" => One(value, "--limit-request-fields", arguments),
+                "limit_request_field_size" => One(value, "--limit-request-field_size", arguments),
+                "backlog" => One(value, "--backlog", arguments),
+                "umask" => One(value, "--umask", arguments),
+                "loglevel" => One(value, "--log-level", arguments),
+                "errorlog" => One(value, "--error-logfile", arguments),
+                "accesslog" => One(value, "--access-logfile", arguments),
+                "pidfile" => One(value, "--pid", arguments),
+                "proc_name" => One(value, "--name", arguments),
+                "chdir" => One(value, "--chdir", arguments),
+                "certfile" => One(value, "--certfile", arguments),
+                "keyfile" => One(value, "--keyfile", arguments),
+                "pythonpath" => One(value, "--pythonpath", arguments),
+                "forwarded_allow_ips" => Joined(value, "--forwarded-allow-ips", arguments),
+                "preload_app" => Flag(value, "--preload", arguments),
+                "proxy_protocol" => Flag(value, "--proxy-protocol", arguments),
+                "worker_class" => WorkerClass(value, warnings),
+                _ => null,
+            };
+            if (problem is not null)
+            {
+                error = $"config file '{path}': {name}: {problem}";
+                return null;
+            }
+            if (Unsupported.Contains(name) && IsSet(value) && !AlwaysSo.Contains(name))
+            {
+                ignored.Add(name);
+            }
+        }
+        if (app is not null)
+        {
+            arguments.Add(app);
+        }
+        if (ignored.Count > 0)
+        {
+            warnings.Add($"{path}: not supported by Osprey, ignored: {string.Join(", ", ignored)}");
+        }
+        if (hooks.Count > 0)
+        {
+            warnings.Add($"{path}: server hooks are not run (Osprey's master runs no Python): {string.Join(", ", hooks)}");
+        }
+        return new ConfigArguments(path, arguments, warnings);
+    }
+
+    private static bool IsCallable(JsonElement value) =>
+        value.ValueKind == JsonValueKind.Object && value.TryGetProperty("osprey-callable", out _);
+
+    /// <summary>A value other than gunicorn's "off" ones (None, False, 0, empty).</summary>
+    private static bool IsSet(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.Null or JsonValueKind.False => false,
+        JsonValueKind.String => value.GetString()!.Length > 0,
+        JsonValueKind.Number => value.GetRawText() is not ("0" or "0.0"),
+        JsonValueKind.Array => value.GetArrayLength() > 0,
+        JsonValueKind.Object => value.EnumerateObject().MoveNext(),
+        _ => true,
+    };
+
+    private static string? Text(JsonElement value, out string? text)
+    {
+        text = null;
+        switch (value.ValueKind)
+        {
+            case JsonValueKind.Null:
+                return null;
+            case JsonValueKind.String:
+                text = value.GetString();
+                return null;
+            case JsonValueKind.Number:
+                text = value.GetRawText();
+                return null;
+            default:
+                return $"expected a string or a number, got {Describe(value)}";
+        }
+    }
+
+    private static string? One(JsonElement value, string option, List<string> arguments)
+    {
+        if (value.ValueKind == JsonValueKind.True || value.ValueKind == JsonValueKind.False)
+        {
+            return $"expected a string or a number, got {Describe(value)}";
+        }
+        string? problem = Text(value, out string? text);
+        if (text is not null)
+        {
+            // "--opt=value" keeps a value that starts with '-' a value.
+            arguments.Add($"{option}={text}");
+        }
+        return problem;
+    }
+
+    private static string? Each(JsonElement value, string option, List<string> arguments)
+    {
+        if (value.ValueKind != JsonValueKind.Array)
+        {
+            return One(value, option, arguments);
+        }
+        foreach (JsonElement item in value.EnumerateArray())
+        {
+            if (One(item, option, arguments) is string problem)
+            {
+                return problem;
+            }
+        }
+        return null;
+    }
+
+    private static string? Joined(JsonElement value, string option, List<string> arguments)
+    {
+        if (value.ValueKind != JsonValueKind.Array)
+        {
+            return One(value, option, arguments);
+        }
+        var parts = new List<string>();
+        foreach (JsonElement item in value.EnumerateArray())
+        {
+            if (Text(item, out string? text) is string problem)
+            {
+                return problem;
+            }
+            if (text is not null)
+            {
+                parts.Add(text);
+            }
+        }
+        arguments.Add($"{option}={string.Join(',', parts)}");
+        return null;
+    }
+
+    private static string? Flag(JsonElement value, string option, List<string> arguments)
+    {
+        switch (value.ValueKind)
+        {
+            case JsonValueKind.True:
+                arguments.Add(option);
+                return null;
+            case JsonValueKind.False or JsonValueKind.Null:
+                return null;
+            default:
+                return $"expected True or False, got {Describe(value)}";
+        }
+    }
+
+    private static string? WorkerClass(JsonElement value, List<string> warnings)
+    {
+        if (Text(value, out string? text) is string problem)
+        {
+            return problem;
+        }
+        // sync and gthread are what Osprey's workers are (--threads picks between them).
+        string name = (text ?? "sync").ToLowerInvariant();
+        if (name is not ("sync" or "gthread" or "gunicorn.workers.sync.syncworker" or "gunicorn.workers.gthread.threadworker"))
+        {
+            warnings.Add($"worker_class '{text}' is not supported: Osprey serves WSGI with its own workers (--threads N for concurrency)");
+        }
+        return null;
+    }
+
+    private static string Describe(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.True => "True",
+        JsonValueKind.False => "False",
+        JsonValueKind.Array => "a list",
+        JsonValueKind.Object when value.TryGetProperty("osprey-repr", out JsonElement repr) => repr.GetString() ?? "an object",
+        JsonValueKind.Object => "a dict",
+        _ => value.GetRawText(),
+    };
+}

@@ -1,0 +1,146 @@
+using System.Net;
+using System.Text.Json;
+using Osprey.Cli;
+
+namespace Osprey.Tests.Cli;
+
+/// <summary>
+/// gunicorn configuration settings as options (ConfigFile.Translate), their order against the command
+/// line, and the environment defaults gunicorn reads (PORT, WEB_CONCURRENCY). Running real files:
+/// Integration/ConfigFileTests.
+/// </summary>
+public sealed class ConfigArgumentsTests
+{
+    private static IPAddress[] NoDns(string host) => throw new InvalidOperationException("no DNS in these tests");
+
+    private static ConfigArguments Translate(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        var config = ConfigFile.Translate("conf.py", document.RootElement, out var error);
+        Assert.True(config is not null, error);
+        return config;
+    }
+
+    private static ParseOutcome Parse(string[] args, ConfigArguments? config = null, Dictionary<string, string>? environment = null) =>
+        CommandLine.Parse(args, NoDns, name => environment?.GetValueOrDefault(name), config);
+
+    private static OspreyOptions Ok(string[] args, ConfigArguments? config = null, Dictionary<string, string>? environment = null) =>
+        Assert.IsType<ParseOutcome.Run>(Parse(args, config, environment)).Options;
+
+    [Fact]
+    public void Settings_become_the_options_of_the_same_meaning()
+    {
+        var config = Translate("""
+            {"bind": ["0.0.0.0:80", "unix:/run/app.sock"], "workers": 4, "threads": 2, "timeout": 60,
+             "graceful_timeout": 10, "keepalive": 5, "max_requests": 100, "max_requests_jitter": 10,
+             "worker_connections": 500, "backlog": 64, "umask": 18, "loglevel": "debug", "accesslog": "-",
+             "errorlog": "/tmp/err.log", "pidfile": "/tmp/app.pid", "proc_name": "shop", "raw_env": ["A=1", "B=2"],
+             "forwarded_allow_ips": ["10.0.0.1", "10.0.0.2"], "proxy_protocol": true, "preload_app": true,
+             "limit_request_line": 100, "limit_request_fields": 10, "limit_request_field_size": 50,
+             "pythonpath": "/srv/lib,/srv/extra", "wsgi_app": "shop.wsgi:application", "accesslog_unused": 1}
+            """);
+
+        var o = Ok([], config);
+
+        Assert.Equal(["0.0.0.0:80", "unix:/run/app.sock"], o.Binds.Select(b => b.Original));
+        Assert.Equal((4, 2, 60, 10, 5), (o.Workers, o.Threads, o.Timeout, o.GracefulTimeout, o.KeepAlive));
+        Assert.Equal((100, 10, 500, 64, 18), (o.MaxRequests, o.MaxRequestsJitter, o.MaxConnections, o.Backlog, o.Umask));
+        Assert.Equal((Osprey.Cli.LogLevel.Debug, "-", "/tmp/err.log", "/tmp/app.pid", "shop"), (o.LogLevel, o.AccessLog, o.ErrorLog, o.PidFile, o.Name));
+        Assert.Equal(["A=1", "B=2"], o.Environment.Select(e => $"{e.Key}={e.Value}"));
+        Assert.Equal("10.0.0.1,10.0.0.2", o.ForwardedAllowIps.Text);
+        Assert.True(o.ProxyProtocol && o.Preload);
+        Assert.Equal((100, 10, 50), (o.LimitRequestLine, o.LimitRequestFields, o.LimitRequestFieldSize));
+        Assert.Equal(["/srv/lib", "/srv/extra"], o.PythonPath);
+        Assert.Equal(("shop.wsgi", "application"), (o.AppModule, o.AppAttribute));
+        Assert.Empty(config.Warnings);
+    }
+
+    [Fact]
+    public void The_command_line_wins_and_replaces_lists_rather_than_adding_to_them()
+    {
+        var config = Translate("""{"bind": ["0.0.0.0:80", "0.0.0.0:81"], "raw_env": ["A=1"], "workers": 4, "wsgi_app": "file:app"}""");
+
+        var o = Ok(["-b", "127.0.0.1:9000", "--workers", "2", "cli:app"], config);
+
+        Assert.Equal(["127.0.0.1:9000"], o.Binds.Select(b => b.Original));
+        Assert.Equal(["A=1"], o.Environment.Select(e => $"{e.Key}={e.Value}"));
+        Assert.Equal(2, o.Workers);
+        Assert.Equal("cli", o.AppModule);
+    }
+
+    [Fact]
+    public void The_file_overrides_the_environment_defaults_and_the_command_line_overrides_both()
+    {
+        var environment = new Dictionary<string, string> { ["WEB_CONCURRENCY"] = "3", ["FORWARDED_ALLOW_IPS"] = "10.9.9.9" };
+        var config = Translate("""{"workers": 5, "forwarded_allow_ips": "10.1.1.1"}""");
+
+        Assert.Equal(3, Ok(["app"], environment: environment).Workers);
+        Assert.Equal("10.9.9.9", Ok(["app"], environment: environment).ForwardedAllowIps.Text);
+        Assert.Equal(5, Ok(["app"], config, environment).Workers);
+        Assert.Equal("10.1.1.1", Ok(["app"], config, environment).ForwardedAllowIps.Text);
+        Assert.Equal(7, Ok(["-w", "7", "app"], config, environment).Workers);
+    }
+
+    [Fact]
+    public void PORT_makes_the_default_bind_all_interfaces_on_that_port()
+    {
+        var environment = new Dictionary<string, string> { ["PORT"] = "5000" };
+
+        Assert.Equal(["0.0.0.0:5000"], Ok(["app"], environment: environment).Binds.Select(b => b.Original));
+        Assert.Equal(["127.0.0.1:7000"], Ok(["-b", "127.0.0.1:7000", "app"], environment: environment).Binds.Select(b => b.Original));
+        Assert.Equal(["127.0.0.1:8000"], Ok(["app"]).Binds.Select(b => b.Original));
+    }
+
+    [Theory]
+    [InlineData("PORT", "http", "PORT (environment variable): 'http' is not a valid port number")]
+    [InlineData("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY (environment variable): '0' is not a positive integer")]
+    public void Bad_environment_defaults_are_one_clear_line(string name, string value, string message)
+    {
+        var error = Assert.IsType<ParseOutcome.Error>(Parse(["app"], environment: new() { [name] = value }));
+        Assert.StartsWith(message, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Errors_in_the_file_name_the_file()
+    {
+        var error = Assert.IsType<ParseOutcome.Error>(Parse(["app"], Translate("""{"timeout": "soon"}""")));
+        Assert.Equal("config file 'conf.py': --timeout: 'soon' is not a non-negative integer", error.Message);
+    }
+
+    [Fact]
+    public void Hooks_unsupported_settings_and_worker_classes_are_warnings_and_other_names_are_the_files_own()
+    {
+        var config = Translate("""
+            {"post_fork": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": true,
+             "reload": false, "user": null, "statsd_host": "x:1", "worker_class": "uvicorn.workers.UvicornWorker",
+             "sendfile": false, "my_setting": 3}
+            """);
+
+        Assert.Empty(config.Arguments);
+        Assert.Equal(
+            [
+                "worker_class 'uvicorn.workers.UvicornWorker' is not supported: Osprey serves WSGI with its own workers (--threads N for concurrency)",
+                "conf.py: not supported by Osprey, ignored: daemon, statsd_host",
+                "conf.py: server hooks are not run (Osprey's master runs no Python): post_fork",
+            ],
+            config.Warnings);
+    }
+
+    [Fact]
+    public void Options_alone_can_be_read_before_the_file_that_names_the_app()
+    {
+        var early = Assert.IsType<ParseOutcome.Run>(CommandLine.Parse(["-c", "conf.py", "--keyfile", "k.pem"], NoDns, requireApp: false)).Options;
+        Assert.Equal("conf.py", early.Config);
+
+        var error = Assert.IsType<ParseOutcome.Error>(Parse([]));
+        Assert.Contains("no application given", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Arguments_reach_workers_intact()
+    {
+        string[] arguments = ["--bind=0.0.0.0:80", "--env=QUOTE=\"x\" \\ y", "app:make('ü')"];
+        Assert.Equal(arguments, ConfigFile.FromWorkerVariable(ConfigFile.ToWorkerVariable(arguments)));
+        Assert.Null(ConfigFile.FromWorkerVariable(null));
+    }
+}

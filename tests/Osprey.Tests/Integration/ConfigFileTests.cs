@@ -1,0 +1,168 @@
+using System.Text.Json;
+using Osprey.Tests.Infrastructure;
+using Osprey.Tests.Workers;
+
+namespace Osprey.Tests.Integration;
+
+/// <summary>
+/// gunicorn's configuration file, run by the real interpreter: <c>-c FILE</c>, <c>./gunicorn.conf.py</c>
+/// by default, the command line overriding it, and what Osprey cannot do said in the log.
+/// </summary>
+public sealed class ConfigFileTests : IDisposable
+{
+    private static readonly TimeSpan Eventually = TimeSpan.FromSeconds(30);
+
+    private readonly string _dir = Directory.CreateTempSubdirectory("osprey-config-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string Write(string name, string text)
+    {
+        var path = Path.Combine(_dir, name);
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    private static async Task<JsonElement> GetAsync(OspreyServer server)
+    {
+        var response = await RawHttp.GetAsync(server, "/");
+        Assert.True(response.StatusCode == 200, response.ToString());
+        return response.Json();
+    }
+
+    [Fact]
+    public async Task Settings_from_the_file_apply_and_the_command_line_overrides_them()
+    {
+        // bind is overridden by the harness's -b (the file's port is never listened on); threads by --threads.
+        var config = Write("prod.conf.py", """
+            import multiprocessing
+            wsgi_app = "config_app:app"
+            bind = ["127.0.0.1:1"]
+            workers = 1 + 1
+            threads = 8
+            raw_env = ["OSPREY_CONFIG_TEST=from-config"]
+            max_requests = 1000
+            helper_of_my_own = {"not": "a setting"}
+            """);
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "", Args = ["-c", config, "--threads", "1"],
+        });
+
+        var seen = await GetAsync(server);
+        var workers = await ProcessTools.WaitForChildrenAsync(server.ProcessId, 2, Eventually);
+
+        Assert.Equal(2, workers.Count);
+        Assert.Equal("from-config", seen.GetProperty("raw_env").GetString());
+        Assert.True(seen.GetProperty("multiprocess").GetBoolean());
+        Assert.False(seen.GetProperty("multithread").GetBoolean());
+        Assert.False(seen.GetProperty("config_arguments_leaked").GetBoolean());
+        Assert.Contains($"Configuration read from {config}", server.ErrorLog, StringComparison.Ordinal);
+        Assert.DoesNotContain("WARNING", server.ErrorLog, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Gunicorn_conf_py_in_the_working_directory_is_read_without_being_named()
+    {
+        Write("gunicorn.conf.py", """
+            raw_env = ["OSPREY_CONFIG_TEST=default-file"]
+            """);
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "config_app:app", WorkingDirectory = _dir,
+        });
+
+        var seen = await GetAsync(server);
+
+        Assert.Equal("default-file", seen.GetProperty("raw_env").GetString());
+        Assert.Contains("Configuration read from gunicorn.conf.py", server.ErrorLog, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Hooks_and_settings_osprey_cannot_honour_are_named_in_one_warning_each()
+    {
+        var config = Write("hooks.conf.py", """
+            def post_fork(server, worker):
+                pass
+
+            def when_ready(server):
+                pass
+
+            daemon = True
+            statsd_host = "localhost:8125"
+            reload = False
+            worker_class = "gevent"
+            """);
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "config_app:app", Args = ["--config", config],
+        });
+
+        await GetAsync(server);
+        var log = server.ErrorLog;
+
+        Assert.Contains("server hooks are not run (Osprey's master runs no Python): post_fork, when_ready", log, StringComparison.Ordinal);
+        // reload = False asks for nothing, so it is not named.
+        Assert.Contains("not supported by Osprey, ignored: daemon, statsd_host\n", log, StringComparison.Ordinal);
+        Assert.Contains("worker_class 'gevent' is not supported", log, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_file_that_raises_shows_its_traceback_and_one_error_line()
+    {
+        var config = Write("broken.conf.py", """
+            workers = int("four")
+            """);
+
+        var result = await OspreyServer.RunToCompletionAsync(
+            ["-c", config, "-b", $"127.0.0.1:{OspreyServer.GetFreePort()}", "--python", RepoPaths.SystemPython, "config_app:app"],
+            TimeSpan.FromSeconds(30));
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("Traceback (most recent call last):", result.Stderr, StringComparison.Ordinal);
+        Assert.Contains($"osprey: error: config file '{config}' failed: ValueError: invalid literal for int()", result.Stderr, StringComparison.Ordinal);
+        TestSupport.AssertNoDotNetStackTrace(result.Stderr);
+    }
+
+    [Theory]
+    [InlineData("workers = 'many'\n", "--workers: 'many' is not a positive integer")]
+    [InlineData("bind = ['127.0.0.1:99999']\n", "'99999' is not a valid port number")]
+    [InlineData("preload_app = 'yes'\n", "preload_app: expected True or False")]
+    public async Task A_bad_value_in_the_file_is_one_line_naming_the_file(string text, string words)
+    {
+        var config = Write("bad.conf.py", text);
+
+        var result = await OspreyServer.RunToCompletionAsync(
+            ["-c", config, "--python", RepoPaths.SystemPython, "config_app:app"], TimeSpan.FromSeconds(30));
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains($"osprey: error: config file '{config}': ", result.Stderr, StringComparison.Ordinal);
+        Assert.Contains(words, result.Stderr, StringComparison.Ordinal);
+        TestSupport.AssertNoDotNetStackTrace(result.Stderr);
+    }
+
+    [Fact]
+    public async Task A_missing_file_is_one_line()
+    {
+        var result = await OspreyServer.RunToCompletionAsync(
+            ["-c", Path.Combine(_dir, "absent.py"), "--python", RepoPaths.SystemPython, "config_app:app"], TimeSpan.FromSeconds(30));
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("--config: file ", result.Stderr, StringComparison.Ordinal);
+        Assert.Contains("does not exist", result.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task WEB_CONCURRENCY_sets_the_default_number_of_workers()
+    {
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "config_app:app",
+            Environment = new Dictionary<string, string?> { ["WEB_CONCURRENCY"] = "3" },
+        });
+
+        await GetAsync(server);
+
+        Assert.Equal(3, (await ProcessTools.WaitForChildrenAsync(server.ProcessId, 3, Eventually)).Count);
+    }
+}
