@@ -63,7 +63,7 @@ public static class CommandLine
         LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
         MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask,
         HeaderTimeout, MinRequestBodyRate, MaxConnections,
-        ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config,
+        ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config, AccessLogFormat,
     }
 
     private readonly record struct LongOption(string Name, Opt Id);
@@ -85,6 +85,7 @@ public static class CommandLine
         new("--error-logfile", Opt.ErrorLog),
         new("--log-file", Opt.ErrorLog),
         new("--access-logfile", Opt.AccessLog),
+        new("--access-logformat", Opt.AccessLogFormat),
         new("--timeout", Opt.Timeout),
         new("--graceful-timeout", Opt.GracefulTimeout),
         new("--keep-alive", Opt.KeepAlive),
@@ -144,6 +145,7 @@ public static class CommandLine
         Opt.LogLevel => "--log-level",
         Opt.ErrorLog => "--error-logfile",
         Opt.AccessLog => "--access-logfile",
+        Opt.AccessLogFormat => "--access-logformat",
         Opt.Timeout => "--timeout",
         Opt.GracefulTimeout => "--graceful-timeout",
         Opt.KeepAlive => "--keep-alive",
@@ -568,6 +570,13 @@ public static class CommandLine
                     if (value.Length == 0) return Fail($"{name}: value must not be empty");
                     options = options with { AccessLog = value };
                     return null;
+                case Opt.AccessLogFormat:
+                {
+                    AccessLogFormat? format = Wsgi.AccessLogFormat.Parse(value, out string? error);
+                    if (format is null) return Fail($"{name}: {error}");
+                    options = options with { AccessLogFormat = format };
+                    return null;
+                }
 
                 default:
                     throw new ArgumentOutOfRangeException(nameof(opt));
@@ -979,6 +988,8 @@ public static class CommandLine
               --error-logfile FILE, --log-file FILE
                                              Error log; '-' is stderr. [{d.ErrorLog}]
               --access-logfile FILE          Access log; '-' is stdout. [{accessLog}]
+              --access-logformat STRING      Access log line, gunicorn's atoms: %(h)s, %(r)s, %(s)s,
+                                             %(D)s microseconds, %({"{header}"}i)s... [gunicorn's]
 
             Request limits:
               --limit-request-line INT       Maximum size of the request line in bytes, at most

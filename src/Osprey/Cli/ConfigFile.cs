@@ -54,7 +54,7 @@ public static class ConfigFile
     {
         "reload", "reload_engine", "reload_extra_files", "spew", "check_config", "print_config",
         "daemon", "worker_tmp_dir", "user", "group", "initgroups", "tmp_upload_dir", "secure_scheme_headers",
-        "disable_redirect_access_to_syslog", "access_log_format", "logger_class", "logconfig", "logconfig_dict",
+        "disable_redirect_access_to_syslog", "logger_class", "logconfig", "logconfig_dict",
         "logconfig_json", "syslog_addr", "syslog", "syslog_prefix", "syslog_facility", "enable_stdio_inheritance",
         "statsd_host", "dogstatsd_tags", "statsd_prefix", "default_proc_name", "paste", "raw_paste_global_conf",
         "proxy_allow_ips", "ssl_version", "cert_reqs", "ca_certs", "suppress_ragged_eofs", "do_handshake_on_connect",
@@ -215,6 +215,7 @@ public static class ConfigFile
                 "loglevel" => One(value, "--log-level", arguments),
                 "errorlog" => One(value, "--error-logfile", arguments),
                 "accesslog" => One(value, "--access-logfile", arguments),
+                "access_log_format" => One(value, "--access-logformat", arguments),
                 "pidfile" => One(value, "--pid", arguments),
                 "proc_name" => One(value, "--name", arguments),
                 "chdir" => One(value, "--chdir", arguments),

@@ -44,6 +44,8 @@ public sealed record OspreyOptions
     public string ErrorLog { get; init; } = "-";
     /// <summary>null disables the access log; "-" is stdout.</summary>
     public string? AccessLog { get; init; }
+    /// <summary>The access log's line (<c>--access-logformat</c>), gunicorn's default unless given.</summary>
+    public Wsgi.AccessLogFormat AccessLogFormat { get; init; } = Wsgi.AccessLogFormat.Default;
 
     /// <summary>Request bodies up to this size are read completely before the application is called.</summary>
     public int BodyBufferSize { get; init; } = 1024 * 1024;

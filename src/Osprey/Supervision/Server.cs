@@ -56,6 +56,7 @@ public static class Server
                 options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1)
             {
                 ForwardedAllowIps = options.ForwardedAllowIps,
+                AccessLogFormat = options.AccessLogFormat,
             });
         }
         catch (PythonStartupException e)

@@ -16,6 +16,9 @@ public sealed record ApplicationSpec(
 {
     /// <summary>Peers whose X-Forwarded-* and Forwarded headers shape the environ (<c>--forwarded-allow-ips</c>).</summary>
     public TrustedProxies ForwardedAllowIps { get; init; } = TrustedProxies.Default;
+
+    /// <summary>The access log's line (<c>--access-logformat</c>).</summary>
+    public AccessLogFormat AccessLogFormat { get; init; } = AccessLogFormat.Default;
 }
 
 /// <summary>
@@ -68,13 +71,15 @@ def load(module_name, attribute, factory_args, extra_paths, argv):
 
     internal WsgiTypes Types { get; }
     internal EnvironBuilder Environ { get; }
+    internal AccessLogFormat AccessLogFormat { get; }
     internal PyBorrowed Callable => _callable.Borrow();
 
-    private WsgiApplication(PyRef callable, WsgiTypes types, EnvironBuilder environ)
+    private WsgiApplication(PyRef callable, WsgiTypes types, EnvironBuilder environ, AccessLogFormat accessLogFormat)
     {
         _callable = callable;
         Types = types;
         Environ = environ;
+        AccessLogFormat = accessLogFormat;
     }
 
     /// <summary>
@@ -128,6 +133,6 @@ def load(module_name, attribute, factory_args, extra_paths, argv):
         }
         var environ = new EnvironBuilder(spec.RootPath, errors.Borrow(), types.FileWrapper.Type, spec.Multithread, spec.Multiprocess,
             spec.ForwardedAllowIps);
-        return new WsgiApplication(callable, types, environ);
+        return new WsgiApplication(callable, types, environ, spec.AccessLogFormat);
     }
 }

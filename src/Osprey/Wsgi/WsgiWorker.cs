@@ -26,6 +26,8 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
     private bool _bodyForbidden;
     private bool _truncatedWarned;
     private long _bodyBytesSent;
+    private long _startTimestamp;
+    private StringBuilder? _accessLine;
     // Separate buffers: a header's name and value are both in use at once when either is non-ASCII.
     private byte[]? _latin1Scratch;
     private byte[]? _nameScratch;
@@ -42,6 +44,7 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
     public void Handle(IHttpExchange exchange)
     {
         _exchange = exchange;
+        _startTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
         _generation++;
         _head.Reset();
         _statusSet = _headersSent = _finished = _truncatedWarned = false;
@@ -581,28 +584,16 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         }
     }
 
-    /// <summary>gunicorn's default format: %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s".</summary>
+    /// <summary>One line in <c>--access-logformat</c> (gunicorn's default unless given).</summary>
     private void WriteAccessLog(RequestHead request, int status)
     {
-        string referer = "-", agent = "-";
-        for (int i = 0; i < request.HeaderCount; i++)
-        {
-            ReadOnlySpan<byte> name = request.HeaderName(i);
-            if (Ascii.EqualsIgnoreCase(name, "referer"u8))
-            {
-                referer = Encoding.Latin1.GetString(request.HeaderValue(i));
-            }
-            else if (Ascii.EqualsIgnoreCase(name, "user-agent"u8))
-            {
-                agent = Encoding.Latin1.GetString(request.HeaderValue(i));
-            }
-        }
-        string protocol = request.Version switch { HttpVersion.Http10 => "HTTP/1.0", HttpVersion.Http2 => "HTTP/2.0", _ => "HTTP/1.1" };
-        DateTimeOffset now = DateTimeOffset.Now;
-        string offset = Log.UtcOffset(now);
-        string line = string.Create(System.Globalization.CultureInfo.InvariantCulture,
-            $"{(request.RemoteAddress.Length > 0 ? request.RemoteAddress : "-")} - - [{now:dd/MMM/yyyy:HH:mm:ss} {offset}] \"{request.Method} {Encoding.Latin1.GetString(request.Target)} {protocol}\" {status} {(_bodyBytesSent > 0 ? _bodyBytesSent.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-")} \"{referer}\" \"{agent}\"\n");
-        Log.Access(Encoding.UTF8.GetBytes(line));
+        StringBuilder line = _accessLine ??= new StringBuilder(256);
+        line.Clear();
+        var entry = new AccessLogEntry(request, _head, status, _bodyBytesSent,
+            System.Diagnostics.Stopwatch.GetElapsedTime(_startTimestamp), DateTimeOffset.Now);
+        application.AccessLogFormat.Append(line, entry);
+        line.Append('\n');
+        Log.Access(Encoding.UTF8.GetBytes(line.ToString()));
     }
 
     private void CloseIterable(PyBorrowed result)

@@ -37,7 +37,8 @@ public sealed class ConfigArgumentsTests
              "errorlog": "/tmp/err.log", "pidfile": "/tmp/app.pid", "proc_name": "shop", "raw_env": ["A=1", "B=2"],
              "forwarded_allow_ips": ["10.0.0.1", "10.0.0.2"], "proxy_protocol": true, "preload_app": true,
              "limit_request_line": 100, "limit_request_fields": 10, "limit_request_field_size": 50,
-             "pythonpath": "/srv/lib,/srv/extra", "wsgi_app": "shop.wsgi:application", "accesslog_unused": 1}
+             "pythonpath": "/srv/lib,/srv/extra", "wsgi_app": "shop.wsgi:application", "accesslog_unused": 1,
+             "access_log_format": "%(h)s %(D)s"}
             """);
 
         var o = Ok([], config);
@@ -52,6 +53,7 @@ public sealed class ConfigArgumentsTests
         Assert.Equal((100, 10, 50), (o.LimitRequestLine, o.LimitRequestFields, o.LimitRequestFieldSize));
         Assert.Equal(["/srv/lib", "/srv/extra"], o.PythonPath);
         Assert.Equal(("shop.wsgi", "application"), (o.AppModule, o.AppAttribute));
+        Assert.Equal("%(h)s %(D)s", o.AccessLogFormat.Text);
         Assert.Empty(config.Warnings);
     }
 
