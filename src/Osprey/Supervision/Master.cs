@@ -602,6 +602,7 @@ public sealed class Master
             return;
         }
         bool oldKept = false;
+        bool newGeneration = false;
         foreach (WorkerHandle other in _workers.Values)
         {
             // The replacement could not load the application: the worker(s) it was to replace keep serving.
@@ -610,23 +611,28 @@ public sealed class Master
                 other.Replaced = false;
                 other.ReplaceReason = null;
                 oldKept = true;
+                newGeneration |= worker.Generation > other.Generation;
             }
         }
         WriteFailure(worker);
         if (oldKept)
         {
             Log.Error($"New worker (pid:{worker.Pid}, generation {worker.Generation}) {how} before loading the application; the old workers keep serving");
-            // Stop what else this failed generation started (booting or already ready): the old generation
-            // covers every slot again, and one generation serves, not a mix.
-            foreach (WorkerHandle other in _workers.Values)
+            // A reload's new generation: stop what else it started (booting or already ready), so that the
+            // old generation covers every slot again and one generation serves, not a mix. A recycle's
+            // replacement is of the serving generation itself, which stays as it is.
+            if (newGeneration)
             {
-                if (other.Generation == worker.Generation)
+                foreach (WorkerHandle other in _workers.Values)
                 {
-                    if (other.Ready) other.Terminate();
-                    else other.Kill();
+                    if (other.Generation == worker.Generation)
+                    {
+                        if (other.Ready) other.Terminate();
+                        else other.Kill();
+                    }
                 }
+                _generation = Math.Max(1, _workers.Values.Where(w => !w.KillSent).Select(w => w.Generation).DefaultIfEmpty(1).Max());
             }
-            _generation = Math.Max(1, _workers.Values.Where(w => !w.KillSent).Select(w => w.Generation).DefaultIfEmpty(1).Max());
             // A recycle that keeps asking (memory over the limit) must not start a failing replacement in a loop.
             SlotState kept = Slot(worker.Slot);
             kept.Failures++;

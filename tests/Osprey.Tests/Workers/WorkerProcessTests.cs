@@ -157,6 +157,40 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task A_recycle_whose_replacement_cannot_import_keeps_the_old_workers_serving(string engine)
+    {
+        // Recycling starts a replacement of the serving generation itself; when it fails, only it goes,
+        // not the workers of that generation (the one it was to replace included).
+        var flag = Path.Combine(Path.GetTempPath(), $"osprey-break-{Guid.NewGuid():N}");
+        try
+        {
+            await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+            {
+                Engine = engine, App = "workers_app:app", Args = ["-w", "2", "--max-requests", "10"],
+                Environment = new Dictionary<string, string?> { ["WORKERS_APP_BREAK"] = flag },
+            });
+            var oldWorkers = await WaitForChildrenAsync(server.ProcessId, 2, Eventually);
+            await WaitAllReadyAsync(server, 2);
+            await File.WriteAllTextAsync(flag, "broken");
+
+            await using var load = new LoadLoop(server.Port, concurrency: 2);
+            var log = await server.WaitForLogAsync("the old workers keep serving", Eventually);
+            var okAfter = load.Ok;
+            await load.WaitForOkAsync(okAfter + 40, Eventually);
+            await load.StopAsync();
+
+            Assert.Contains("workers_app marker: the application no longer imports", log, StringComparison.Ordinal);
+            Assert.Equal(0, load.Failed);
+            Assert.DoesNotContain("Stopping replaced worker", server.ErrorLog, StringComparison.Ordinal);
+            Assert.Equal(oldWorkers.Order(), (await WaitForChildrenAsync(server.ProcessId, 2, Eventually)).Order());
+        }
+        finally
+        {
+            File.Delete(flag);
+        }
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Max_requests_recycles_workers_under_load_without_failing_a_request(string engine)
     {
         await using var server = await StartAsync(engine, "-w", "2", "--max-requests", "60", "--max-requests-jitter", "10");
