@@ -63,7 +63,7 @@ public static class CommandLine
         LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
         MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask,
         HeaderTimeout, MinRequestBodyRate, MaxConnections,
-        ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config, AccessLogFormat,
+        ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config, AccessLogFormat, Reload, ReloadExtraFile,
     }
 
     private readonly record struct LongOption(string Name, Opt Id);
@@ -112,6 +112,8 @@ public static class CommandLine
         new("--certfile", Opt.CertFile),
         new("--keyfile", Opt.KeyFile),
         new("--config", Opt.Config),
+        new("--reload", Opt.Reload),
+        new("--reload-extra-file", Opt.ReloadExtraFile),
     ];
 
     private static Opt? ShortOption(char c) => c switch
@@ -170,10 +172,12 @@ public static class CommandLine
         Opt.CertFile => "--certfile",
         Opt.KeyFile => "--keyfile",
         Opt.Config => "--config",
+        Opt.Reload => "--reload",
+        Opt.ReloadExtraFile => "--reload-extra-file",
         _ => throw new ArgumentOutOfRangeException(nameof(opt)),
     };
 
-    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.ProxyProtocol or Opt.Preload);
+    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.ProxyProtocol or Opt.Preload or Opt.Reload);
 
     // argparse's rule: "-" is a value (stdin/stdout by convention) and so is anything that looks like a
     // negative number, so "--graceful-timeout -1" reports a range error instead of a missing value.
@@ -189,6 +193,7 @@ public static class CommandLine
         private readonly List<BindAddress> binds = [];
         private readonly List<string> pythonPath = [];
         private readonly List<KeyValuePair<string, string>> environment = [];
+        private readonly List<string> reloadExtraFiles = [];
         private bool forwardedAllowIpsGiven;
         // Which source (0: configuration file, 1: command line) last filled each list option: a later
         // source replaces a list rather than adding to it, as gunicorn's command line replaces the file's bind.
@@ -259,6 +264,7 @@ public static class CommandLine
                 Binds = binds.ToArray(),
                 PythonPath = pythonPath.ToArray(),
                 Environment = environment.ToArray(),
+                ReloadExtraFiles = reloadExtraFiles.ToArray(),
             });
         }
 
@@ -536,6 +542,15 @@ public static class CommandLine
                 }
                 case Opt.ProxyProtocol:
                     options = options with { ProxyProtocol = true };
+                    return null;
+
+                case Opt.Reload:
+                    options = options with { Reload = true };
+                    return null;
+                case Opt.ReloadExtraFile:
+                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                    Replacing(opt, reloadExtraFiles);
+                    reloadExtraFiles.Add(Path.GetFullPath(value));
                     return null;
 
                 case Opt.Config:
@@ -971,6 +986,9 @@ public static class CommandLine
                                              disables. [{d.MaxWorkerMemory}]
               --preload                      Accepted for gunicorn compatibility; no effect: workers are
                                              started processes (no fork), each imports the application.
+              --reload                       Development: replace workers when a Python file they
+                                             imported changes (no request fails). [off]
+              --reload-extra-file FILE       With --reload, also watch FILE (templates...); repeatable.
               --keep-alive INT               Seconds to wait for the next request on a keep-alive
                                              connection. [{d.KeepAlive}]
 

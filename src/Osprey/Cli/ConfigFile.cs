@@ -49,10 +49,12 @@ public static class ConfigFile
         """;
 
     // gunicorn's settings (gunicorn.config.KNOWN_SETTINGS, 20.x to 23.x) that Osprey has no equivalent for.
-    // Any other name in the file that is not a setting is the file's own business, as in gunicorn.
+    // Any other name in the file that is not a setting is the file's own business, as in gunicorn. Not
+    // listed, so accepted without a word: capture_output (print() goes to the error log anyway),
+    // sendfile and reuse_port (always used), reload_engine (--reload polls), config.
     private static readonly HashSet<string> Unsupported = new(StringComparer.Ordinal)
     {
-        "reload", "reload_engine", "reload_extra_files", "spew", "check_config", "print_config",
+        "spew", "check_config", "print_config",
         "daemon", "worker_tmp_dir", "user", "group", "initgroups", "tmp_upload_dir", "secure_scheme_headers",
         "disable_redirect_access_to_syslog", "logger_class", "logconfig", "logconfig_dict",
         "logconfig_json", "syslog_addr", "syslog", "syslog_prefix", "syslog_facility", "enable_stdio_inheritance",
@@ -70,10 +72,6 @@ public static class ConfigFile
         "worker_abort", "pre_exec", "pre_request", "post_request", "child_exit", "worker_exit", "nworkers_changed",
         "on_exit", "ssl_context",
     };
-
-    // gunicorn settings that Osprey always behaves as (capture_output: print() goes to the error log;
-    // sendfile and reuse_port: always used), or that name gunicorn's own machinery.
-    private static readonly HashSet<string> AlwaysSo = new(StringComparer.Ordinal) { "capture_output", "sendfile", "reuse_port", "config" };
 
     /// <summary>The file to read: <paramref name="explicitPath"/>, else ./gunicorn.conf.py if it exists, else none.</summary>
     public static string? Choose(string? explicitPath) =>
@@ -225,6 +223,8 @@ public static class ConfigFile
                 "forwarded_allow_ips" => Joined(value, "--forwarded-allow-ips", arguments),
                 "preload_app" => Flag(value, "--preload", arguments),
                 "proxy_protocol" => Flag(value, "--proxy-protocol", arguments),
+                "reload" => Flag(value, "--reload", arguments),
+                "reload_extra_files" => Each(value, "--reload-extra-file", arguments),
                 "worker_class" => WorkerClass(value, warnings),
                 _ => null,
             };
@@ -233,7 +233,7 @@ public static class ConfigFile
                 error = $"config file '{path}': {name}: {problem}";
                 return null;
             }
-            if (Unsupported.Contains(name) && IsSet(value) && !AlwaysSo.Contains(name))
+            if (Unsupported.Contains(name) && IsSet(value))
             {
                 ignored.Add(name);
             }

@@ -93,6 +93,11 @@ public sealed record OspreyOptions
     /// <summary>Absolute path of its PEM private key, or null when the key is in <see cref="CertFile"/> (<c>--keyfile</c>).</summary>
     public string? KeyFile { get; init; }
 
+    /// <summary><c>--reload</c>: workers are replaced when a file their Python imported changes.</summary>
+    public bool Reload { get; init; }
+    /// <summary>Absolute paths of more files <c>--reload</c> watches (<c>--reload-extra-file</c>).</summary>
+    public IReadOnlyList<string> ReloadExtraFiles { get; init; } = [];
+
     /// <summary><c>-c/--config</c> as given, or null for ./gunicorn.conf.py when it exists.</summary>
     public string? Config { get; init; }
 

@@ -129,6 +129,10 @@ public static class Server
         Log.Debug($"Worker boot: application loaded and engine started at {boot.ElapsedMilliseconds} ms");
         Log.Info($"Booting worker with pid: {Environment.ProcessId}");
         WorkerLifecycle.ReportReady();
+        if (options.Reload)
+        {
+            CodeReloader.Start(options.ReloadExtraFiles, file => WorkerLifecycle.RequestReload($"{file} modified (--reload)"));
+        }
         WorkerLifecycle.StartHeartbeat(
             () => workers.RequestCount,
             HeartbeatInterval(options.Timeout),

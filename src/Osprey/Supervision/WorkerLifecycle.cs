@@ -103,6 +103,17 @@ public static class WorkerLifecycle
         Send("recycle " + reason.ReplaceLineEndings(" "));
     }
 
+    /// <summary>
+    /// Like <see cref="RequestRecycle"/>, but asked again on every call: each code change under
+    /// <c>--reload</c> deserves a new try after a replacement that could not import the last one.
+    /// The master ignores it while a replacement is already on its way.
+    /// </summary>
+    public static void RequestReload(string reason)
+    {
+        Log.Info($"Reload requested: {reason}");
+        Send("recycle " + reason.ReplaceLineEndings(" "));
+    }
+
     public static void ReportReady() => Send("ready");
 
     /// <summary>The worker could not start: the master shows <paramref name="text"/> once, however many workers failed.</summary>
