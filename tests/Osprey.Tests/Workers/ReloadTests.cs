@@ -21,6 +21,22 @@ public sealed class ReloadTests : IDisposable
     private static async Task<string> VersionAsync(HttpClient client, int port) =>
         await client.GetStringAsync(new Uri($"http://127.0.0.1:{port}/version"));
 
+    /// <summary>Waits until none of <paramref name="old"/> is a worker any more; returns the workers then.</summary>
+    private static async Task<List<int>> WaitForReplacementAsync(OspreyServer server, List<int> old)
+    {
+        var deadline = DateTime.UtcNow + Eventually;
+        while (true)
+        {
+            var now = await WaitForChildrenAsync(server.ProcessId, 2, Eventually);
+            if (!now.Intersect(old).Any())
+            {
+                return now;
+            }
+            Assert.True(DateTime.UtcNow < deadline, $"workers {string.Join(", ", old)} were not replaced:\n{server.ErrorLog}");
+            await Task.Delay(100);
+        }
+    }
+
     private static async Task WaitForVersionAsync(HttpClient client, int port, string expected)
     {
         var deadline = DateTime.UtcNow + Eventually;
@@ -59,9 +75,11 @@ public sealed class ReloadTests : IDisposable
         }
         using var client = NewClient();
         await using var load = new LoadLoop(server.Port, concurrency: 2);
+        var initial = await WaitForChildrenAsync(server.ProcessId, 2, Eventually);
         Assert.Equal("one", await VersionAsync(client, server.Port));
 
         Write("helper.py", "VERSION = 'two'\n");
+        await WaitForReplacementAsync(server, initial);
         await WaitForVersionAsync(client, server.Port, "two");
 
         var mark = server.ErrorLogPosition;
@@ -71,17 +89,11 @@ public sealed class ReloadTests : IDisposable
         Assert.Equal("two", await VersionAsync(client, server.Port));
 
         Write("helper.py", "VERSION = 'three'\n");
+        var afterFix = await WaitForReplacementAsync(server, serving);
         await WaitForVersionAsync(client, server.Port, "three");
-        var afterFix = await WaitForChildrenAsync(server.ProcessId, 2, Eventually);
-        Assert.Empty(afterFix.Intersect(serving));
 
         Write("page.txt", "template 2\n");
-        deadline = DateTime.UtcNow + Eventually;
-        while (Children(server.ProcessId).Intersect(afterFix).Any())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "page.txt changed and the workers were not replaced:\n" + server.ErrorLog);
-            await Task.Delay(100);
-        }
+        await WaitForReplacementAsync(server, afterFix);
         await load.WaitForOkAsync(load.Ok + 20, Eventually);
         await load.StopAsync();
 
