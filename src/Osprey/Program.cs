@@ -47,6 +47,10 @@ try
     {
         return Finish(outcome);
     }
+    if (run.Options.CheckConfig && worker is null)
+    {
+        return Server.CheckApplication(run.Options, ["osprey", .. args]);
+    }
     return worker is not null
         ? Server.Run(run.Options, ["osprey", .. args], worker)
         : Master.Run(run.Options, ["osprey", .. args], config);

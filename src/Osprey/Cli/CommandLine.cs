@@ -63,7 +63,7 @@ public static class CommandLine
         LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
         MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask,
         HeaderTimeout, MinRequestBodyRate, MaxConnections,
-        ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config, AccessLogFormat, Reload, ReloadExtraFile,
+        ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config, AccessLogFormat, Reload, ReloadExtraFile, CheckConfig,
     }
 
     private readonly record struct LongOption(string Name, Opt Id);
@@ -114,6 +114,7 @@ public static class CommandLine
         new("--config", Opt.Config),
         new("--reload", Opt.Reload),
         new("--reload-extra-file", Opt.ReloadExtraFile),
+        new("--check-config", Opt.CheckConfig),
     ];
 
     private static Opt? ShortOption(char c) => c switch
@@ -174,10 +175,11 @@ public static class CommandLine
         Opt.Config => "--config",
         Opt.Reload => "--reload",
         Opt.ReloadExtraFile => "--reload-extra-file",
+        Opt.CheckConfig => "--check-config",
         _ => throw new ArgumentOutOfRangeException(nameof(opt)),
     };
 
-    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.ProxyProtocol or Opt.Preload or Opt.Reload);
+    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.ProxyProtocol or Opt.Preload or Opt.Reload or Opt.CheckConfig);
 
     // argparse's rule: "-" is a value (stdin/stdout by convention) and so is anything that looks like a
     // negative number, so "--graceful-timeout -1" reports a range error instead of a missing value.
@@ -195,8 +197,9 @@ public static class CommandLine
         private readonly List<KeyValuePair<string, string>> environment = [];
         private readonly List<string> reloadExtraFiles = [];
         private bool forwardedAllowIpsGiven;
-        // Which source (0: configuration file, 1: command line) last filled each list option: a later
-        // source replaces a list rather than adding to it, as gunicorn's command line replaces the file's bind.
+        // Which source (0: configuration file, 1: GUNICORN_CMD_ARGS, 2: command line) last filled each list
+        // option: a later source replaces a list rather than adding to it, as gunicorn's command line
+        // replaces the file's bind.
         private readonly Dictionary<Opt, int> listSource = [];
         private int source;
 
@@ -211,7 +214,16 @@ public static class CommandLine
                 if (fromFile is ParseOutcome.Error error) return new ParseOutcome.Error($"config file '{config.Path}': {error.Message}", 1);
                 if (fromFile is not null) return new ParseOutcome.Error($"config file '{config.Path}': help and version are not settings", 1);
             }
-            source = 1;
+            if (environmentVariable?.Invoke(CommandArgumentsVariable) is { Length: > 0 } commandArguments)
+            {
+                source = 1;
+                string label = $"{CommandArgumentsVariable} (environment variable)";
+                if (SplitShellWords(commandArguments) is not { } words) return Fail($"{label}: unterminated quote");
+                ParseOutcome? outcome = RunSource(words, ref app);
+                if (outcome is ParseOutcome.Error error) return Fail($"{label}: {error.Message}");
+                if (outcome is not null) return Fail($"{label}: help and version are not settings");
+            }
+            source = 2;
             ParseOutcome? fromCommandLine = RunSource(args, ref app);
             if (fromCommandLine is not null) return fromCommandLine;
 
@@ -547,6 +559,9 @@ public static class CommandLine
                 case Opt.Reload:
                     options = options with { Reload = true };
                     return null;
+                case Opt.CheckConfig:
+                    options = options with { CheckConfig = true };
+                    return null;
                 case Opt.ReloadExtraFile:
                     if (value.Length == 0) return Fail($"{name}: value must not be empty");
                     Replacing(opt, reloadExtraFiles);
@@ -604,6 +619,60 @@ public static class CommandLine
             set((int)n);
             return null;
         }
+    }
+
+    /// <summary>Options from the environment, between the configuration file and the command line, as gunicorn reads them.</summary>
+    public const string CommandArgumentsVariable = "GUNICORN_CMD_ARGS";
+
+    /// <summary>Words as a POSIX shell splits them (Python's shlex.split, which gunicorn uses); null for an unterminated quote.</summary>
+    internal static List<string>? SplitShellWords(string text)
+    {
+        var words = new List<string>();
+        var word = new StringBuilder();
+        bool inWord = false;
+        for (int i = 0; i < text.Length; i++)
+        {
+            char c = text[i];
+            if (char.IsWhiteSpace(c))
+            {
+                if (inWord)
+                {
+                    words.Add(word.ToString());
+                    word.Clear();
+                    inWord = false;
+                }
+                continue;
+            }
+            inWord = true;
+            if (c == '\\')
+            {
+                if (++i < text.Length) word.Append(text[i]);
+            }
+            else if (c == '\'')
+            {
+                int close = text.IndexOf('\'', i + 1);
+                if (close < 0) return null;
+                word.Append(text, i + 1, close - i - 1);
+                i = close;
+            }
+            else if (c == '"')
+            {
+                for (i++; ; i++)
+                {
+                    if (i >= text.Length) return null;
+                    if (text[i] == '"') break;
+                    // Inside double quotes a backslash escapes only these, as in sh.
+                    if (text[i] == '\\' && i + 1 < text.Length && text[i + 1] is '"' or '\\' or '$' or '`') i++;
+                    word.Append(text[i]);
+                }
+            }
+            else
+            {
+                word.Append(c);
+            }
+        }
+        if (inWord) words.Add(word.ToString());
+        return words;
     }
 
     /// <summary>Exact match first, then a unique prefix, as argparse's allow_abbrev does.</summary>
@@ -1045,6 +1114,8 @@ public static class CommandLine
             Configuration:
               -c CONFIG, --config CONFIG     gunicorn configuration file (Python) to read settings from;
                                              the command line overrides them. [./{ConfigFile.DefaultName} if it exists]
+              --check-config                 Check the options, the certificate and that the application
+                                             imports, then exit: 0 if all is well, 1 if not.
 
             Other:
               -h, --help                     Show this help message and exit.

@@ -98,6 +98,9 @@ public sealed record OspreyOptions
     /// <summary>Absolute paths of more files <c>--reload</c> watches (<c>--reload-extra-file</c>).</summary>
     public IReadOnlyList<string> ReloadExtraFiles { get; init; } = [];
 
+    /// <summary><c>--check-config</c>: load the application, report, exit; serve nothing.</summary>
+    public bool CheckConfig { get; init; }
+
     /// <summary><c>-c/--config</c> as given, or null for ./gunicorn.conf.py when it exists.</summary>
     public string? Config { get; init; }
 

@@ -34,43 +34,13 @@ public static class Server
         WsgiApplication application;
         try
         {
-            if (options.Chdir is not null)
-            {
-                Directory.SetCurrentDirectory(options.Chdir);
-            }
-            foreach (KeyValuePair<string, string> variable in options.Environment)
-            {
-                PythonRuntime.SetEnvironmentVariable(variable.Key, variable.Value);
-            }
-            // The master asked the interpreter already (once for all workers).
-            string interpreter = PythonInstallation.ChooseInterpreter(options.Python);
-            PythonInstallation python = context.PythonProbe.Length > 0
-                ? PythonInstallation.FromProbeText(interpreter, context.PythonProbe)
-                : PythonInstallation.Discover(interpreter);
-            long discovered = boot.ElapsedMilliseconds;
-            PythonRuntime.Initialize(python);
-            Log.Debug($"Worker boot: runtime up {startedAfter} ms after exec, Python found in {discovered} ms, initialised at {boot.ElapsedMilliseconds} ms");
-            Log.Debug($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
-            application = WsgiApplication.Load(new ApplicationSpec(
-                options.App, options.AppModule, options.AppAttribute, options.FactoryArguments, options.PythonPath,
-                options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1)
-            {
-                ForwardedAllowIps = options.ForwardedAllowIps,
-                AccessLogFormat = options.AccessLogFormat,
-            });
+            application = LoadApplication(options, argv, context.PythonProbe, boot, startedAfter);
         }
-        catch (PythonStartupException e)
+        catch (ApplicationLoadException e)
         {
             // The master shows this once, however many workers fail the same way.
-            string text = e.PythonTraceback is { Length: > 0 } traceback ? traceback + "\n" + e.Message : e.Message;
-            int code = e.PythonTraceback is null ? 1 : 3;
-            WorkerLifecycle.ReportFailure(code, text);
-            return code;
-        }
-        catch (IOException e)
-        {
-            WorkerLifecycle.ReportFailure(1, $"--chdir: {e.Message}");
-            return 1;
+            WorkerLifecycle.ReportFailure(e.ExitCode, e.Text);
+            return e.ExitCode;
         }
 
         long openFiles = Posix.RaiseOpenFileLimit();
@@ -147,6 +117,84 @@ public static class Server
         Log.Info($"Worker exiting (pid: {Environment.ProcessId}): served {served} requests");
         WorkerLifecycle.ReportExiting(served);
         return 0;
+    }
+
+    /// <summary>
+    /// <c>--check-config</c>, as gunicorn's: the options are valid (they were parsed), the certificate
+    /// loads, and the application imports; nothing is bound or served. 0 if so; otherwise the
+    /// traceback, if any, and one line on stderr, and 1.
+    /// </summary>
+    public static int CheckApplication(OspreyOptions options, IReadOnlyList<string> argv)
+    {
+        try
+        {
+            if (options.CertFile is not null)
+            {
+                TlsCertificate.Load(options.CertFile, options.KeyFile).Dispose();
+            }
+            LoadApplication(options, argv, "", System.Diagnostics.Stopwatch.StartNew(), 0);
+            return 0;
+        }
+        catch (TlsCertificateException e)
+        {
+            Console.Error.WriteLine($"osprey: error: {e.Message}");
+            return 1;
+        }
+        catch (ApplicationLoadException e)
+        {
+            Console.Error.WriteLine(e.Text.Contains('\n', StringComparison.Ordinal)
+                ? e.Text[..(e.Text.LastIndexOf('\n') + 1)] + "osprey: error: " + e.Text[(e.Text.LastIndexOf('\n') + 1)..]
+                : "osprey: error: " + e.Text);
+            return 1;
+        }
+    }
+
+    /// <summary>The application could not be loaded: <see cref="Text"/> is the traceback (if any) and then one line.</summary>
+    private sealed class ApplicationLoadException(int exitCode, string text) : Exception(text)
+    {
+        public int ExitCode { get; } = exitCode;
+        public string Text { get; } = text;
+    }
+
+    private static WsgiApplication LoadApplication(OspreyOptions options, IReadOnlyList<string> argv, string pythonProbe,
+        System.Diagnostics.Stopwatch boot, long startedAfter)
+    {
+        try
+        {
+            if (options.Chdir is not null)
+            {
+                Directory.SetCurrentDirectory(options.Chdir);
+            }
+            foreach (KeyValuePair<string, string> variable in options.Environment)
+            {
+                PythonRuntime.SetEnvironmentVariable(variable.Key, variable.Value);
+            }
+            // In a worker, the master asked the interpreter already (once for all workers).
+            string interpreter = PythonInstallation.ChooseInterpreter(options.Python);
+            PythonInstallation python = pythonProbe.Length > 0
+                ? PythonInstallation.FromProbeText(interpreter, pythonProbe)
+                : PythonInstallation.Discover(interpreter);
+            long discovered = boot.ElapsedMilliseconds;
+            PythonRuntime.Initialize(python);
+            Log.Debug($"Worker boot: runtime up {startedAfter} ms after exec, Python found in {discovered} ms, initialised at {boot.ElapsedMilliseconds} ms");
+            Log.Debug($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
+            return WsgiApplication.Load(new ApplicationSpec(
+                options.App, options.AppModule, options.AppAttribute, options.FactoryArguments, options.PythonPath,
+                options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1)
+            {
+                ForwardedAllowIps = options.ForwardedAllowIps,
+                AccessLogFormat = options.AccessLogFormat,
+            });
+        }
+        catch (PythonStartupException e)
+        {
+            string text = e.PythonTraceback is { Length: > 0 } traceback ? traceback + "\n" + e.Message : e.Message;
+            throw new ApplicationLoadException(e.PythonTraceback is null ? 1 : 3, text);
+        }
+        catch (IOException e)
+        {
+            throw new ApplicationLoadException(1, $"--chdir: {e.Message}");
+        }
     }
 
     /// <summary>Several beats per --timeout so one late beat is not a kill; at least once a second for the counts.</summary>

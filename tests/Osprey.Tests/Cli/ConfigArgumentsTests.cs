@@ -84,6 +84,44 @@ public sealed class ConfigArgumentsTests
     }
 
     [Fact]
+    public void GUNICORN_CMD_ARGS_sits_between_the_file_and_the_command_line()
+    {
+        var config = Translate("""{"workers": 5, "timeout": 10, "bind": "0.0.0.0:80"}""");
+        var environment = new Dictionary<string, string>
+        {
+            ["GUNICORN_CMD_ARGS"] = """--workers=3 -b 127.0.0.1:81 --name 'my shop' --access-logformat "%(h)s \"%(r)s\"" """,
+        };
+
+        var fromEnvironment = Ok(["app"], config, environment);
+        var overridden = Ok(["-w", "7", "-b", "127.0.0.1:82", "app"], config, environment);
+
+        Assert.Equal((3, 10, "my shop"), (fromEnvironment.Workers, fromEnvironment.Timeout, fromEnvironment.Name));
+        Assert.Equal("%(h)s \"%(r)s\"", fromEnvironment.AccessLogFormat.Text);
+        Assert.Equal(["127.0.0.1:81"], fromEnvironment.Binds.Select(b => b.Original));
+        Assert.Equal(7, overridden.Workers);
+        Assert.Equal(["127.0.0.1:82"], overridden.Binds.Select(b => b.Original));
+    }
+
+    [Theory]
+    [InlineData("--workers 'x", "GUNICORN_CMD_ARGS (environment variable): unterminated quote")]
+    [InlineData("--workers none", "GUNICORN_CMD_ARGS (environment variable): --workers: 'none' is not a positive integer")]
+    public void Bad_GUNICORN_CMD_ARGS_are_one_line_naming_the_variable(string value, string message)
+    {
+        var error = Assert.IsType<ParseOutcome.Error>(Parse(["app"], environment: new() { ["GUNICORN_CMD_ARGS"] = value }));
+        Assert.Equal(message, error.Message);
+    }
+
+    [Theory]
+    [InlineData("a b  c", new[] { "a", "b", "c" })]
+    [InlineData("""'a b' "c d" e\ f""", new[] { "a b", "c d", "e f" })]
+    [InlineData("""x'y'"z" "\"q\\" '\n'""", new[] { "xyz", "\"q\\", "\\n" })]
+    [InlineData("  ", new string[0])]
+    public void Shell_words_split_as_shlex_does(string text, string[] expected)
+    {
+        Assert.Equal(expected, CommandLine.SplitShellWords(text));
+    }
+
+    [Fact]
     public void PORT_makes_the_default_bind_all_interfaces_on_that_port()
     {
         var environment = new Dictionary<string, string> { ["PORT"] = "5000" };

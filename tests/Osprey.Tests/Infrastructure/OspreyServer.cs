@@ -268,6 +268,7 @@ public sealed class OspreyServer : IAsyncDisposable, IDisposable
         // gunicorn's PaaS defaults, which Osprey honours: a test says how many workers and where.
         psi.Environment.Remove("WEB_CONCURRENCY");
         psi.Environment.Remove("PORT");
+        psi.Environment.Remove("GUNICORN_CMD_ARGS");
         if (environment is not null)
         {
             foreach (var (key, value) in environment)

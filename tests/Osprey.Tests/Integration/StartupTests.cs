@@ -195,6 +195,34 @@ public sealed class StartupTests
         Assert.Single(made.GetProperty("kwargs").EnumerateObject());
     }
 
+    [Fact]
+    public async Task Check_config_loads_the_application_and_exits_0_without_binding()
+    {
+        // The port is taken: --check-config must not try to bind it.
+        using var taken = new TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        int port = ((IPEndPoint)taken.LocalEndpoint).Port;
+
+        var result = await RunAsync("--check-config", "-b", $"127.0.0.1:{port}", "--python", RepoPaths.SystemPython,
+            "--chdir", RepoPaths.Apps, "environ_app:app");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.DoesNotContain("Listening", result.Stderr, StringComparison.Ordinal);
+        AssertNoDotNetStackTrace(result.Stderr);
+    }
+
+    [Theory]
+    [InlineData("broken_import:app", true, "Failed to load application")]
+    [InlineData("no_such_module_xyz:app", false, "no_such_module_xyz")]
+    public async Task Check_config_of_an_application_that_does_not_load_exits_1(string app, bool traceback, string mentions)
+    {
+        var result = await RunAsync("--check-config", "--python", RepoPaths.SystemPython, "--chdir", RepoPaths.Apps, app);
+
+        Assert.Equal(1, result.ExitCode);
+        AssertCleanFailure(result, allowTraceback: traceback, mentions);
+        Assert.Equal(traceback, result.Stderr.Contains("Traceback (most recent call last):", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("missing-cert", "--certfile", "does not exist")]
     [InlineData("missing-key", "--keyfile", "does not exist")]
