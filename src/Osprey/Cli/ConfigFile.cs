@@ -347,6 +347,12 @@ public static class ConfigFile
                 return null;
             case JsonValueKind.False or JsonValueKind.Null:
                 return null;
+            // gunicorn's validate_bool also takes these strings.
+            case JsonValueKind.String when value.GetString()!.Trim().ToLowerInvariant() is "true" or "1" or "yes" or "y" or "on":
+                arguments.Add(option);
+                return null;
+            case JsonValueKind.String when value.GetString()!.Trim().ToLowerInvariant() is "false" or "0" or "no" or "n" or "off":
+                return null;
             default:
                 return $"expected True or False, got {Describe(value)}";
         }

@@ -36,7 +36,7 @@ public sealed class ConfigArgumentsTests
              "worker_connections": 500, "backlog": 64, "umask": 18, "loglevel": "debug", "accesslog": "-",
              "errorlog": "/tmp/err.log", "pidfile": "/tmp/app.pid", "proc_name": "shop", "raw_env": ["A=1", "B=2"],
              "forwarded_allow_ips": ["10.0.0.1", "10.0.0.2"], "proxy_protocol": true, "preload_app": true,
-             "limit_request_line": 100, "limit_request_fields": 10, "limit_request_field_size": 50,
+             "reload": "yes", "limit_request_line": 100, "limit_request_fields": 10, "limit_request_field_size": 50,
              "pythonpath": "/srv/lib,/srv/extra", "wsgi_app": "shop.wsgi:application", "accesslog_unused": 1,
              "access_log_format": "%(h)s %(D)s"}
             """);
@@ -49,7 +49,7 @@ public sealed class ConfigArgumentsTests
         Assert.Equal((Osprey.Cli.LogLevel.Debug, "-", "/tmp/err.log", "/tmp/app.pid", "shop"), (o.LogLevel, o.AccessLog, o.ErrorLog, o.PidFile, o.Name));
         Assert.Equal(["A=1", "B=2"], o.Environment.Select(e => $"{e.Key}={e.Value}"));
         Assert.Equal("10.0.0.1,10.0.0.2", o.ForwardedAllowIps.Text);
-        Assert.True(o.ProxyProtocol && o.Preload);
+        Assert.True(o.ProxyProtocol && o.Preload && o.Reload);
         Assert.Equal((100, 10, 50), (o.LimitRequestLine, o.LimitRequestFields, o.LimitRequestFieldSize));
         Assert.Equal(["/srv/lib", "/srv/extra"], o.PythonPath);
         Assert.Equal(("shop.wsgi", "application"), (o.AppModule, o.AppAttribute));

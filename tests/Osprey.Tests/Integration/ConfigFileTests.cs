@@ -127,7 +127,7 @@ public sealed class ConfigFileTests : IDisposable
     [Theory]
     [InlineData("workers = 'many'\n", "--workers: 'many' is not a positive integer")]
     [InlineData("bind = ['127.0.0.1:99999']\n", "'99999' is not a valid port number")]
-    [InlineData("preload_app = 'yes'\n", "preload_app: expected True or False")]
+    [InlineData("preload_app = 'maybe'\n", "preload_app: expected True or False")]
     public async Task A_bad_value_in_the_file_is_one_line_naming_the_file(string text, string words)
     {
         var config = Write("bad.conf.py", text);
