@@ -63,7 +63,7 @@ public static class CommandLine
         LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
         MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask,
         HeaderTimeout, MinRequestBodyRate, MaxConnections,
-        ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config, AccessLogFormat, Reload, ReloadExtraFile, CheckConfig,
+        ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config, AccessLogFormat, Reload, ReloadExtraFile, CheckConfig, CaCerts, CertReqs,
     }
 
     private readonly record struct LongOption(string Name, Opt Id);
@@ -111,6 +111,8 @@ public static class CommandLine
         new("--proxy-protocol", Opt.ProxyProtocol),
         new("--certfile", Opt.CertFile),
         new("--keyfile", Opt.KeyFile),
+        new("--ca-certs", Opt.CaCerts),
+        new("--cert-reqs", Opt.CertReqs),
         new("--config", Opt.Config),
         new("--reload", Opt.Reload),
         new("--reload-extra-file", Opt.ReloadExtraFile),
@@ -172,6 +174,8 @@ public static class CommandLine
         Opt.ProxyProtocol => "--proxy-protocol",
         Opt.CertFile => "--certfile",
         Opt.KeyFile => "--keyfile",
+        Opt.CaCerts => "--ca-certs",
+        Opt.CertReqs => "--cert-reqs",
         Opt.Config => "--config",
         Opt.Reload => "--reload",
         Opt.ReloadExtraFile => "--reload-extra-file",
@@ -249,6 +253,14 @@ public static class CommandLine
             if (options.KeyFile is not null && options.CertFile is null)
             {
                 return Fail("--keyfile needs --certfile (the certificate it belongs to)");
+            }
+            if (options.CaCerts is not null && options.CertFile is null)
+            {
+                return Fail("--ca-certs needs --certfile: client certificates are asked for in the TLS handshake");
+            }
+            if (options.CertReqs != Http.Kestrel.ClientCertificates.None && options.CaCerts is null)
+            {
+                return Fail("--cert-reqs 1 or 2 needs --ca-certs: the authorities client certificates must chain to");
             }
             if (options.CertFile is not null && options.Engine == EngineKind.Osprey)
             {
@@ -574,8 +586,12 @@ public static class CommandLine
                     options = options with { Config = value };
                     return null;
 
+                case Opt.CertReqs:
+                    return Int(name, value, 0, 2, n => options = options with { CertReqs = (Http.Kestrel.ClientCertificates)n });
+
                 case Opt.CertFile:
                 case Opt.KeyFile:
+                case Opt.CaCerts:
                 {
                     if (value.Length == 0) return Fail($"{name}: value must not be empty");
                     // Absolute now: workers load the files after --chdir.
@@ -588,7 +604,12 @@ public static class CommandLine
                     {
                         return Fail($"{name}: invalid path '{value}'");
                     }
-                    options = opt == Opt.CertFile ? options with { CertFile = full } : options with { KeyFile = full };
+                    options = opt switch
+                    {
+                        Opt.CertFile => options with { CertFile = full },
+                        Opt.KeyFile => options with { KeyFile = full },
+                        _ => options with { CaCerts = full },
+                    };
                     return null;
                 }
 
@@ -1110,6 +1131,9 @@ public static class CommandLine
               --keyfile FILE                 PEM private key of --certfile; without it the key is read
                                              from the --certfile file. Both are read again on reload
                                              (HUP), so a renewed certificate needs no restart.
+              --ca-certs FILE                PEM authorities that client certificates must chain to.
+              --cert-reqs INT                Client certificates: 0 not asked for, 1 checked when
+                                             given, 2 required (gunicorn's ssl.CERT_*). [0]
 
             Configuration:
               -c CONFIG, --config CONFIG     gunicorn configuration file (Python) to read settings from;

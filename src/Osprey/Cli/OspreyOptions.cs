@@ -104,6 +104,11 @@ public sealed record OspreyOptions
     /// <summary><c>-c/--config</c> as given, or null for ./gunicorn.conf.py when it exists.</summary>
     public string? Config { get; init; }
 
+    /// <summary>Absolute path of the PEM authorities client certificates must chain to (<c>--ca-certs</c>), or null.</summary>
+    public string? CaCerts { get; init; }
+    /// <summary><c>--cert-reqs</c>: 0 asks for no client certificate, 1 verifies one if given, 2 requires one.</summary>
+    public Http.Kestrel.ClientCertificates CertReqs { get; init; }
+
     /// <summary>Every listener speaks TLS.</summary>
     public bool Tls => CertFile is not null;
 }

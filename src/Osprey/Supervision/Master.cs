@@ -106,7 +106,7 @@ public sealed class Master
             // Each worker loads the files again (a reload picks up a renewed certificate).
             try
             {
-                using TlsCertificate tls = TlsCertificate.Load(options.CertFile, options.KeyFile);
+                using TlsCertificate tls = TlsCertificate.Load(options.CertFile, options.KeyFile, options.CaCerts, options.CertReqs);
                 if (tls.ValidityWarning(DateTime.UtcNow) is string warning)
                 {
                     Log.Warning(warning);

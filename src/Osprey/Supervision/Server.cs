@@ -62,7 +62,7 @@ public static class Server
         TlsCertificate? tls;
         try
         {
-            tls = options.CertFile is null ? null : TlsCertificate.Load(options.CertFile, options.KeyFile);
+            tls = options.CertFile is null ? null : TlsCertificate.Load(options.CertFile, options.KeyFile, options.CaCerts, options.CertReqs);
         }
         catch (TlsCertificateException e)
         {
@@ -130,7 +130,7 @@ public static class Server
         {
             if (options.CertFile is not null)
             {
-                TlsCertificate.Load(options.CertFile, options.KeyFile).Dispose();
+                TlsCertificate.Load(options.CertFile, options.KeyFile, options.CaCerts, options.CertReqs).Dispose();
             }
             LoadApplication(options, argv, "", System.Diagnostics.Stopwatch.StartNew(), 0);
             return 0;

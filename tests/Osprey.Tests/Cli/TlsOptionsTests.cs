@@ -70,6 +70,19 @@ public sealed class TlsOptionsTests
     }
 
     [Fact]
+    public void Client_certificate_options_need_what_they_depend_on()
+    {
+        OspreyOptions o = Ok("--certfile", "/s.pem", "--ca-certs", "ca.pem", "--cert-reqs", "2", "app");
+        Assert.Equal(Path.GetFullPath("ca.pem"), o.CaCerts);
+        Assert.Equal(Osprey.Http.Kestrel.ClientCertificates.Required, o.CertReqs);
+        Assert.Equal(Osprey.Http.Kestrel.ClientCertificates.None, Ok("--certfile", "/s.pem", "app").CertReqs);
+
+        Assert.Contains("--ca-certs needs --certfile", Err("--ca-certs", "ca.pem", "app"), StringComparison.Ordinal);
+        Assert.Contains("--cert-reqs 1 or 2 needs --ca-certs", Err("--certfile", "/s.pem", "--cert-reqs", "1", "app"), StringComparison.Ordinal);
+        Assert.Contains("between 0 and 2", Err("--certfile", "/s.pem", "--cert-reqs", "3", "app"), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Empty_paths_are_refused()
     {
         Assert.Contains("--certfile", Err("--certfile=", "app"), StringComparison.Ordinal);

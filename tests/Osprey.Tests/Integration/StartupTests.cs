@@ -230,6 +230,8 @@ public sealed class StartupTests
     [InlineData("no-key", "--certfile", "no PEM private key")]
     [InlineData("wrong-key", "--keyfile", "does not match")]
     [InlineData("encrypted-key", "--keyfile", "encrypted")]
+    [InlineData("ca-not-pem", "--ca-certs", "no PEM certificate")]
+    [InlineData("missing-ca", "--ca-certs", "does not exist")]
     public async Task A_certificate_that_cannot_be_served_is_one_clear_line(string problem, string option, string words)
     {
         var dir = Directory.CreateTempSubdirectory("osprey-badtls-").FullName;
@@ -255,6 +257,8 @@ public sealed class StartupTests
                 "missing-cert" => ["--certfile", Path.Combine(dir, "absent.crt"), "--keyfile", keyFile],
                 "missing-key" => ["--certfile", cert, "--keyfile", Path.Combine(dir, "absent.key")],
                 "no-key" => ["--certfile", cert],
+                "ca-not-pem" => ["--certfile", cert, "--keyfile", keyFile, "--ca-certs", keyFile, "--cert-reqs", "2"],
+                "missing-ca" => ["--certfile", cert, "--keyfile", keyFile, "--ca-certs", Path.Combine(dir, "absent-ca.pem"), "--cert-reqs", "1"],
                 _ => ["--certfile", cert, "--keyfile", keyFile],
             };
 

@@ -30,7 +30,8 @@ public sealed class TlsTests : IDisposable
     /// <summary>A client that trusts any server certificate and records the one it was shown.</summary>
     private sealed class Client : IDisposable
     {
-        public Client(Version version)
+        /// <param name="certificate">A client certificate (with its key) to present whatever authorities the server names.</param>
+        public Client(Version version, X509Certificate2? certificate = null)
         {
             var handler = new SocketsHttpHandler
             {
@@ -42,6 +43,7 @@ public sealed class TlsTests : IDisposable
                         SentChain = chain?.ChainPolicy.ExtraStore.Select(c => c.Subject).ToArray() ?? [];
                         return true;
                     },
+                    LocalCertificateSelectionCallback = certificate is null ? null : (_, _, _, _, _) => certificate,
                 },
             };
             Http = new HttpClient(handler)
@@ -206,6 +208,57 @@ public sealed class TlsTests : IDisposable
 
         Assert.Equal("CN=osprey-expired", client.Presented);
         Assert.Matches(@"\[WARNING\] the TLS certificate \(CN=osprey-expired\) expired on", server.ErrorLog);
+    }
+
+    public static TheoryData<int, string, bool> ClientCertificateCases => new()
+    {
+        // --cert-reqs, the client's certificate, answered
+        { 2, "from-the-authority", true },
+        { 2, "none", false },
+        { 2, "from-another-authority", false },
+        { 1, "from-the-authority", true },
+        { 1, "none", true },
+        { 1, "from-another-authority", false },
+        { 0, "from-another-authority", true },
+    };
+
+    [Theory, MemberData(nameof(ClientCertificateCases))]
+    public async Task Client_certificates_are_checked_against_the_ca_certs_as_cert_reqs_says(int certReqs, string presented, bool answered)
+    {
+        var (cert, key) = WriteSelfSigned("CN=osprey-test");
+        var (authority, authorityKey) = Issue("CN=osprey-test-client-ca", issuer: null, authority: true);
+        var (stranger, strangerKey) = Issue("CN=osprey-test-other-ca", issuer: null, authority: true);
+        var ca = PathOf("clients-ca.pem");
+        File.WriteAllText(ca, authority.ExportCertificatePem());
+        var (trusted, trustedKey) = Issue("CN=alice", authority, authority: false);
+        var (untrusted, untrustedKey) = Issue("CN=mallory", stranger, authority: false);
+        await using var server = await StartAsync(null, "--certfile", cert, "--keyfile", key, "--ca-certs", ca,
+            "--cert-reqs", certReqs.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        using var client = new Client(HttpVersion.Version11, presented switch
+        {
+            "from-the-authority" => trusted,
+            "from-another-authority" => untrusted,
+            _ => null,
+        });
+
+        Exception? refused = null;
+        try
+        {
+            await client.GetEnvironAsync(server);
+        }
+        catch (HttpRequestException e)
+        {
+            refused = e;
+        }
+
+        Assert.True(answered == (refused is null), $"--cert-reqs {certReqs}, client certificate {presented}: {refused}");
+        // The server goes on serving whoever may come.
+        using var allowed = new Client(HttpVersion.Version11, trusted);
+        await allowed.GetEnvironAsync(server);
+        foreach (IDisposable d in new IDisposable[] { authority, authorityKey, stranger, strangerKey, trusted, trustedKey, untrusted, untrustedKey })
+        {
+            d.Dispose();
+        }
     }
 
     [Fact]

@@ -97,7 +97,13 @@ public sealed class KestrelEngine : IHttpEngine
                     {
                         ServerCertificate = tls.Certificate,
                         ServerCertificateChain = tls.Intermediates,
-                        ClientCertificateMode = ClientCertificateMode.NoCertificate,
+                        ClientCertificateMode = tls.ClientCertificates switch
+                        {
+                            ClientCertificates.Required => ClientCertificateMode.RequireCertificate,
+                            ClientCertificates.Optional => ClientCertificateMode.AllowCertificate,
+                            _ => ClientCertificateMode.NoCertificate,
+                        },
+                        ClientCertificateValidation = tls.ClientCertificates == ClientCertificates.None ? null : tls.ValidateClientCertificate,
                     });
                 }
             });

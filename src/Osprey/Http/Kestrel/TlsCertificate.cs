@@ -1,7 +1,11 @@
+using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 
 namespace Osprey.Http.Kestrel;
+
+/// <summary>gunicorn's <c>--cert-reqs</c>: whether clients must present a certificate (ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED).</summary>
+public enum ClientCertificates { None = 0, Optional = 1, Required = 2 }
 
 /// <summary>A <c>--certfile</c>/<c>--keyfile</c> pair that cannot be served, said in one line.</summary>
 public sealed class TlsCertificateException(string message) : Exception(message);
@@ -13,11 +17,19 @@ public sealed class TlsCertificateException(string message) : Exception(message)
 /// </summary>
 public sealed class TlsCertificate : IDisposable
 {
-    private TlsCertificate(X509Certificate2 certificate, X509Certificate2Collection intermediates)
+    private readonly X509Certificate2Collection _clientAuthorities;
+
+    private TlsCertificate(X509Certificate2 certificate, X509Certificate2Collection intermediates,
+        ClientCertificates clientCertificates, X509Certificate2Collection clientAuthorities)
     {
         Certificate = certificate;
         Intermediates = intermediates;
+        ClientCertificates = clientCertificates;
+        _clientAuthorities = clientAuthorities;
     }
+
+    /// <summary>Whether a client certificate is asked for, and whether a connection without one is refused.</summary>
+    public ClientCertificates ClientCertificates { get; }
 
     /// <summary>The leaf certificate, with its private key.</summary>
     public X509Certificate2 Certificate { get; }
@@ -25,9 +37,27 @@ public sealed class TlsCertificate : IDisposable
     /// <summary>The certificates after the first in <c>--certfile</c>, sent in the handshake so clients can build the chain.</summary>
     public X509Certificate2Collection Intermediates { get; }
 
-    /// <summary>Reads and checks both files; throws <see cref="TlsCertificateException"/> with a message naming the option and the problem.</summary>
-    public static TlsCertificate Load(string certFile, string? keyFile)
+    /// <summary>Reads and checks the files; throws <see cref="TlsCertificateException"/> with a message naming the option and the problem.</summary>
+    /// <param name="caFile"><c>--ca-certs</c>: the authorities a client certificate must chain to (PEM), needed unless <paramref name="clientCertificates"/> is None.</param>
+    public static TlsCertificate Load(string certFile, string? keyFile, string? caFile = null, ClientCertificates clientCertificates = ClientCertificates.None)
     {
+        var authorities = new X509Certificate2Collection();
+        if (clientCertificates != ClientCertificates.None && caFile is not null)
+        {
+            try
+            {
+                authorities.ImportFromPem(ReadText("--ca-certs", caFile));
+            }
+            catch (CryptographicException)
+            {
+                throw new TlsCertificateException($"--ca-certs: '{caFile}' holds a PEM certificate that cannot be read");
+            }
+            if (authorities.Count == 0)
+            {
+                throw new TlsCertificateException($"--ca-certs: no PEM certificate (-----BEGIN CERTIFICATE-----) in '{caFile}'");
+            }
+        }
+
         string certText = ReadText("--certfile", certFile);
         string keyText = keyFile is null ? certText : ReadText("--keyfile", keyFile);
         string keyOption = keyFile is null ? "--certfile" : "--keyfile";
@@ -72,7 +102,27 @@ public sealed class TlsCertificate : IDisposable
 
         all[0].Dispose();
         all.RemoveAt(0);
-        return new TlsCertificate(certificate, all);
+        return new TlsCertificate(certificate, all, clientCertificates, authorities);
+    }
+
+    /// <summary>
+    /// Kestrel's check of a client certificate: it must chain to one of the <c>--ca-certs</c>
+    /// authorities (only those: the system's roots vouch for no client here) and be meant for client
+    /// authentication, as OpenSSL checks it for gunicorn. Revocation is not checked.
+    /// </summary>
+    public bool ValidateClientCertificate(X509Certificate2 certificate, X509Chain? presented, SslPolicyErrors errors)
+    {
+        using var chain = new X509Chain();
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.CustomTrustStore.AddRange(_clientAuthorities);
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        chain.ChainPolicy.ApplicationPolicy.Add(new Oid("1.3.6.1.5.5.7.3.2"));
+        if (presented is not null)
+        {
+            // Intermediates the client sent with its certificate.
+            chain.ChainPolicy.ExtraStore.AddRange(presented.ChainPolicy.ExtraStore);
+        }
+        return chain.Build(certificate);
     }
 
     /// <summary>What to warn about a certificate clients will refuse, or null.</summary>
@@ -109,6 +159,10 @@ public sealed class TlsCertificate : IDisposable
     {
         Certificate.Dispose();
         foreach (X509Certificate2 c in Intermediates)
+        {
+            c.Dispose();
+        }
+        foreach (X509Certificate2 c in _clientAuthorities)
         {
             c.Dispose();
         }
