@@ -439,9 +439,11 @@ public static class CommandLine
                 case Opt.MaxWorkerMemory:
                     return Int(name, value, 0, int.MaxValue, n => options = options with { MaxWorkerMemory = n });
                 case Opt.Pid:
-                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
-                    options = options with { PidFile = Path.GetFullPath(value) };
+                {
+                    if (AbsolutePath(name, value, out string full) is string error) return Fail(error);
+                    options = options with { PidFile = full };
                     return null;
+                }
                 case Opt.Name:
                     if (value.Length == 0) return Fail($"{name}: value must not be empty");
                     options = options with { Name = value };
@@ -516,17 +518,8 @@ public static class CommandLine
 
                 case Opt.Chdir:
                 {
-                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
                     // Absolute now, as gunicorn does, so later relative paths and the supervisor agree on it.
-                    string full;
-                    try
-                    {
-                        full = Path.GetFullPath(value);
-                    }
-                    catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
-                    {
-                        return Fail($"{name}: invalid directory '{value}'");
-                    }
+                    if (AbsolutePath(name, value, out string full) is string error) return Fail(error);
                     if (!Directory.Exists(full)) return Fail($"{name}: directory '{value}' does not exist");
                     options = options with { Chdir = full };
                     return null;
@@ -575,10 +568,12 @@ public static class CommandLine
                     options = options with { CheckConfig = true };
                     return null;
                 case Opt.ReloadExtraFile:
-                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                {
+                    if (AbsolutePath(name, value, out string full) is string error) return Fail(error);
                     Replacing(opt, reloadExtraFiles);
-                    reloadExtraFiles.Add(Path.GetFullPath(value));
+                    reloadExtraFiles.Add(full);
                     return null;
+                }
 
                 case Opt.Config:
                     if (source == 0) return Fail("a config file cannot name another config file");
@@ -593,17 +588,8 @@ public static class CommandLine
                 case Opt.KeyFile:
                 case Opt.CaCerts:
                 {
-                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
                     // Absolute now: workers load the files after --chdir.
-                    string full;
-                    try
-                    {
-                        full = Path.GetFullPath(value);
-                    }
-                    catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
-                    {
-                        return Fail($"{name}: invalid path '{value}'");
-                    }
+                    if (AbsolutePath(name, value, out string full) is string error) return Fail(error);
                     options = opt switch
                     {
                         Opt.CertFile => options with { CertFile = full },
@@ -631,6 +617,23 @@ public static class CommandLine
 
                 default:
                     throw new ArgumentOutOfRangeException(nameof(opt));
+            }
+        }
+
+        /// <summary>The path made absolute against the current directory; an error for an empty or impossible one.</summary>
+        private static string? AbsolutePath(string name, string value, out string full)
+        {
+            full = "";
+            if (value.Length == 0) return $"{name}: value must not be empty";
+            try
+            {
+                full = Path.GetFullPath(value);
+                return null;
+            }
+            catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
+            {
+                // A NUL byte, which a configuration file's string can carry.
+                return $"{name}: invalid path '{value.Replace("\0", "\\0", StringComparison.Ordinal)}'";
             }
         }
 

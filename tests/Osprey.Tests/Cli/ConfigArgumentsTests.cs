@@ -140,6 +140,18 @@ public sealed class ConfigArgumentsTests
         Assert.StartsWith(message, error.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("pidfile", "--pid")]
+    [InlineData("chdir", "--chdir")]
+    [InlineData("certfile", "--certfile")]
+    [InlineData("reload_extra_files", "--reload-extra-file")]
+    public void A_path_no_file_can_have_is_one_line(string setting, string option)
+    {
+        // A Python string can hold a NUL; no path can.
+        var error = Assert.IsType<ParseOutcome.Error>(Parse(["app"], Translate($$"""{"{{setting}}": "a\u0000b"}""")));
+        Assert.Equal($"config file 'conf.py': {option}: invalid path 'a\\0b'", error.Message);
+    }
+
     [Fact]
     public void Errors_in_the_file_name_the_file()
     {
