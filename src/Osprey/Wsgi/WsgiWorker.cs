@@ -44,7 +44,11 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
     public void Handle(IHttpExchange exchange)
     {
         _exchange = exchange;
-        _startTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
+        if (Log.AccessLogEnabled)
+        {
+            // Only the access log's request times (T, M, D, L) read it.
+            _startTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
+        }
         _generation++;
         _head.Reset();
         _statusSet = _headersSent = _finished = _truncatedWarned = false;
