@@ -34,6 +34,9 @@ internal static class CodeReloader
 
     private static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
 
+    // What File.GetLastWriteTimeUtc returns for a file that does not exist.
+    private static readonly DateTime Missing = DateTime.FromFileTimeUtc(0);
+
     public static void Start(IReadOnlyList<string> extraFiles, Action<string> changed)
     {
         var thread = new Thread(() => Watch(extraFiles, changed)) { IsBackground = true, Name = "osprey-reloader" };
@@ -104,8 +107,13 @@ internal static class CodeReloader
     /// <summary>Records the file's time; returns the file when it differs from the time seen before.</summary>
     private static string? Check(Dictionary<string, DateTime> stamps, string file)
     {
-        // A file that disappears (an editor's save by rename) counts as changed when it comes back.
-        DateTime stamp = File.Exists(file) ? File.GetLastWriteTimeUtc(file) : DateTime.MinValue;
+        // One stat per file: a missing file reads as the 1601 epoch, which stands for "gone". A file that
+        // disappears (an editor's save by rename) counts as changed when it comes back.
+        DateTime stamp = File.GetLastWriteTimeUtc(file);
+        if (stamp == Missing)
+        {
+            stamp = DateTime.MinValue;
+        }
         if (stamps.TryGetValue(file, out DateTime seen))
         {
             if (seen == stamp)
