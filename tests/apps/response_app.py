@@ -294,6 +294,20 @@ def app(environ, start_response):
         start_response('200 OK', [('Content-Type', 'application/octet-stream'),
                                   ('Content-Length', str(len(FILE_CONTENT)))])
         return environ['wsgi.file_wrapper'](f, 8192)
+    if path == '/filewrapper_big':
+        # FILE_CONTENT repeated ?copies times: large enough that a slow reader leaves most of it
+        # to the engine's loop after the application's thread has moved on.
+        copies = int(q.get('copies', '16'))
+        big_path = FILE_PATH + '.x%d' % copies
+        if not os.path.isfile(big_path) or os.path.getsize(big_path) != len(FILE_CONTENT) * copies:
+            fd, tmp = tempfile.mkstemp(prefix='osprey-filewrapper-', suffix='.tmp')
+            with os.fdopen(fd, 'wb') as f:
+                f.write(FILE_CONTENT * copies)
+            os.replace(tmp, big_path)
+        f = open(big_path, 'rb')
+        start_response('200 OK', [('Content-Type', 'application/octet-stream'),
+                                  ('Content-Length', str(len(FILE_CONTENT) * copies))])
+        return environ['wsgi.file_wrapper'](f, 8192)
     if path == '/filewrapper_nocl':
         f = open(FILE_PATH, 'rb')
         start_response('200 OK', [('Content-Type', 'application/octet-stream')])

@@ -1,3 +1,6 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
 using System.Text.Json;
 using Osprey.Tests.Infrastructure;
 using static Osprey.Tests.Integration.TestSupport;
@@ -39,6 +42,64 @@ public sealed class FileWrapperTests(ServerPool pool) : IClassFixture<ServerPool
         Assert.Equal(FileContent, response.Body);
         string log = await server.WaitForLogAsync("sendfile: ", TimeSpan.FromSeconds(5), position);
         Assert.Contains($"sendfile: {FileContent.Length} bytes", log, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// A 19.7 MB file (more than the socket buffers hold) to a client that reads 32 KB at a time with pauses: the socket fills again
+    /// and again, so the lean engine sends most of the file from its loop, 64 KiB per sendfile,
+    /// resuming at each EPOLLOUT edge. The bytes arrive whole and in order, and with one Python
+    /// thread the lean engine answers another request while the file is still going out.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Large_file_reaches_a_slow_reader_whole(string engine)
+    {
+        const int Copies = 64;
+        var server = await pool.GetAsync(engine, "response_app:app", "--threads", "1");
+        using var reader = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 32 * 1024 };
+        await reader.ConnectAsync(new IPEndPoint(IPAddress.Loopback, server.Port));
+        await reader.SendAsync(RawHttp.Get($"/filewrapper_big?copies={Copies}", server.Port));
+
+        var received = new MemoryStream();
+        var buffer = new byte[32 * 1024];
+        int headLength = -1;
+        long expected = long.MaxValue;
+        bool answeredDuringTransfer = false;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        while (received.Length < expected)
+        {
+            int n = await reader.ReceiveAsync(buffer, SocketFlags.None, timeout.Token);
+            Assert.True(n > 0, $"the server closed after {received.Length} bytes");
+            received.Write(buffer, 0, n);
+            if (headLength < 0 && received.Length > 4)
+            {
+                string text = Encoding.Latin1.GetString(received.GetBuffer(), 0, (int)received.Length);
+                int end = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+                if (end >= 0)
+                {
+                    headLength = end + 4;
+                    Assert.StartsWith("HTTP/1.1 200 ", text, StringComparison.Ordinal);
+                    expected = headLength + (long)FileContent.Length * Copies;
+                }
+            }
+            if (engine == "osprey" && !answeredDuringTransfer && received.Length > 1 << 20)
+            {
+                var next = await RawHttp.GetAsync(server, "/list1");
+                Assert.Equal("hello", next.BodyText);
+                answeredDuringTransfer = true;
+            }
+            await Task.Delay(2);
+        }
+        Assert.Equal(expected, received.Length);
+        byte[] body = received.GetBuffer().AsSpan(headLength, (int)(received.Length - headLength)).ToArray();
+        for (int copy = 0; copy < Copies; copy++)
+        {
+            Assert.True(body.AsSpan(copy * FileContent.Length, FileContent.Length).SequenceEqual(FileContent), $"copy {copy} differs");
+        }
+        if (engine == "osprey")
+        {
+            Assert.True(answeredDuringTransfer);
+        }
+        await AssertStillServesAsync(server);
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]

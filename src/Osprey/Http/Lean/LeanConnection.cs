@@ -1194,10 +1194,15 @@ internal sealed class LeanConnection : IHttpExchange
         }
         while (count > 0 && _pending.IsEmpty && !_clientGone)
         {
-            long sent = Syscalls.SendFile(Fd, fileFd, ref offset, count);
+            long asked = Math.Min(count, OutputQueue.SendFileChunk);
+            long sent = Syscalls.SendFile(Fd, fileFd, ref offset, asked);
             if (sent > 0)
             {
                 count -= sent;
+                if (sent < asked)
+                {
+                    break; // the socket buffer is full; the loop goes on at its EPOLLOUT edge
+                }
             }
             else if (sent == -Syscalls.EAGAIN)
             {

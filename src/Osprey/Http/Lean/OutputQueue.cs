@@ -9,6 +9,15 @@ namespace Osprey.Http.Lean;
 /// </summary>
 internal sealed class OutputQueue
 {
+    /// <summary>
+    /// The most one sendfile call is asked for. Linux splices a file through a pipe of 16 pages
+    /// and, when a call asks for more than that, hands TCP every batch but the last with
+    /// MSG_MORE, which lets TCP hold data back until whole segments fill up. The receiver then gets
+    /// it in bursts instead of a steady stream: on loopback, whole-file calls moved 1.7 GB/s at
+    /// 0.56 CPU-seconds per GB, and 64 KiB calls 3.0–3.4 GB/s at 0.30 (a C server, same file).
+    /// </summary>
+    public const long SendFileChunk = 64 * 1024;
+
     private const int SegmentSize = 16 * 1024;
     // Not ArrayPool<byte>.Shared for the common segment: a streamed response queues its blocks
     // while the loop sends them, so at 64 connections several hundred segments are out at once,
@@ -101,7 +110,8 @@ internal sealed class OutputQueue
             Entry head = _entries[_first];
             if (head.Buffer is null)
             {
-                long sent = Syscalls.SendFile(socket, head.FileFd, ref head.FileOffset, head.FileCount);
+                long asked = Math.Min(head.FileCount, SendFileChunk);
+                long sent = Syscalls.SendFile(socket, head.FileFd, ref head.FileOffset, asked);
                 if (sent < 0)
                 {
                     return sent == -Syscalls.EAGAIN;
@@ -118,10 +128,14 @@ internal sealed class OutputQueue
                     Dequeue();
                     continue;
                 }
+                _entries[_first] = head;
+                if (sent == asked)
+                {
+                    continue;
+                }
                 // A short write means the socket buffer is full (the kernel has flagged it to
                 // announce free space with the next EPOLLOUT edge, as nginx relies on too): asking
                 // again now would only return EAGAIN, a wasted syscall on every wake-up.
-                _entries[_first] = head;
                 return true;
             }
 
