@@ -61,7 +61,7 @@ public static class CommandLine
         Help, Version, Bind, Workers, Threads, Engine, Python, Chdir, PythonPath, Env, RootPath,
         LogLevel, ErrorLog, AccessLog, Timeout, GracefulTimeout, KeepAlive, Backlog,
         LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
-        MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask,
+        MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask, User, Group,
         HeaderTimeout, MinRequestBodyRate, MaxConnections,
         ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config, AccessLogFormat, Reload, ReloadExtraFile, CheckConfig, CaCerts, CertReqs,
     }
@@ -104,6 +104,8 @@ public static class CommandLine
         new("--name", Opt.Name),
         new("--preload", Opt.Preload),
         new("--umask", Opt.Umask),
+        new("--user", Opt.User),
+        new("--group", Opt.Group),
         new("--header-timeout", Opt.HeaderTimeout),
         new("--min-request-body-rate", Opt.MinRequestBodyRate),
         new("--max-connections", Opt.MaxConnections),
@@ -130,6 +132,8 @@ public static class CommandLine
         'n' => Opt.Name,
         'p' => Opt.Pid,
         'm' => Opt.Umask,
+        'u' => Opt.User,
+        'g' => Opt.Group,
         'c' => Opt.Config,
         _ => null,
     };
@@ -167,6 +171,8 @@ public static class CommandLine
         Opt.Name => "--name",
         Opt.Preload => "--preload",
         Opt.Umask => "--umask",
+        Opt.User => "--user",
+        Opt.Group => "--group",
         Opt.HeaderTimeout => "--header-timeout",
         Opt.MinRequestBodyRate => "--min-request-body-rate",
         Opt.MaxConnections => "--max-connections",
@@ -450,6 +456,15 @@ public static class CommandLine
                     return null;
                 case Opt.Preload:
                     options = options with { Preload = true };
+                    return null;
+                // Names are looked up when the master starts (the user database belongs to the machine it runs on).
+                case Opt.User:
+                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                    options = options with { User = value };
+                    return null;
+                case Opt.Group:
+                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                    options = options with { Group = value };
                     return null;
                 case Opt.Umask:
                 {
@@ -1059,6 +1074,10 @@ public static class CommandLine
             Process:
               -p FILE, --pid FILE            Write the master's process id to FILE.
               -n STRING, --name STRING       Name shown in process titles (ps). [APP_MODULE]
+              -u USER, --user USER           Run the workers as this user (name or id); the master
+                                             keeps its own. Needs root. [the master's]
+              -g GROUP, --group GROUP        Run the workers with this group (name or id) as their
+                                             only group. [--user's primary group, else the master's]
 
             Worker processes:
               -w INT, --workers INT          Number of worker processes. [{d.Workers}]

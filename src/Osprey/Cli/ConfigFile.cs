@@ -55,7 +55,7 @@ public static class ConfigFile
     private static readonly HashSet<string> Unsupported = new(StringComparer.Ordinal)
     {
         "spew", "check_config", "print_config",
-        "daemon", "worker_tmp_dir", "user", "group", "initgroups", "tmp_upload_dir", "secure_scheme_headers",
+        "daemon", "worker_tmp_dir", "initgroups", "tmp_upload_dir", "secure_scheme_headers",
         "disable_redirect_access_to_syslog", "logger_class", "logconfig", "logconfig_dict",
         "logconfig_json", "syslog_addr", "syslog", "syslog_prefix", "syslog_facility", "enable_stdio_inheritance",
         "statsd_host", "dogstatsd_tags", "statsd_prefix", "default_proc_name", "paste", "raw_paste_global_conf",
@@ -216,6 +216,8 @@ public static class ConfigFile
                 "access_log_format" => One(value, "--access-logformat", arguments),
                 "pidfile" => One(value, "--pid", arguments),
                 "proc_name" => One(value, "--name", arguments),
+                "user" => One(value, "--user", arguments),
+                "group" => One(value, "--group", arguments),
                 "chdir" => One(value, "--chdir", arguments),
                 "certfile" => One(value, "--certfile", arguments),
                 "keyfile" => One(value, "--keyfile", arguments),

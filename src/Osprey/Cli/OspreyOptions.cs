@@ -63,6 +63,10 @@ public sealed record OspreyOptions
     public bool Preload { get; init; }
     /// <summary>umask in effect while binding unix sockets.</summary>
     public int Umask { get; init; }
+    /// <summary>--user: the workers' user, a name or a number, resolved by the master at start.</summary>
+    public string? User { get; init; }
+    /// <summary>--group: the workers' only group, a name or a number.</summary>
+    public string? Group { get; init; }
 
     public int Timeout { get; init; } = 30;
     public int GracefulTimeout { get; init; } = 30;

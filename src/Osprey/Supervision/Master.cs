@@ -36,6 +36,7 @@ public sealed class Master
     private static readonly TimeSpan HeartbeatSlack = TimeSpan.FromSeconds(2);
 
     private readonly OspreyOptions _options;
+    private readonly RunAs? _runAs;
     private readonly IReadOnlyList<string> _argv;
     private readonly IReadOnlyList<BindAddress> _binds;
     private readonly string _name;
@@ -56,9 +57,10 @@ public sealed class Master
     private int _exitCode;
     private DateTime _nextMemoryCheck;
 
-    private Master(OspreyOptions options, IReadOnlyList<string> argv, IReadOnlyList<BindAddress> binds)
+    private Master(OspreyOptions options, IReadOnlyList<string> argv, IReadOnlyList<BindAddress> binds, RunAs? runAs)
     {
         _options = options;
+        _runAs = runAs;
         _argv = argv;
         _binds = binds;
         _shared = new Socket?[binds.Count];
@@ -119,7 +121,19 @@ public sealed class Master
             }
         }
 
-        var master = new Master(options, argv, SystemdSockets() ?? options.Binds);
+        // Resolved here so that a typo is one line at start; each worker resolves the names again.
+        RunAs? runAs = RunAs.Resolve(options.User, options.Group, out string? runAsError);
+        if (runAsError is not null)
+        {
+            Log.Error(runAsError);
+            return 1;
+        }
+        if (runAs is not null)
+        {
+            Log.Info($"Workers run as uid {runAs.UserId} gid {runAs.GroupId}");
+        }
+
+        var master = new Master(options, argv, SystemdSockets() ?? options.Binds, runAs);
         return master.Serve();
     }
 
@@ -781,6 +795,10 @@ public sealed class Master
             try
             {
                 _shared[i] = Listeners.BindOne(_binds[i], _options.Backlog, reusePort: false, listen: false);
+                if (unix && _runAs?.Own(((BindAddress.Unix)_binds[i]).Path) is string error)
+                {
+                    throw new ListenerException(error);
+                }
             }
             finally
             {

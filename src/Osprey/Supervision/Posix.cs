@@ -6,7 +6,8 @@ namespace Osprey.Supervision;
 
 /// <summary>
 /// The process supervisor's raw POSIX calls: descriptor inheritance, the worker channel's
-/// socketpair, signals to children, the parent-death signal, umask, process titles and the open-file limit.
+/// socketpair, signals to children, the parent-death signal, umask, process titles, the open-file limit,
+/// and the user and group workers run as.
 /// Every pointer stays in this file.
 /// </summary>
 internal static unsafe partial class Posix
@@ -246,6 +247,100 @@ internal static unsafe partial class Posix
         }
         return null;
     }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct PasswdEntry
+    {
+        public byte* Name;
+        public byte* Password;
+        public uint UserId;
+        public uint GroupId;
+        // gecos, dir and shell follow; only the ids are read.
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct GroupEntry
+    {
+        public byte* Name;
+        public byte* Password;
+        public uint GroupId;
+    }
+
+    // Through libc, not by reading /etc/passwd: NSS (LDAP, sssd, systemd's dynamic users) answers too.
+    [LibraryImport(Libc, EntryPoint = "getpwnam", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial PasswdEntry* SysGetpwnam(string name);
+
+    [LibraryImport(Libc, EntryPoint = "getpwuid")]
+    private static partial PasswdEntry* SysGetpwuid(uint uid);
+
+    [LibraryImport(Libc, EntryPoint = "getgrnam", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial GroupEntry* SysGetgrnam(string name);
+
+    [LibraryImport(Libc, EntryPoint = "geteuid")]
+    private static partial uint SysGeteuid();
+
+    [LibraryImport(Libc, EntryPoint = "getegid")]
+    private static partial uint SysGetegid();
+
+    [LibraryImport(Libc, EntryPoint = "setgroups", SetLastError = true)]
+    private static partial int SysSetgroups(nuint size, uint* list);
+
+    [LibraryImport(Libc, EntryPoint = "setgid", SetLastError = true)]
+    private static partial int SysSetgid(uint gid);
+
+    [LibraryImport(Libc, EntryPoint = "setuid", SetLastError = true)]
+    private static partial int SysSetuid(uint uid);
+
+    [LibraryImport(Libc, EntryPoint = "chown", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int SysChown(string path, uint owner, uint group);
+
+    public static uint EffectiveUserId => SysGeteuid();
+
+    public static uint EffectiveGroupId => SysGetegid();
+
+    /// <summary>A user's id and primary group by name, from the passwd database.</summary>
+    public static bool TryGetUser(string name, out uint userId, out uint groupId)
+    {
+        PasswdEntry* entry = SysGetpwnam(name);
+        userId = entry is null ? 0 : entry->UserId;
+        groupId = entry is null ? 0 : entry->GroupId;
+        return entry is not null;
+    }
+
+    /// <summary>The primary group of a user id, when the passwd database knows it.</summary>
+    public static bool TryGetPrimaryGroup(uint userId, out uint groupId)
+    {
+        PasswdEntry* entry = SysGetpwuid(userId);
+        groupId = entry is null ? 0 : entry->GroupId;
+        return entry is not null;
+    }
+
+    public static bool TryGetGroup(string name, out uint groupId)
+    {
+        GroupEntry* entry = SysGetgrnam(name);
+        groupId = entry is null ? 0 : entry->GroupId;
+        return entry is not null;
+    }
+
+    /// <summary>
+    /// Makes the process <paramref name="userId"/> with <paramref name="groupId"/> as its only group,
+    /// for good: the supplementary groups first and the user last, since each step needs the
+    /// privilege the next one gives up. glibc applies each call to every thread of the process.
+    /// Returns 0, or the errno of the step that failed.
+    /// </summary>
+    public static int SwitchIdentity(uint userId, uint groupId)
+    {
+        uint only = groupId;
+        if (SysSetgroups(1, &only) != 0 || SysSetgid(groupId) != 0 || SysSetuid(userId) != 0)
+        {
+            return Marshal.GetLastPInvokeError();
+        }
+        return 0;
+    }
+
+    /// <summary>chown(2); returns 0 or the errno.</summary>
+    public static int Chown(string path, uint userId, uint groupId) =>
+        SysChown(path, userId, groupId) == 0 ? 0 : Marshal.GetLastPInvokeError();
 
     private const int RLIMIT_NOFILE = 7;
 

@@ -31,34 +31,13 @@ public static class Server
             listeners.Add(new Socket(new SafeSocketHandle(fd, ownsHandle: true)));
         }
 
-        WsgiApplication application;
-        try
-        {
-            application = LoadApplication(options, argv, context.PythonProbe, boot, startedAfter);
-        }
-        catch (ApplicationLoadException e)
-        {
-            // The master shows this once, however many workers fail the same way.
-            WorkerLifecycle.ReportFailure(e.ExitCode, e.Text);
-            return e.ExitCode;
-        }
-
+        // What needs the master's privileges comes before the switch to --user: a hard open-file
+        // limit above the soft one, and the certificate's key file (root's alone, usually).
         long openFiles = Posix.RaiseOpenFileLimit();
         if (openFiles >= 0 && options.MaxConnections > 0 && openFiles < options.MaxConnections)
         {
             Log.Warning($"--max-connections {options.MaxConnections}: the open-file limit is {openFiles}; connections beyond it fail to be accepted (raise it with ulimit -n)");
         }
-        RequestWatchdog? watchdog;
-        try
-        {
-            watchdog = options.Timeout > 0 ? new RequestWatchdog(TimeSpan.FromSeconds(options.Timeout), RequestRecycle) : null;
-        }
-        catch (PythonStartupException e)
-        {
-            WorkerLifecycle.ReportFailure(1, e.Message);
-            return 1;
-        }
-        using RequestWatchdog? watchdogScope = watchdog;
         TlsCertificate? tls;
         try
         {
@@ -71,6 +50,35 @@ public static class Server
             return 1;
         }
         using TlsCertificate? tlsScope = tls;
+        if (SwitchIdentity(options) is string switchError)
+        {
+            WorkerLifecycle.ReportFailure(1, switchError);
+            return 1;
+        }
+
+        WsgiApplication application;
+        try
+        {
+            application = LoadApplication(options, argv, context.PythonProbe, boot, startedAfter);
+        }
+        catch (ApplicationLoadException e)
+        {
+            // The master shows this once, however many workers fail the same way.
+            WorkerLifecycle.ReportFailure(e.ExitCode, e.Text);
+            return e.ExitCode;
+        }
+
+        RequestWatchdog? watchdog;
+        try
+        {
+            watchdog = options.Timeout > 0 ? new RequestWatchdog(TimeSpan.FromSeconds(options.Timeout), RequestRecycle) : null;
+        }
+        catch (PythonStartupException e)
+        {
+            WorkerLifecycle.ReportFailure(1, e.Message);
+            return 1;
+        }
+        using RequestWatchdog? watchdogScope = watchdog;
         using var workers = new PythonWorkers(application, options.Threads, watchdog);
         var settings = new HttpSettings(
             BodyBufferSize: options.BodyBufferSize,
@@ -117,6 +125,23 @@ public static class Server
         Log.Info($"Worker exiting (pid: {Environment.ProcessId}): served {served} requests");
         WorkerLifecycle.ReportExiting(served);
         return 0;
+    }
+
+    /// <summary>Becomes --user/--group, if given; null, or one line saying why not.</summary>
+    private static string? SwitchIdentity(OspreyOptions options)
+    {
+        RunAs? runAs = RunAs.Resolve(options.User, options.Group, out string? error);
+        if (runAs is null)
+        {
+            return error;
+        }
+        if (runAs.Switch() is string switchError)
+        {
+            return switchError;
+        }
+        // The kernel clears the parent-death signal when a process changes its credentials.
+        WorkerLifecycle.ArmParentDeathSignal();
+        return null;
     }
 
     /// <summary>

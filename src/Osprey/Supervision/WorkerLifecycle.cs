@@ -26,6 +26,17 @@ public static class WorkerLifecycle
 
     public static bool IsWorker => s_context is not null;
 
+    /// <summary>SIGKILL when the master dies; called again after a change of user, which clears it.</summary>
+    public static void ArmParentDeathSignal()
+    {
+        Posix.SetParentDeathSignal(Posix.SIGKILL);
+        if (s_context is { MasterPid: not 0 } context && Posix.ParentProcessId != context.MasterPid)
+        {
+            // The master died before PR_SET_PDEATHSIG took effect.
+            Posix.ExitNow(0);
+        }
+    }
+
     /// <summary>
     /// Called first thing in a worker: the parent-death signal, the channel, the signal handlers.
     /// SIGKILL on the master's death: a worker stuck in C code with the GIL could not act on anything gentler,
@@ -34,12 +45,7 @@ public static class WorkerLifecycle
     public static void Attach(WorkerContext context)
     {
         s_context = context;
-        Posix.SetParentDeathSignal(Posix.SIGKILL);
-        if (context.MasterPid != 0 && Posix.ParentProcessId != context.MasterPid)
-        {
-            // The master died before PR_SET_PDEATHSIG took effect.
-            Posix.ExitNow(0);
-        }
+        ArmParentDeathSignal();
         // Inherited without FD_CLOEXEC; the application's own child processes must not inherit them in turn.
         Posix.SetInheritable(context.ChannelFd, false);
         foreach (int fd in context.ListenerFds)

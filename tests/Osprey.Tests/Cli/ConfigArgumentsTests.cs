@@ -38,7 +38,7 @@ public sealed class ConfigArgumentsTests
              "forwarded_allow_ips": ["10.0.0.1", "10.0.0.2"], "proxy_protocol": true, "preload_app": true,
              "reload": "yes", "limit_request_line": 100, "limit_request_fields": 10, "limit_request_field_size": 50,
              "pythonpath": "/srv/lib,/srv/extra", "wsgi_app": "shop.wsgi:application", "accesslog_unused": 1,
-             "access_log_format": "%(h)s %(D)s"}
+             "access_log_format": "%(h)s %(D)s", "user": "www-data", "group": 33}
             """);
 
         var o = Ok([], config);
@@ -54,6 +54,7 @@ public sealed class ConfigArgumentsTests
         Assert.Equal(["/srv/lib", "/srv/extra"], o.PythonPath);
         Assert.Equal(("shop.wsgi", "application"), (o.AppModule, o.AppAttribute));
         Assert.Equal("%(h)s %(D)s", o.AccessLogFormat.Text);
+        Assert.Equal(("www-data", "33"), (o.User, o.Group));
         Assert.Empty(config.Warnings);
     }
 

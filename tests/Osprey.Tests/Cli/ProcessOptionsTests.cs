@@ -3,7 +3,7 @@ using Osprey.Cli;
 
 namespace Osprey.Tests.Cli;
 
-/// <summary>The process-model options: --max-requests, --max-requests-jitter, --max-worker-memory, --pid, --name, --preload, --umask.</summary>
+/// <summary>The process-model options: --max-requests, --max-requests-jitter, --max-worker-memory, --pid, --name, --preload, --umask, --user, --group.</summary>
 public sealed class ProcessOptionsTests
 {
     private static ParseOutcome Parse(params string[] args) => CommandLine.Parse(args, _ => [IPAddress.Loopback]);
@@ -28,6 +28,19 @@ public sealed class ProcessOptionsTests
         Assert.Null(o.Name);
         Assert.False(o.Preload);
         Assert.Equal(0, o.Umask);
+        Assert.Null(o.User);
+        Assert.Null(o.Group);
+    }
+
+    [Fact]
+    public void User_and_group_are_kept_as_given_for_the_master_to_look_up()
+    {
+        OspreyOptions o = Ok("-u", "www-data", "-g", "33", "app");
+        Assert.Equal(("www-data", "33"), (o.User, o.Group));
+        o = Ok("--user=1000", "--group", "staff", "app");
+        Assert.Equal(("1000", "staff"), (o.User, o.Group));
+        Assert.Equal("--user: value must not be empty", Err("--user=", "app"));
+        Assert.Equal("--group: value must not be empty", Err("-g", "", "app"));
     }
 
     [Fact]

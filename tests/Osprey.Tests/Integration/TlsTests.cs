@@ -71,7 +71,7 @@ public sealed class TlsTests : IDisposable
         public void Dispose() => Http.Dispose();
     }
 
-    private static (X509Certificate2 Certificate, ECDsa Key) Issue(string subject, X509Certificate2? issuer, bool authority, bool expired = false)
+    internal static (X509Certificate2 Certificate, ECDsa Key) Issue(string subject, X509Certificate2? issuer, bool authority, bool expired = false)
     {
         var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);

@@ -1,0 +1,198 @@
+using System.Globalization;
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.Json;
+using Osprey.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace Osprey.Tests.Workers;
+
+/// <summary>
+/// --user and --group: the workers switch before Python starts, the master keeps its identity.
+/// These tests need root, as the feature does (CI runs as root); they switch to Debian's
+/// unprivileged "nobody" (and "nogroup", "users").
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class RunAsTests : IDisposable
+{
+    private readonly ITestOutputHelper _output;
+
+    // The application is copied to a directory "nobody" can read: the checkout may be under /root.
+    private readonly string _apps;
+
+    public RunAsTests(ITestOutputHelper output)
+    {
+        _output = output;
+        Assert.True(Environment.UserName == "root", "the --user tests need root (the feature does)");
+        _apps = Directory.CreateTempSubdirectory("osprey-runas-").FullName;
+        File.SetUnixFileMode(_apps, (UnixFileMode)0x1ED); // 0755
+        File.Copy(Path.Combine(RepoPaths.Apps, "identity_app.py"), Path.Combine(_apps, "identity_app.py"));
+    }
+
+    public void Dispose() => Directory.Delete(_apps, recursive: true);
+
+    private static (uint Uid, uint Gid) PasswdEntry(string user)
+    {
+        string line = File.ReadAllLines("/etc/passwd").Single(l => l.StartsWith(user + ":", StringComparison.Ordinal));
+        string[] fields = line.Split(':');
+        return (uint.Parse(fields[2], CultureInfo.InvariantCulture), uint.Parse(fields[3], CultureInfo.InvariantCulture));
+    }
+
+    private static uint GroupId(string group) =>
+        uint.Parse(File.ReadAllLines("/etc/group").Single(l => l.StartsWith(group + ":", StringComparison.Ordinal)).Split(':')[2], CultureInfo.InvariantCulture);
+
+    /// <summary>The real, effective, saved and filesystem user ids of a process (/proc/PID/status).</summary>
+    private static string Uids(int pid) =>
+        File.ReadAllLines($"/proc/{pid}/status").Single(l => l.StartsWith("Uid:", StringComparison.Ordinal))[4..].Trim();
+
+    private Task<OspreyServer> StartAsync(string engine, params string[] args) =>
+        OspreyServer.StartAsync(new OspreyServerOptions { App = "identity_app:app", Engine = engine, Chdir = _apps, Args = args });
+
+    private static async Task<JsonElement> IdentityAsync(OspreyServer server, HttpClient? client = null, string scheme = "http")
+    {
+        using var own = client is null ? new HttpClient { Timeout = TimeSpan.FromSeconds(30) } : null;
+        string text = await (client ?? own!).GetStringAsync(new Uri($"{scheme}://127.0.0.1:{server.Port}/"));
+        return JsonDocument.Parse(text).RootElement;
+    }
+
+    private static uint[] Groups(JsonElement identity) => [.. identity.GetProperty("groups").EnumerateArray().Select(g => g.GetUInt32())];
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task User_alone_runs_the_application_as_that_user_and_its_primary_group_only(string engine)
+    {
+        var (uid, gid) = PasswdEntry("nobody");
+        await using var server = await StartAsync(engine, "-u", "nobody", "-w", "2");
+        JsonElement identity = await IdentityAsync(server);
+
+        Assert.Equal(uid, identity.GetProperty("uid").GetUInt32());
+        Assert.Equal(uid, identity.GetProperty("euid").GetUInt32());
+        Assert.Equal(gid, identity.GetProperty("gid").GetUInt32());
+        Assert.Equal(gid, identity.GetProperty("egid").GetUInt32());
+        // root's supplementary groups are gone.
+        Assert.Equal([gid], Groups(identity));
+
+        // Every worker switched (real, effective, saved and filesystem ids); the master did not.
+        List<int> workers = await ProcessTools.WaitForChildrenAsync(server.ProcessId, 2, TimeSpan.FromSeconds(30));
+        foreach (int worker in workers)
+        {
+            Assert.Equal($"{uid}\t{uid}\t{uid}\t{uid}", Uids(worker));
+        }
+        Assert.Equal("0\t0\t0\t0", Uids(server.ProcessId));
+        Assert.Contains($"Workers run as uid {uid} gid {gid}", server.ErrorLog, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task User_and_group_by_number_and_group_alone_are_applied()
+    {
+        var (uid, _) = PasswdEntry("nobody");
+        uint users = GroupId("users");
+        await using (var server = await StartAsync("osprey", "--user", uid.ToString(CultureInfo.InvariantCulture), $"--group={users}"))
+        {
+            JsonElement identity = await IdentityAsync(server);
+            Assert.Equal(uid, identity.GetProperty("euid").GetUInt32());
+            Assert.Equal(users, identity.GetProperty("egid").GetUInt32());
+            Assert.Equal([users], Groups(identity));
+        }
+        await using (var server = await StartAsync("osprey", "-g", "users"))
+        {
+            JsonElement identity = await IdentityAsync(server);
+            Assert.Equal(0u, identity.GetProperty("euid").GetUInt32());
+            Assert.Equal(users, identity.GetProperty("egid").GetUInt32());
+            Assert.Equal([users], Groups(identity));
+        }
+    }
+
+    [Fact]
+    public async Task A_replacement_worker_switches_too_and_the_master_still_stops_it()
+    {
+        var (uid, _) = PasswdEntry("nobody");
+        int worker;
+        await using (var server = await StartAsync("osprey", "-u", "nobody", "--max-requests", "3"))
+        {
+            int first = (await IdentityAsync(server)).GetProperty("pid").GetInt32();
+            JsonElement later = default;
+            // The old worker serves until its replacement is ready.
+            Assert.True(await Integration.TestSupport.EventuallyAsync(async () =>
+            {
+                later = await IdentityAsync(server);
+                return later.GetProperty("pid").GetInt32() != first;
+            }, TimeSpan.FromSeconds(30)), "the worker was not replaced after --max-requests 3");
+            Assert.Equal(uid, later.GetProperty("euid").GetUInt32());
+            worker = later.GetProperty("pid").GetInt32();
+        }
+        // The master (root) could signal its unprivileged worker: nothing is left behind.
+        Assert.True(await Integration.TestSupport.EventuallyAsync(() => Task.FromResult(!ProcessTools.IsAlive(worker)), TimeSpan.FromSeconds(10)));
+    }
+
+    [Fact]
+    public async Task Worker_whose_master_is_killed_dies_with_it_after_switching()
+    {
+        // Changing credentials clears the parent-death signal; the worker sets it again. A request
+        // in flight keeps a worker that only noticed the lost master busy for --graceful-timeout.
+        await using var server = await StartAsync("osprey", "-u", "nobody", "--threads", "2");
+        int worker = (await IdentityAsync(server)).GetProperty("pid").GetInt32();
+        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
+        Task<string> inFlight = client.GetStringAsync(new Uri($"http://127.0.0.1:{server.Port}/?sleep=60"));
+        await Task.Delay(500);
+        ProcessTools.Signal(server.ProcessId, ProcessTools.SIGKILL);
+        Assert.True(await Integration.TestSupport.EventuallyAsync(() => Task.FromResult(!ProcessTools.IsAlive(worker)), TimeSpan.FromSeconds(10)),
+            "the worker outlived its master");
+        await Assert.ThrowsAnyAsync<HttpRequestException>(() => inFlight);
+    }
+
+    [Fact]
+    public async Task Unix_socket_is_given_to_the_workers_user()
+    {
+        var (uid, gid) = PasswdEntry("nobody");
+        string socket = Path.Combine(_apps, "osprey.sock");
+        await using var server = await StartAsync("osprey", "-u", "nobody", "-b", "unix:" + socket);
+        await IdentityAsync(server);
+        var stat = await System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%u %g", socket]) { RedirectStandardOutput = true })!
+            .StandardOutput.ReadToEndAsync();
+        Assert.Equal($"{uid} {gid}", stat.Trim());
+    }
+
+    [Fact]
+    public async Task Key_file_only_root_can_read_is_loaded_before_the_switch()
+    {
+        string tls = Directory.CreateTempSubdirectory("osprey-runas-tls-").FullName; // 0700, root's
+        try
+        {
+            var (certificate, key) = Integration.TlsTests.Issue("CN=osprey-runas", issuer: null, authority: false);
+            string cert = Path.Combine(tls, "server.crt");
+            string keyFile = Path.Combine(tls, "server.key");
+            using (certificate)
+            using (key)
+            {
+                File.WriteAllText(cert, certificate.ExportCertificatePem());
+                File.WriteAllText(keyFile, key.ExportPkcs8PrivateKeyPem());
+            }
+            File.SetUnixFileMode(keyFile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            await using var server = await StartAsync("kestrel", "-u", "nobody", "--certfile", cert, "--keyfile", keyFile);
+            using var client = new HttpClient(new SocketsHttpHandler
+            {
+                SslOptions = new System.Net.Security.SslClientAuthenticationOptions { RemoteCertificateValidationCallback = (_, _, _, _) => true },
+            }) { Timeout = TimeSpan.FromSeconds(30) };
+            JsonElement identity = await IdentityAsync(server, client, "https");
+            Assert.Equal(PasswdEntry("nobody").Uid, identity.GetProperty("euid").GetUInt32());
+        }
+        finally
+        {
+            Directory.Delete(tls, recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData("--user", "no-such-user-here", "--user: no such user 'no-such-user-here'")]
+    [InlineData("--group", "no-such-group-here", "--group: no such group 'no-such-group-here'")]
+    [InlineData("--user", "4242", "--user 4242: no such user in the user database, so no primary group to take; give --group too")]
+    public async Task Unknown_user_or_group_is_one_line_and_exit_1(string option, string value, string message)
+    {
+        var args = OspreyServer.BuildArguments(new OspreyServerOptions { App = "identity_app:app", Chdir = _apps, Args = [option, value] }, OspreyServer.GetFreePort());
+        ProcessResult result = await OspreyServer.RunToCompletionAsync(args, TimeSpan.FromSeconds(30));
+        _output.WriteLine(result.ToString());
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains(message, result.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", result.Stderr, StringComparison.Ordinal);
+    }
+}
