@@ -20,11 +20,71 @@ public static partial class Log
     private static Severity s_minimum = Severity.Info;
     private static readonly int s_pid = Environment.ProcessId;
 
+    private static string? s_errorPath;
+    private static string? s_accessPath;
+
     public static void Configure(Severity minimum, string errorLog, string? accessLog)
     {
         s_minimum = minimum;
         s_errors = OpenTarget("--error-logfile", errorLog, Console.OpenStandardError);
         s_access = accessLog is null ? null : OpenTarget("--access-logfile", accessLog, Console.OpenStandardOutput);
+        s_errorPath = errorLog == "-" ? null : errorLog;
+        s_accessPath = accessLog is null or "-" ? null : accessLog;
+    }
+
+    /// <summary>The log files (not stdout or stderr), for the master to give to the workers' user.</summary>
+    public static IReadOnlyList<string> Files
+    {
+        get
+        {
+            var files = new List<string>(2);
+            if (s_errorPath is not null)
+            {
+                files.Add(s_errorPath);
+            }
+            if (s_accessPath is not null && s_accessPath != s_errorPath)
+            {
+                files.Add(s_accessPath);
+            }
+            return files;
+        }
+    }
+
+    /// <summary>
+    /// Opens the log files again by name (USR1, after logrotate moved them away). Each new file
+    /// takes over the old one's descriptor number (dup3), so whatever holds that number keeps
+    /// writing to the log: Python's faulthandler was given it for the --timeout stack dumps.
+    /// Returns one line per file that could not be opened; that log stays on its old file.
+    /// </summary>
+    public static List<string> Reopen()
+    {
+        var problems = new List<string>();
+        lock (s_lock)
+        {
+            // Each has its own descriptor, even when both logs name the same file.
+            ReopenOne(s_errors, s_errorPath, problems);
+            ReopenOne(s_access, s_accessPath, problems);
+        }
+        return problems;
+    }
+
+    private static void ReopenOne(Stream? stream, string? path, List<string> problems)
+    {
+        if (stream is not FileStream file || path is null)
+        {
+            return;
+        }
+        int fd = OpenNative(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0x1B6);
+        int target = (int)file.SafeFileHandle.DangerousGetHandle();
+        // dup3, not dup2: the number keeps O_CLOEXEC (an application's child processes must not inherit the log).
+        if (fd < 0 || Dup3Native(fd, target, O_CLOEXEC) < 0)
+        {
+            problems.Add($"cannot reopen {path}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}; still writing to the file it had");
+        }
+        if (fd >= 0)
+        {
+            CloseNative(fd);
+        }
     }
 
     /// <exception cref="IOException">The file cannot be opened; the message names the option and says why.</exception>
@@ -48,7 +108,6 @@ public static partial class Log
     /// </summary>
     private static FileStream OpenForAppend(string path)
     {
-        const int O_WRONLY = 0x1, O_CREAT = 0x40, O_APPEND = 0x400, O_CLOEXEC = 0x80000;
         int fd = OpenNative(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0x1B6 /* 0666, less the umask */);
         if (fd < 0)
         {
@@ -58,8 +117,16 @@ public static partial class Log
         return new FileStream(new SafeFileHandle(fd, ownsHandle: true), FileAccess.Write, bufferSize: 1);
     }
 
+    private const int O_WRONLY = 0x1, O_CREAT = 0x40, O_APPEND = 0x400, O_CLOEXEC = 0x80000;
+
     [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int OpenNative(string path, int flags, int mode);
+
+    [LibraryImport("libc", EntryPoint = "dup3", SetLastError = true)]
+    private static partial int Dup3Native(int oldFd, int newFd, int flags);
+
+    [LibraryImport("libc", EntryPoint = "close")]
+    private static partial int CloseNative(int fd);
 
     public static bool IsEnabled(Severity severity) => severity >= s_minimum;
     public static bool AccessLogEnabled => s_access is not null;

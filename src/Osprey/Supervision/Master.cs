@@ -131,6 +131,8 @@ public sealed class Master
         if (runAs is not null)
         {
             Log.Info($"Workers run as uid {runAs.UserId} gid {runAs.GroupId}");
+            // Workers open the files before they switch, but reopen them (USR1) after.
+            GiveLogFilesTo(runAs);
         }
 
         var master = new Master(options, argv, SystemdSockets() ?? options.Binds, runAs);
@@ -218,6 +220,7 @@ public sealed class Master
         [
             (PosixSignal.SIGTERM, Posix.SIGTERM), (PosixSignal.SIGINT, 2), (PosixSignal.SIGQUIT, Posix.SIGQUIT),
             (PosixSignal.SIGHUP, Posix.SIGHUP), ((PosixSignal)Posix.SIGTTIN, Posix.SIGTTIN), ((PosixSignal)Posix.SIGTTOU, Posix.SIGTTOU),
+            ((PosixSignal)Posix.SIGUSR1, Posix.SIGUSR1),
         ];
         foreach ((PosixSignal signal, int number) in handled)
         {
@@ -301,7 +304,7 @@ public sealed class Master
     {
         string name = signal switch
         {
-            15 => "term", 2 => "int", 3 => "quit", 1 => "hup", 21 => "ttin", 22 => "ttou",
+            15 => "term", 2 => "int", 3 => "quit", 1 => "hup", 21 => "ttin", 22 => "ttou", 10 => "usr1",
             _ => signal.ToString(CultureInfo.InvariantCulture),
         };
         Log.Info($"Handling signal: {name}");
@@ -319,6 +322,9 @@ public sealed class Master
                 break;
             case 1:
                 Reload();
+                break;
+            case Posix.SIGUSR1:
+                ReopenLogs();
                 break;
             case 21:
                 _targetWorkers++;
@@ -340,6 +346,47 @@ public sealed class Master
                     }
                 }
                 break;
+        }
+    }
+
+    /// <summary>
+    /// USR1, as gunicorn: the master opens its log files again by name, then tells every worker
+    /// to do the same (logrotate's postrotate). Files the master creates go to --user first, so
+    /// the workers can open them too.
+    /// </summary>
+    private void ReopenLogs()
+    {
+        List<string> problems = Log.Reopen();
+        foreach (string problem in problems)
+        {
+            Log.Warning(problem);
+        }
+        if (problems.Count == 0)
+        {
+            Log.Info("Log files reopened");
+        }
+        GiveLogFilesTo(_runAs);
+        foreach (WorkerHandle worker in _workers.Values)
+        {
+            if (!worker.KillSent)
+            {
+                Posix.Kill(worker.Pid, Posix.SIGUSR1);
+            }
+        }
+    }
+
+    private static void GiveLogFilesTo(RunAs? runAs)
+    {
+        if (runAs is null)
+        {
+            return;
+        }
+        foreach (string file in Log.Files)
+        {
+            if (runAs.Own(file) is string problem)
+            {
+                Log.Warning(problem);
+            }
         }
     }
 

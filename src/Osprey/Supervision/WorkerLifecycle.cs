@@ -62,6 +62,14 @@ public static class WorkerLifecycle
         PosixSignalHandler(PosixSignal.SIGHUP, static () => { });
         PosixSignalHandler((PosixSignal)Posix.SIGTTIN, static () => { });
         PosixSignalHandler((PosixSignal)Posix.SIGTTOU, static () => { });
+        // From the master after it reopened its own logs (logrotate); the default action would kill us.
+        PosixSignalHandler((PosixSignal)Posix.SIGUSR1, static () =>
+        {
+            foreach (string problem in Log.Reopen())
+            {
+                Log.Warning(problem);
+            }
+        });
 
         // The master never writes: reading only tells us when its end closes, i.e. the master is gone.
         new Thread(WatchMaster) { IsBackground = true, Name = "osprey-master-watch" }.Start();

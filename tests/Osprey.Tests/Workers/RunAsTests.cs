@@ -147,9 +147,35 @@ public sealed class RunAsTests : IDisposable
         string socket = Path.Combine(_apps, "osprey.sock");
         await using var server = await StartAsync("osprey", "-u", "nobody", "-b", "unix:" + socket);
         await IdentityAsync(server);
-        var stat = await System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%u %g", socket]) { RedirectStandardOutput = true })!
-            .StandardOutput.ReadToEndAsync();
-        Assert.Equal($"{uid} {gid}", stat.Trim());
+        Assert.Equal($"{uid} {gid}", await OwnerAsync(socket));
+    }
+
+    [Fact]
+    public async Task Workers_reopen_log_files_the_master_recreated_after_logrotate()
+    {
+        var (uid, gid) = PasswdEntry("nobody");
+        string accessLog = Path.Combine(_apps, "access.log");
+        await using var server = await StartAsync("osprey", "-u", "nobody", "--access-logfile", accessLog);
+        await IdentityAsync(server);
+        File.Move(accessLog, accessLog + ".1");
+        ProcessTools.Signal(server.ProcessId, 10 /* SIGUSR1 */);
+
+        // The master creates the new file as root and gives it to nobody before it signals the worker.
+        Assert.True(await Integration.TestSupport.EventuallyAsync(async () =>
+        {
+            await IdentityAsync(server);
+            return File.Exists(accessLog) && (await File.ReadAllTextAsync(accessLog)).Contains("GET / HTTP/1.1", StringComparison.Ordinal);
+        }, TimeSpan.FromSeconds(15)), $"no request reached the new access log:\n{server.ErrorLog}");
+        Assert.Equal($"{uid} {gid}", await OwnerAsync(accessLog));
+        Assert.DoesNotContain("cannot reopen", server.ErrorLog, StringComparison.Ordinal);
+    }
+
+    private static async Task<string> OwnerAsync(string path)
+    {
+        using var stat = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%u %g", path]) { RedirectStandardOutput = true })!;
+        string owner = await stat.StandardOutput.ReadToEndAsync();
+        await stat.WaitForExitAsync();
+        return owner.Trim();
     }
 
     [Fact]
