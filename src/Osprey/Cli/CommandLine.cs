@@ -61,7 +61,7 @@ public static class CommandLine
         Help, Version, Bind, Workers, Threads, Engine, Python, Chdir, PythonPath, Env, RootPath,
         LogLevel, ErrorLog, AccessLog, Timeout, GracefulTimeout, KeepAlive, Backlog,
         LimitRequestLine, LimitRequestFields, LimitRequestFieldSize, LimitRequestBody, BodyBufferSize,
-        MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask, User, Group,
+        MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask, User, Group, Daemon,
         HeaderTimeout, MinRequestBodyRate, MaxConnections,
         ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config, AccessLogFormat, Reload, ReloadExtraFile, CheckConfig, CaCerts, CertReqs,
     }
@@ -106,6 +106,7 @@ public static class CommandLine
         new("--umask", Opt.Umask),
         new("--user", Opt.User),
         new("--group", Opt.Group),
+        new("--daemon", Opt.Daemon),
         new("--header-timeout", Opt.HeaderTimeout),
         new("--min-request-body-rate", Opt.MinRequestBodyRate),
         new("--max-connections", Opt.MaxConnections),
@@ -134,6 +135,7 @@ public static class CommandLine
         'm' => Opt.Umask,
         'u' => Opt.User,
         'g' => Opt.Group,
+        'D' => Opt.Daemon,
         'c' => Opt.Config,
         _ => null,
     };
@@ -173,6 +175,7 @@ public static class CommandLine
         Opt.Umask => "--umask",
         Opt.User => "--user",
         Opt.Group => "--group",
+        Opt.Daemon => "--daemon",
         Opt.HeaderTimeout => "--header-timeout",
         Opt.MinRequestBodyRate => "--min-request-body-rate",
         Opt.MaxConnections => "--max-connections",
@@ -189,7 +192,7 @@ public static class CommandLine
         _ => throw new ArgumentOutOfRangeException(nameof(opt)),
     };
 
-    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.ProxyProtocol or Opt.Preload or Opt.Reload or Opt.CheckConfig);
+    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.ProxyProtocol or Opt.Preload or Opt.Reload or Opt.CheckConfig or Opt.Daemon);
 
     // argparse's rule: "-" is a value (stdin/stdout by convention) and so is anything that looks like a
     // negative number, so "--graceful-timeout -1" reports a range error instead of a missing value.
@@ -456,6 +459,9 @@ public static class CommandLine
                     return null;
                 case Opt.Preload:
                     options = options with { Preload = true };
+                    return null;
+                case Opt.Daemon:
+                    options = options with { Daemon = true };
                     return null;
                 // Names are looked up when the master starts (the user database belongs to the machine it runs on).
                 case Opt.User:
@@ -1074,6 +1080,8 @@ public static class CommandLine
             Process:
               -p FILE, --pid FILE            Write the master's process id to FILE.
               -n STRING, --name STRING       Name shown in process titles (ps). [APP_MODULE]
+              -D, --daemon                   Detach from the terminal: the command returns 0 once a
+                                             worker serves (or the start-up error and its exit code).
               -u USER, --user USER           Run the workers as this user (name or id); the master
                                              keeps its own. Needs root. [the master's]
               -g GROUP, --group GROUP        Run the workers with this group (name or id) as their

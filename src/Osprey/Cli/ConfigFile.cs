@@ -55,7 +55,7 @@ public static class ConfigFile
     private static readonly HashSet<string> Unsupported = new(StringComparer.Ordinal)
     {
         "spew", "check_config", "print_config",
-        "daemon", "worker_tmp_dir", "initgroups", "tmp_upload_dir", "secure_scheme_headers",
+        "worker_tmp_dir", "initgroups", "tmp_upload_dir", "secure_scheme_headers",
         "disable_redirect_access_to_syslog", "logger_class", "logconfig", "logconfig_dict",
         "logconfig_json", "syslog_addr", "syslog", "syslog_prefix", "syslog_facility", "enable_stdio_inheritance",
         "statsd_host", "dogstatsd_tags", "statsd_prefix", "default_proc_name", "paste", "raw_paste_global_conf",
@@ -226,6 +226,7 @@ public static class ConfigFile
                 "pythonpath" => One(value, "--pythonpath", arguments),
                 "forwarded_allow_ips" => Joined(value, "--forwarded-allow-ips", arguments),
                 "preload_app" => Flag(value, "--preload", arguments),
+                "daemon" => Flag(value, "--daemon", arguments),
                 "proxy_protocol" => Flag(value, "--proxy-protocol", arguments),
                 "reload" => Flag(value, "--reload", arguments),
                 "reload_extra_files" => Each(value, "--reload-extra-file", arguments),

@@ -63,6 +63,8 @@ public sealed record OspreyOptions
     public bool Preload { get; init; }
     /// <summary>umask in effect while binding unix sockets.</summary>
     public int Umask { get; init; }
+    /// <summary>--daemon: the master runs detached, in its own session, stdio on /dev/null once serving.</summary>
+    public bool Daemon { get; init; }
     /// <summary>--user: the workers' user, a name or a number, resolved by the master at start.</summary>
     public string? User { get; init; }
     /// <summary>--group: the workers' only group, a name or a number.</summary>

@@ -71,8 +71,13 @@ public sealed class Master
     /// <param name="config">The configuration file's settings (already part of <paramref name="options"/>), to report.</param>
     public static int Run(OspreyOptions options, IReadOnlyList<string> argv, ConfigArguments? config = null)
     {
+        if (options.Daemon && !Daemon.IsDetachedMaster)
+        {
+            return Daemon.Start(argv);
+        }
         // Before anything is opened or bound: this may replace the process (see the method).
         string? signalWarning = Posix.ReexecIfControlSignalsIgnored(argv.Skip(1).ToArray());
+        Daemon.DetachMaster();
         if (signalWarning is not null)
         {
             Console.Error.WriteLine($"osprey: warning: {signalWarning}");
@@ -576,6 +581,10 @@ public sealed class Master
             case "ready":
                 worker.Ready = true;
                 worker.ReadyAt = DateTime.UtcNow;
+                if (!_everReady)
+                {
+                    Daemon.ReportReady();
+                }
                 _everReady = true;
                 Log.Debug($"Worker ready (pid:{worker.Pid}, slot {worker.Slot}, generation {worker.Generation})");
                 if (_stopping)

@@ -295,6 +295,40 @@ internal static unsafe partial class Posix
     [LibraryImport(Libc, EntryPoint = "chown", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int SysChown(string path, uint owner, uint group);
 
+    [LibraryImport(Libc, EntryPoint = "setsid", SetLastError = true)]
+    private static partial int SysSetsid();
+
+    [LibraryImport(Libc, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int SysOpen(string path, int flags);
+
+    [LibraryImport(Libc, EntryPoint = "dup2", SetLastError = true)]
+    private static partial int SysDup2(int oldFd, int newFd);
+
+    /// <summary>Leaves the terminal's session and process group (--daemon); false if it could not.</summary>
+    public static bool NewSession() => SysSetsid() >= 0;
+
+    /// <summary>Points stdin, stdout and stderr at /dev/null, as a daemon's are.</summary>
+    public static void DetachStandardStreams()
+    {
+        const int O_RDWR = 2;
+        int devNull = SysOpen("/dev/null", O_RDWR);
+        if (devNull < 0)
+        {
+            return;
+        }
+        for (int fd = 0; fd <= 2; fd++)
+        {
+            if (devNull != fd)
+            {
+                SysDup2(devNull, fd);
+            }
+        }
+        if (devNull > 2)
+        {
+            SysClose(devNull);
+        }
+    }
+
     public static uint EffectiveUserId => SysGeteuid();
 
     public static uint EffectiveGroupId => SysGetegid();

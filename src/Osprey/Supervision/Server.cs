@@ -18,6 +18,7 @@ public static class Server
 {
     public static int Run(OspreyOptions options, IReadOnlyList<string> argv, WorkerContext context)
     {
+        Daemon.DetachWorker();
         Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
         var boot = System.Diagnostics.Stopwatch.StartNew();
         long startedAfter = (long)(DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds;

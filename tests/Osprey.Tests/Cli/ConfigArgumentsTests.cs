@@ -38,7 +38,7 @@ public sealed class ConfigArgumentsTests
              "forwarded_allow_ips": ["10.0.0.1", "10.0.0.2"], "proxy_protocol": true, "preload_app": true,
              "reload": "yes", "limit_request_line": 100, "limit_request_fields": 10, "limit_request_field_size": 50,
              "pythonpath": "/srv/lib,/srv/extra", "wsgi_app": "shop.wsgi:application", "accesslog_unused": 1,
-             "access_log_format": "%(h)s %(D)s", "user": "www-data", "group": 33}
+             "access_log_format": "%(h)s %(D)s", "user": "www-data", "group": 33, "daemon": true}
             """);
 
         var o = Ok([], config);
@@ -55,6 +55,7 @@ public sealed class ConfigArgumentsTests
         Assert.Equal(("shop.wsgi", "application"), (o.AppModule, o.AppAttribute));
         Assert.Equal("%(h)s %(D)s", o.AccessLogFormat.Text);
         Assert.Equal(("www-data", "33"), (o.User, o.Group));
+        Assert.True(o.Daemon);
         Assert.Empty(config.Warnings);
     }
 
@@ -164,8 +165,9 @@ public sealed class ConfigArgumentsTests
     public void Hooks_unsupported_settings_and_worker_classes_are_warnings_and_other_names_are_the_files_own()
     {
         var config = Translate("""
-            {"post_fork": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": true,
+            {"post_fork": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": false,
              "reload": false, "user": null, "statsd_host": "x:1", "worker_class": "uvicorn.workers.UvicornWorker",
+             "logconfig": "log.ini",
              "sendfile": false, "my_setting": 3}
             """);
 
@@ -173,7 +175,7 @@ public sealed class ConfigArgumentsTests
         Assert.Equal(
             [
                 "worker_class 'uvicorn.workers.UvicornWorker' is not supported: Osprey serves WSGI with its own workers (--threads N for concurrency)",
-                "conf.py: not supported by Osprey, ignored: daemon, statsd_host",
+                "conf.py: not supported by Osprey, ignored: statsd_host, logconfig",
                 "conf.py: server hooks are not run (Osprey's master runs no Python): post_fork",
             ],
             config.Warnings);

@@ -30,6 +30,9 @@ public sealed class ProcessOptionsTests
         Assert.Equal(0, o.Umask);
         Assert.Null(o.User);
         Assert.Null(o.Group);
+        Assert.False(o.Daemon);
+        Assert.True(Ok("-D", "app").Daemon);
+        Assert.True(Ok("--daemon", "app").Daemon);
     }
 
     [Fact]
