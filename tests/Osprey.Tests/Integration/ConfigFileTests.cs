@@ -88,8 +88,8 @@ public sealed class ConfigFileTests : IDisposable
             def when_ready(server):
                 pass
 
-            daemon = True
             statsd_host = "localhost:8125"
+            logconfig = "logging.ini"
             reload = False
             worker_class = "gevent"
             """);
@@ -103,7 +103,7 @@ public sealed class ConfigFileTests : IDisposable
 
         Assert.Contains("server hooks are not run (Osprey's master runs no Python): post_fork, when_ready", log, StringComparison.Ordinal);
         // reload = False asks for nothing, so it is not named.
-        Assert.Contains("not supported by Osprey, ignored: daemon, statsd_host\n", log, StringComparison.Ordinal);
+        Assert.Contains("not supported by Osprey, ignored: statsd_host, logconfig\n", log, StringComparison.Ordinal);
         Assert.Contains("worker_class 'gevent' is not supported", log, StringComparison.Ordinal);
     }
 
