@@ -13,8 +13,8 @@ internal sealed record RunAs(uint UserId, uint GroupId)
     /// <summary>
     /// Resolves the options: a name from the user or group database, or a number as it is.
     /// <c>--user</c> alone takes the user's primary group (gunicorn would keep the master's, root's
-    /// group); <c>--group</c> alone keeps the user. Null when neither is given; on a problem, null
-    /// and one line in <paramref name="error"/>.
+    /// group); <c>--group</c> alone keeps the user. Null when neither is given or there is nothing
+    /// to change; on a problem, null and one line in <paramref name="error"/>.
     /// </summary>
     public static RunAs? Resolve(string? user, string? group, out string? error)
     {
@@ -70,9 +70,13 @@ internal sealed record RunAs(uint UserId, uint GroupId)
         }
 
         uint currentUser = Posix.EffectiveUserId;
-        if (currentUser != 0 && (userId != currentUser || groupId != Posix.EffectiveGroupId))
+        if (currentUser != 0)
         {
-            error = $"--user/--group: running workers as uid {userId} gid {groupId} needs root (osprey runs as uid {currentUser})";
+            // Naming the identity one already has is a no-op (setgroups alone would need root).
+            if (userId != currentUser || groupId != Posix.EffectiveGroupId)
+            {
+                error = $"--user/--group: running workers as uid {userId} gid {groupId} needs root (osprey runs as uid {currentUser})";
+            }
             return null;
         }
         return new RunAs(userId, groupId);

@@ -208,6 +208,79 @@ public sealed class RunAsTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Starts a copy of the server as nobody (setpriv), from a directory nobody can read: the
+    /// build may sit under /root. Returns the process; the caller kills it.
+    /// </summary>
+    private System.Diagnostics.Process StartAsNobody(int port, params string[] args)
+    {
+        string copy = Path.Combine(_apps, "bin");
+        Directory.CreateDirectory(copy);
+        File.SetUnixFileMode(copy, (UnixFileMode)0x1ED);
+        string built = Path.GetDirectoryName(RepoPaths.OspreyExecutable)!;
+        foreach (string file in Directory.EnumerateFiles(built, Path.GetFileName(RepoPaths.OspreyExecutable) + "*"))
+        {
+            File.Copy(file, Path.Combine(copy, Path.GetFileName(file)), overwrite: true);
+        }
+        var start = new System.Diagnostics.ProcessStartInfo("setpriv")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (string arg in (string[])["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+            Path.Combine(copy, Path.GetFileName(RepoPaths.OspreyExecutable)),
+            "-b", $"127.0.0.1:{port}", "--python", RepoPaths.SystemPython, "--chdir", _apps, .. args, "identity_app:app"])
+        {
+            start.ArgumentList.Add(arg);
+        }
+        start.Environment["HOME"] = _apps;
+        start.Environment.Remove("VIRTUAL_ENV");
+        return System.Diagnostics.Process.Start(start)!;
+    }
+
+    [Fact]
+    public async Task Without_root_naming_the_current_user_is_a_no_op_and_another_is_one_line()
+    {
+        var (uid, gid) = PasswdEntry("nobody");
+        int port = OspreyServer.GetFreePort();
+        using (var server = StartAsNobody(port, "-u", "nobody", "-g", "nogroup"))
+        {
+            Task<string> errors = server.StandardError.ReadToEndAsync();
+            try
+            {
+                using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+                JsonElement identity = default;
+                bool served = await Integration.TestSupport.EventuallyAsync(async () =>
+                {
+                    try
+                    {
+                        identity = JsonDocument.Parse(await client.GetStringAsync(new Uri($"http://127.0.0.1:{port}/"))).RootElement;
+                        return true;
+                    }
+                    catch (HttpRequestException)
+                    {
+                        return !server.HasExited ? false : throw new Xunit.Sdk.XunitException($"exited {server.ExitCode}: {await errors}");
+                    }
+                }, TimeSpan.FromSeconds(30));
+                Assert.True(served, "the server run as nobody did not answer");
+                Assert.Equal(uid, identity.GetProperty("euid").GetUInt32());
+                Assert.Equal(gid, identity.GetProperty("egid").GetUInt32());
+            }
+            finally
+            {
+                server.Kill(entireProcessTree: true);
+                await server.WaitForExitAsync();
+            }
+        }
+
+        using var refused = StartAsNobody(OspreyServer.GetFreePort(), "--user", "root");
+        string stderr = await refused.StandardError.ReadToEndAsync();
+        await refused.WaitForExitAsync();
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains($"--user/--group: running workers as uid 0 gid 0 needs root (osprey runs as uid {uid})", stderr, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("--user", "no-such-user-here", "--user: no such user 'no-such-user-here'")]
     [InlineData("--group", "no-such-group-here", "--group: no such group 'no-such-group-here'")]
