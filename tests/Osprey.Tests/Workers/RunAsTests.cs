@@ -215,12 +215,16 @@ public sealed class RunAsTests : IDisposable
     private System.Diagnostics.Process StartAsNobody(int port, params string[] args)
     {
         string copy = Path.Combine(_apps, "bin");
-        Directory.CreateDirectory(copy);
-        File.SetUnixFileMode(copy, (UnixFileMode)0x1ED);
-        string built = Path.GetDirectoryName(RepoPaths.OspreyExecutable)!;
-        foreach (string file in Directory.EnumerateFiles(built, Path.GetFileName(RepoPaths.OspreyExecutable) + "*"))
+        // Copied once: a second copy over the first could meet its workers still exiting ("text file busy").
+        if (!Directory.Exists(copy))
         {
-            File.Copy(file, Path.Combine(copy, Path.GetFileName(file)), overwrite: true);
+            Directory.CreateDirectory(copy);
+            File.SetUnixFileMode(copy, (UnixFileMode)0x1ED);
+            string built = Path.GetDirectoryName(RepoPaths.OspreyExecutable)!;
+            foreach (string file in Directory.EnumerateFiles(built, Path.GetFileName(RepoPaths.OspreyExecutable) + "*"))
+            {
+                File.Copy(file, Path.Combine(copy, Path.GetFileName(file)));
+            }
         }
         var start = new System.Diagnostics.ProcessStartInfo("setpriv")
         {
