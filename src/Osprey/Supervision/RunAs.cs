@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 
 namespace Osprey.Supervision;
 
@@ -89,7 +90,7 @@ internal sealed record RunAs(uint UserId, uint GroupId)
     public string? Switch()
     {
         int errno = Posix.SwitchIdentity(UserId, GroupId);
-        return errno == 0 ? null : $"cannot switch to uid {UserId} gid {GroupId}: {Describe(errno)}";
+        return errno == 0 ? null : $"cannot switch to uid {UserId} gid {GroupId}: {Marshal.GetPInvokeErrorMessage(errno)}";
     }
 
     /// <summary>
@@ -99,14 +100,6 @@ internal sealed record RunAs(uint UserId, uint GroupId)
     public string? Own(string path)
     {
         int errno = Posix.Chown(path, UserId, GroupId);
-        return errno == 0 ? null : $"cannot give {path} to uid {UserId} gid {GroupId}: {Describe(errno)}";
+        return errno == 0 ? null : $"cannot give {path} to uid {UserId} gid {GroupId}: {Marshal.GetPInvokeErrorMessage(errno)}";
     }
-
-    private static string Describe(int errno) => errno switch
-    {
-        1 => "operation not permitted",
-        13 => "permission denied",
-        22 => "invalid argument",
-        _ => $"errno {errno}",
-    };
 }
