@@ -1192,28 +1192,10 @@ internal sealed class LeanConnection : IHttpExchange
         {
             Log.Debug($"sendfile: {count} bytes of fd {fileFd} from offset {offset}");
         }
-        while (count > 0 && _pending.IsEmpty && !_clientGone)
+        if (_pending.IsEmpty && !_clientGone && !OutputQueue.SendFileRange(Fd, fileFd, ref offset, ref count))
         {
-            long asked = Math.Min(count, OutputQueue.SendFileChunk);
-            long sent = Syscalls.SendFile(Fd, fileFd, ref offset, asked);
-            if (sent > 0)
-            {
-                count -= sent;
-                if (sent < asked)
-                {
-                    break; // the socket buffer is full; the loop goes on at its EPOLLOUT edge
-                }
-            }
-            else if (sent == -Syscalls.EAGAIN)
-            {
-                break;
-            }
-            else
-            {
-                // 0: the file is shorter than it said; otherwise the client is gone.
-                _clientGone = true;
-                return false;
-            }
+            _clientGone = true;
+            return false;
         }
         if (count > 0)
         {

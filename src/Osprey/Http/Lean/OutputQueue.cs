@@ -98,6 +98,38 @@ internal sealed class OutputQueue
     }
 
     /// <summary>
+    /// Sends <paramref name="count"/> bytes of <paramref name="file"/> from <paramref name="offset"/>,
+    /// <see cref="SendFileChunk"/> at a time, until all are gone or the socket is full; advances both.
+    /// False when the client is gone or the file turned out shorter than it said.
+    /// </summary>
+    public static bool SendFileRange(int socket, int file, ref long offset, ref long count)
+    {
+        while (count > 0)
+        {
+            long asked = Math.Min(count, SendFileChunk);
+            long sent = Syscalls.SendFile(socket, file, ref offset, asked);
+            if (sent < 0)
+            {
+                return sent == -Syscalls.EAGAIN;
+            }
+            if (sent == 0)
+            {
+                // The file shrank under us: the response cannot be completed truthfully.
+                return false;
+            }
+            count -= sent;
+            if (sent < asked)
+            {
+                // A short write means the socket buffer is full (the kernel has flagged it to
+                // announce free space with the next EPOLLOUT edge, as nginx relies on too): asking
+                // again now would only return EAGAIN, a wasted syscall on every wake-up.
+                return true;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>
     /// Writes as much as the socket takes without blocking, stopping at the first short write.
     /// Returns false when the client is gone; <see cref="IsEmpty"/> tells whether everything went.
     /// </summary>
@@ -110,18 +142,10 @@ internal sealed class OutputQueue
             Entry head = _entries[_first];
             if (head.Buffer is null)
             {
-                long asked = Math.Min(head.FileCount, SendFileChunk);
-                long sent = Syscalls.SendFile(socket, head.FileFd, ref head.FileOffset, asked);
-                if (sent < 0)
+                if (!SendFileRange(socket, head.FileFd, ref head.FileOffset, ref head.FileCount))
                 {
-                    return sent == -Syscalls.EAGAIN;
-                }
-                if (sent == 0)
-                {
-                    // The file shrank under us: the response cannot be completed truthfully.
                     return false;
                 }
-                head.FileCount -= sent;
                 if (head.FileCount == 0)
                 {
                     Syscalls.Close(head.FileFd);
@@ -129,13 +153,6 @@ internal sealed class OutputQueue
                     continue;
                 }
                 _entries[_first] = head;
-                if (sent == asked)
-                {
-                    continue;
-                }
-                // A short write means the socket buffer is full (the kernel has flagged it to
-                // announce free space with the next EPOLLOUT edge, as nginx relies on too): asking
-                // again now would only return EAGAIN, a wasted syscall on every wake-up.
                 return true;
             }
 
