@@ -1,5 +1,4 @@
 using Osprey.Cli;
-using Osprey.Python;
 using Osprey.Supervision;
 
 // Usage errors exit 2, as argparse (and so gunicorn) does; start-up failures exit non-zero with
@@ -11,38 +10,26 @@ try
     // configuration file said (the master read it; a worker must not run it again).
     WorkerContext? worker = WorkerContext.FromEnvironment();
     ConfigArguments? config;
+    ParseOutcome outcome;
     if (worker is not null)
     {
         IReadOnlyList<string>? fromMaster = ConfigFile.FromWorkerVariable(Environment.GetEnvironmentVariable(ConfigFile.WorkerVariable));
         Posix.Unsetenv(ConfigFile.WorkerVariable);
         config = fromMaster is null ? null : new ConfigArguments("(as the master read it)", fromMaster, []);
+        outcome = CommandLine.Parse(args, config);
     }
     else
     {
-        // The options alone first: they say which file to read (-c) and with which Python.
-        ParseOutcome first = CommandLine.Parse(args, requireApp: false);
-        if (first is not ParseOutcome.Run { Options: var early })
+        outcome = ConfigFile.ReadOptions(args, out config, out string? traceback);
+        if (traceback is { Length: > 0 })
         {
-            return Finish(first);
+            Console.Error.WriteLine(traceback);
         }
-        config = null;
-        if (ConfigFile.Choose(early.Config) is string path)
+        if (config is not null)
         {
-            config = ConfigFile.Load(path, PythonInstallation.ChooseInterpreter(early.Python), out string? error, out string? traceback);
-            if (config is null)
-            {
-                if (traceback is { Length: > 0 })
-                {
-                    Console.Error.WriteLine(traceback);
-                }
-                Console.Error.WriteLine($"osprey: error: {error}");
-                return 1;
-            }
             Environment.SetEnvironmentVariable(ConfigFile.WorkerVariable, ConfigFile.ToWorkerVariable(config.Arguments));
         }
     }
-
-    ParseOutcome outcome = CommandLine.Parse(args, config);
     if (outcome is not ParseOutcome.Run run)
     {
         return Finish(outcome);

@@ -73,6 +73,32 @@ public static class ConfigFile
         "on_exit", "ssl_context",
     };
 
+    /// <summary>
+    /// The options as the master takes them, at start and again at a reload (HUP): the command line
+    /// names the file (<c>-c</c>) and the interpreter that runs it, and overrides what the file sets.
+    /// <paramref name="config"/> is the file's settings when one was read; <paramref name="traceback"/>
+    /// is the file's traceback when running it failed (the outcome is then an error with exit code 1).
+    /// </summary>
+    public static ParseOutcome ReadOptions(IReadOnlyList<string> args, out ConfigArguments? config, out string? traceback)
+    {
+        config = null;
+        traceback = null;
+        ParseOutcome first = CommandLine.Parse(args, requireApp: false);
+        if (first is not ParseOutcome.Run { Options: var early })
+        {
+            return first;
+        }
+        if (Choose(early.Config) is string path)
+        {
+            config = Load(path, Python.PythonInstallation.ChooseInterpreter(early.Python), out string? error, out traceback);
+            if (config is null)
+            {
+                return new ParseOutcome.Error(error ?? $"config file '{path}' could not be read", 1);
+            }
+        }
+        return CommandLine.Parse(args, config);
+    }
+
     /// <summary>The file to read: <paramref name="explicitPath"/>, else ./gunicorn.conf.py if it exists, else none.</summary>
     public static string? Choose(string? explicitPath) =>
         explicitPath ?? (File.Exists(DefaultName) ? DefaultName : null);

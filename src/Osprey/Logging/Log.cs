@@ -23,13 +23,38 @@ public static partial class Log
     private static string? s_errorPath;
     private static string? s_accessPath;
 
+    /// <summary>
+    /// Opens the logs; called again by the master when a reload (HUP) changes them, which closes the
+    /// files it had. Nothing changes if either cannot be opened.
+    /// </summary>
+    /// <exception cref="IOException">A file cannot be opened; the message names the option and says why.</exception>
     public static void Configure(Severity minimum, string errorLog, string? accessLog)
     {
-        s_minimum = minimum;
-        s_errors = OpenTarget("--error-logfile", errorLog, Console.OpenStandardError);
-        s_access = accessLog is null ? null : OpenTarget("--access-logfile", accessLog, Console.OpenStandardOutput);
-        s_errorPath = errorLog == "-" ? null : errorLog;
-        s_accessPath = accessLog is null or "-" ? null : accessLog;
+        Stream errors = OpenTarget("--error-logfile", errorLog, Console.OpenStandardError);
+        Stream? access;
+        try
+        {
+            access = accessLog is null ? null : OpenTarget("--access-logfile", accessLog, Console.OpenStandardOutput);
+        }
+        catch (IOException)
+        {
+            errors.Dispose();
+            throw;
+        }
+        Stream previousErrors;
+        Stream? previousAccess;
+        lock (s_lock)
+        {
+            (previousErrors, previousAccess) = (s_errors, s_access);
+            s_minimum = minimum;
+            s_errors = errors;
+            s_access = access;
+            s_errorPath = errorLog == "-" ? null : errorLog;
+            s_accessPath = accessLog is null or "-" ? null : accessLog;
+        }
+        // Only files: the standard streams stay open for whoever else writes to them.
+        (previousErrors as FileStream)?.Dispose();
+        (previousAccess as FileStream)?.Dispose();
     }
 
     /// <summary>The log files (not stdout or stderr), for the master to give to the workers' user.</summary>
@@ -153,7 +178,7 @@ public static partial class Log
         };
         DateTimeOffset now = DateTimeOffset.Now;
         string line = string.Create(CultureInfo.InvariantCulture, $"[{now:yyyy-MM-dd HH:mm:ss} {UtcOffset(now)}] [{s_pid}] [{label}] {message}\n");
-        WriteRaw(s_errors, Encoding.UTF8.GetBytes(line));
+        WriteRaw(accessLog: false, Encoding.UTF8.GetBytes(line));
     }
 
     /// <summary>The UTC offset as gunicorn writes it (+0000), which .NET's "zzz" spells +00:00.</summary>
@@ -161,7 +186,7 @@ public static partial class Log
         time.ToString("zzz", CultureInfo.InvariantCulture).Replace(":", "", StringComparison.Ordinal);
 
     /// <summary>Application output, as the application wrote it.</summary>
-    public static void Raw(ReadOnlySpan<byte> utf8) => WriteRaw(s_errors, utf8);
+    public static void Raw(ReadOnlySpan<byte> utf8) => WriteRaw(accessLog: false, utf8);
 
     /// <summary>
     /// Writes <paramref name="message"/> as a log line, then lets <paramref name="writeToFd"/>
@@ -195,16 +220,22 @@ public static partial class Log
 
     public static void Access(ReadOnlySpan<byte> line)
     {
-        if (s_access is { } access)
+        if (s_access is not null)
         {
-            WriteRaw(access, line);
+            WriteRaw(accessLog: true, line);
         }
     }
 
-    private static void WriteRaw(Stream stream, ReadOnlySpan<byte> bytes)
+    private static void WriteRaw(bool accessLog, ReadOnlySpan<byte> bytes)
     {
         lock (s_lock)
         {
+            // Read under the lock: Configure may have just swapped (and closed) the stream.
+            Stream? stream = accessLog ? s_access : s_errors;
+            if (stream is null)
+            {
+                return;
+            }
             try
             {
                 stream.Write(bytes);

@@ -35,11 +35,12 @@ public sealed class Master
     private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan HeartbeatSlack = TimeSpan.FromSeconds(2);
 
-    private readonly OspreyOptions _options;
+    /// <summary>Replaced by a reload (HUP), which reads the configuration again.</summary>
+    private OspreyOptions _options;
     private readonly RunAs? _runAs;
     private readonly IReadOnlyList<string> _argv;
     private readonly IReadOnlyList<BindAddress> _binds;
-    private readonly string _name;
+    private string _name;
     private readonly BlockingCollection<Action> _events = new();
     private readonly Dictionary<int, WorkerHandle> _workers = [];
     /// <summary>Listening sockets shared by every worker (unix, fd://), in bind order; null where a bind is per-slot.</summary>
@@ -49,6 +50,8 @@ public sealed class Master
     private readonly Dictionary<int, SlotState> _slots = [];
     private readonly Random _random = new();
     private string _pythonProbe = "";
+    /// <summary>What the variables of -e / raw_env were before the master set them (null: unset), for a reload to put back.</summary>
+    private readonly Dictionary<string, string?> _environmentBefore = new(StringComparer.Ordinal);
     private int _targetWorkers;
     private int _generation = 1;
     private bool _everReady;
@@ -107,23 +110,12 @@ public sealed class Master
             Log.Info("--preload has no effect: workers are started processes, not forks, so each imports the application itself");
         }
 
-        if (options.CertFile is not null)
+        // Checked here once, so a bad certificate is one line and exit 1, not a worker failure per slot.
+        // Each worker loads the files again (a reload picks up a renewed certificate).
+        if (CheckCertificate(options) is string certificateError)
         {
-            // Checked here once, so a bad certificate is one line and exit 1, not a worker failure per slot.
-            // Each worker loads the files again (a reload picks up a renewed certificate).
-            try
-            {
-                using TlsCertificate tls = TlsCertificate.Load(options.CertFile, options.KeyFile, options.CaCerts, options.CertReqs);
-                if (tls.ValidityWarning(DateTime.UtcNow) is string warning)
-                {
-                    Log.Warning(warning);
-                }
-            }
-            catch (TlsCertificateException e)
-            {
-                Log.Error(e.Message);
-                return 1;
-            }
+            Log.Error(certificateError);
+            return 1;
         }
 
         // Resolved here so that a typo is one line at start; each worker resolves the names again.
@@ -142,6 +134,28 @@ public sealed class Master
 
         var master = new Master(options, argv, SystemdSockets() ?? options.Binds, runAs);
         return master.Serve();
+    }
+
+    /// <summary>Loads --certfile/--keyfile as a worker will; null when they are fine (or not given), else the error.</summary>
+    private static string? CheckCertificate(OspreyOptions options)
+    {
+        if (options.CertFile is null)
+        {
+            return null;
+        }
+        try
+        {
+            using TlsCertificate tls = TlsCertificate.Load(options.CertFile, options.KeyFile, options.CaCerts, options.CertReqs);
+            if (tls.ValidityWarning(DateTime.UtcNow) is string warning)
+            {
+                Log.Warning(warning);
+            }
+            return null;
+        }
+        catch (TlsCertificateException e)
+        {
+            return e.Message;
+        }
     }
 
     /// <summary>systemd socket activation: LISTEN_FDS sockets from fd 3 on, when LISTEN_PID is this process (as gunicorn).</summary>
@@ -185,17 +199,8 @@ public sealed class Master
         }
         try
         {
-            // Running the interpreter to ask where it lives loads no Python here. Asked once, with the
-            // environment and directory a worker has, and handed to every worker: it saves each worker
-            // an interpreter start, which is most of the time a replacement takes to serve.
-            foreach (KeyValuePair<string, string> variable in _options.Environment)
-            {
-                Python.PythonRuntime.SetEnvironmentVariable(variable.Key, variable.Value);
-            }
-            Python.PythonInstallation python = Python.PythonInstallation.Discover(
-                Python.PythonInstallation.ChooseInterpreter(_options.Python), _options.Chdir);
-            Log.Info($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
-            _pythonProbe = python.ToProbeText();
+            ApplyEnvironment(_options.Environment);
+            _pythonProbe = ProbePython(_options);
         }
         catch (Python.PythonStartupException e)
         {
@@ -261,6 +266,50 @@ public sealed class Master
         }
         Log.Info("Shutting down: Master");
         return _exitCode;
+    }
+
+    /// <summary>
+    /// Runs the interpreter to ask where it lives (this loads no Python here), with the environment and
+    /// directory a worker has. The answer goes to every worker: it saves each an interpreter start, which
+    /// is most of the time a replacement takes to serve.
+    /// </summary>
+    /// <exception cref="Python.PythonStartupException">The interpreter cannot be used.</exception>
+    private static string ProbePython(OspreyOptions options)
+    {
+        Python.PythonInstallation python = Python.PythonInstallation.Discover(
+            Python.PythonInstallation.ChooseInterpreter(options.Python), options.Chdir);
+        Log.Info($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
+        return python.ToProbeText();
+    }
+
+    /// <summary>Sets -e / raw_env in the master's environment, which the probe and the workers inherit.</summary>
+    private void ApplyEnvironment(IReadOnlyList<KeyValuePair<string, string>> variables)
+    {
+        foreach ((string name, string value) in variables)
+        {
+            if (!_environmentBefore.ContainsKey(name))
+            {
+                _environmentBefore[name] = Environment.GetEnvironmentVariable(name);
+            }
+            Python.PythonRuntime.SetEnvironmentVariable(name, value);
+        }
+    }
+
+    /// <summary>Puts the variables <see cref="ApplyEnvironment"/> set back as they were, as gunicorn does before a reload reads its settings.</summary>
+    private void RestoreEnvironment()
+    {
+        foreach ((string name, string? value) in _environmentBefore)
+        {
+            if (value is null)
+            {
+                Posix.Unsetenv(name);
+            }
+            else
+            {
+                Python.PythonRuntime.SetEnvironmentVariable(name, value);
+            }
+        }
+        _environmentBefore.Clear();
     }
 
     private void Loop()
@@ -413,6 +462,10 @@ public sealed class Master
     /// </summary>
     private void Reload()
     {
+        if (!RereadConfiguration())
+        {
+            return;
+        }
         _generation++;
         Log.Info($"Hang up: Master (starting generation {_generation})");
         foreach (WorkerHandle worker in _workers.Values)
@@ -422,6 +475,127 @@ public sealed class Master
                 worker.Replaced = true;
             }
         }
+    }
+
+    /// <summary>
+    /// HUP takes the configuration again, as gunicorn does: the command line and GUNICORN_CMD_ARGS as at
+    /// start, and the configuration file run afresh (or ./gunicorn.conf.py, if it is there now), so that
+    /// the new generation of workers starts with the new settings. Only the listening addresses and the
+    /// workers' identity need a restart. A file that fails, a bad setting, a change to those, or a
+    /// certificate, interpreter or log file that cannot be used cancels the reload with one error line:
+    /// the workers and the settings stay as they were (gunicorn's master would exit instead).
+    /// </summary>
+    private bool RereadConfiguration()
+    {
+        OspreyOptions previous = _options;
+        RestoreEnvironment();
+        ParseOutcome outcome = ConfigFile.ReadOptions(_argv.Skip(1).ToArray(), out ConfigArguments? config, out string? traceback);
+        OspreyOptions? options = (outcome as ParseOutcome.Run)?.Options;
+        string? problem = outcome switch
+        {
+            ParseOutcome.Run => RestartOnlyChange(previous, options!) ?? CheckCertificate(options!),
+            ParseOutcome.Error error => error.Message,
+            _ => "the command line asks for help or the version",
+        };
+        string probe = _pythonProbe;
+        if (problem is null)
+        {
+            try
+            {
+                ApplyEnvironment(options!.Environment);
+                probe = ProbePython(options);
+            }
+            catch (Python.PythonStartupException e)
+            {
+                problem = e.Message;
+            }
+        }
+        if (problem is null && (options!.ErrorLog != previous.ErrorLog || options.AccessLog != previous.AccessLog || options.LogLevel != previous.LogLevel))
+        {
+            try
+            {
+                Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
+                GiveLogFilesTo(_runAs);
+            }
+            catch (IOException e)
+            {
+                problem = e.Message;
+            }
+        }
+        if (problem is not null)
+        {
+            if (traceback is { Length: > 0 })
+            {
+                Log.Error(traceback);
+            }
+            Log.Error($"Reload cancelled, the workers and settings stay as they were: {problem}");
+            RestoreEnvironment();
+            ApplyEnvironment(previous.Environment);
+            return false;
+        }
+
+        _options = options!;
+        _pythonProbe = probe;
+        if (config is not null)
+        {
+            Log.Info($"Configuration read from {config.Path}");
+            foreach (string warning in config.Warnings)
+            {
+                Log.Warning(warning);
+            }
+            Environment.SetEnvironmentVariable(ConfigFile.WorkerVariable, ConfigFile.ToWorkerVariable(config.Arguments));
+        }
+        else
+        {
+            Environment.SetEnvironmentVariable(ConfigFile.WorkerVariable, null);
+        }
+        if (_options.Workers != _targetWorkers)
+        {
+            Log.Info($"Using worker processes: {_options.Workers}");
+        }
+        // As gunicorn: the configured count, whatever TTIN and TTOU made of the previous one.
+        _targetWorkers = _options.Workers;
+        _name = _options.Name ?? _options.App;
+        Posix.SetProcessTitle("osprey-master", $"osprey: master [{_name}]");
+        if (_options.PidFile != previous.PidFile)
+        {
+            if (previous.PidFile is { } oldPidFile)
+            {
+                TryDelete(oldPidFile);
+            }
+            if (_options.PidFile is { } pidFile)
+            {
+                try
+                {
+                    File.WriteAllText(pidFile, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    Log.Warning($"--pid: cannot write {pidFile}: {e.Message}");
+                }
+            }
+        }
+        return true;
+    }
+
+    /// <summary>The settings a reload cannot change, since the master holds them for its whole life; null when none changed.</summary>
+    private static string? RestartOnlyChange(OspreyOptions previous, OspreyOptions next)
+    {
+        if (!previous.Binds.Select(b => b.Original).SequenceEqual(next.Binds.Select(b => b.Original)))
+        {
+            return $"bind changed ({Describe(previous.Binds)} -> {Describe(next.Binds)}); the listening addresses change only with a restart";
+        }
+        if (previous.User != next.User || previous.Group != next.Group)
+        {
+            return "user or group changed; the workers' identity changes only with a restart";
+        }
+        if (previous.Daemon != next.Daemon)
+        {
+            return "daemon changed; that takes a restart";
+        }
+        return null;
+
+        static string Describe(IReadOnlyList<BindAddress> binds) => string.Join(", ", binds.Select(b => b.Original));
     }
 
     // ------------------------------------------------------------------ supervision
