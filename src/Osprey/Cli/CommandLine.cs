@@ -1166,8 +1166,9 @@ public static class CommandLine
                                              given, 2 required (gunicorn's ssl.CERT_*). [0]
 
             Configuration:
-              -c CONFIG, --config CONFIG     gunicorn configuration file (Python) to read settings from;
-                                             the command line overrides them. [./{ConfigFile.DefaultName} if it exists]
+              -c CONFIG, --config CONFIG     gunicorn configuration file (Python) to read settings from,
+                                             or python:MODULE to import; the command line overrides them.
+                                             [./{ConfigFile.DefaultName} if it exists]
               --check-config                 Check the options, the certificate and that the application
                                              imports, then exit: 0 if all is well, 1 if not.
 

@@ -29,10 +29,14 @@ public static class ConfigFile
     private const string Reader = """
         import json, sys, types
         path = sys.argv[1]
-        namespace = {"__file__": path, "__name__": "__config__"}
-        with open(path, "rb") as f:
-            code = compile(f.read(), path, "exec")
-        exec(code, namespace)
+        if path.startswith("python:"):
+            import importlib
+            namespace = vars(importlib.import_module(path[len("python:"):]))
+        else:
+            namespace = {"__file__": path, "__name__": "__config__"}
+            with open(path, "rb") as f:
+                code = compile(f.read(), path, "exec")
+            exec(code, namespace)
         out = {}
         for name, value in namespace.items():
             if name.startswith("_") or isinstance(value, types.ModuleType):
@@ -99,6 +103,32 @@ public static class ConfigFile
         return CommandLine.Parse(args, config);
     }
 
+    private const string ModulePrefix = "python:";
+
+    private static bool IsModuleName(ReadOnlySpan<char> name)
+    {
+        if (name.IsEmpty)
+        {
+            return false;
+        }
+        foreach (Range part in name.Split('.'))
+        {
+            ReadOnlySpan<char> identifier = name[part];
+            if (identifier.IsEmpty || char.IsAsciiDigit(identifier[0]))
+            {
+                return false;
+            }
+            foreach (char c in identifier)
+            {
+                if (!(char.IsLetterOrDigit(c) || c == '_'))
+                {
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+
     /// <summary>The file to read: <paramref name="explicitPath"/>, else ./gunicorn.conf.py if it exists, else none.</summary>
     public static string? Choose(string? explicitPath) =>
         explicitPath ?? (File.Exists(DefaultName) ? DefaultName : null);
@@ -108,12 +138,17 @@ public static class ConfigFile
     {
         error = null;
         traceback = null;
-        if (path.StartsWith("python:", StringComparison.Ordinal))
+        if (path.StartsWith(ModulePrefix, StringComparison.Ordinal))
         {
-            error = $"--config: '{path}': module configurations (python:MODULE) are not supported; give the file's path";
-            return null;
+            // gunicorn's python:MODULE: the module's names are the settings. Imported as
+            // `python -c` imports, so the current directory is on the path.
+            if (!IsModuleName(path.AsSpan(ModulePrefix.Length)))
+            {
+                error = $"--config: '{path}' does not name a module (python:package.module)";
+                return null;
+            }
         }
-        if (!File.Exists(path))
+        else if (!File.Exists(path))
         {
             error = $"--config: file '{path}' does not exist";
             return null;

@@ -142,6 +142,44 @@ public sealed class ConfigFileTests : IDisposable
     }
 
     [Fact]
+    public async Task A_python_module_named_with_python_colon_is_imported_for_its_settings()
+    {
+        Directory.CreateDirectory(Path.Combine(_dir, "deploy"));
+        Write(Path.Combine("deploy", "__init__.py"), "");
+        Write(Path.Combine("deploy", "osprey_settings.py"), """
+            from os import path
+            raw_env = ["OSPREY_CONFIG_TEST=from-module"]
+            workers = 2
+            """);
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "config_app:app", Args = ["-c", "python:deploy.osprey_settings"], WorkingDirectory = _dir,
+        });
+
+        var seen = await GetAsync(server);
+
+        Assert.Equal("from-module", seen.GetProperty("raw_env").GetString());
+        Assert.Equal(2, (await ProcessTools.WaitForChildrenAsync(server.ProcessId, 2, Eventually)).Count);
+        Assert.Contains("Configuration read from python:deploy.osprey_settings", server.ErrorLog, StringComparison.Ordinal);
+        Assert.DoesNotContain("WARNING", server.ErrorLog, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("python:no_such_module_here", "ModuleNotFoundError: No module named 'no_such_module_here'")]
+    [InlineData("python:not a module", "'python:not a module' does not name a module")]
+    [InlineData("python:", "'python:' does not name a module")]
+    public async Task A_python_module_that_cannot_be_imported_is_one_line(string config, string words)
+    {
+        var result = await OspreyServer.RunToCompletionAsync(
+            ["-c", config, "--python", RepoPaths.SystemPython, "config_app:app"], TimeSpan.FromSeconds(30));
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains(words, result.Stderr, StringComparison.Ordinal);
+        Assert.Contains("osprey: error: ", result.Stderr, StringComparison.Ordinal);
+        TestSupport.AssertNoDotNetStackTrace(result.Stderr);
+    }
+
+    [Fact]
     public async Task A_missing_file_is_one_line()
     {
         var result = await OspreyServer.RunToCompletionAsync(
