@@ -14,8 +14,10 @@ try
     if (worker is not null)
     {
         IReadOnlyList<string>? fromMaster = ConfigFile.FromWorkerVariable(Environment.GetEnvironmentVariable(ConfigFile.WorkerVariable));
+        WorkerHookSource? hooks = ConfigFile.HooksFromVariable(Environment.GetEnvironmentVariable(ConfigFile.HooksVariable));
         Posix.Unsetenv(ConfigFile.WorkerVariable);
-        config = fromMaster is null ? null : new ConfigArguments("(as the master read it)", fromMaster, []);
+        Posix.Unsetenv(ConfigFile.HooksVariable);
+        config = fromMaster is null ? null : new ConfigArguments("(as the master read it)", fromMaster, []) { Hooks = hooks };
         outcome = CommandLine.Parse(args, config);
     }
     else
@@ -25,10 +27,7 @@ try
         {
             Console.Error.WriteLine(traceback);
         }
-        if (config is not null)
-        {
-            Environment.SetEnvironmentVariable(ConfigFile.WorkerVariable, ConfigFile.ToWorkerVariable(config.Arguments));
-        }
+        ConfigFile.HandToWorkers(config);
     }
     if (outcome is not ParseOutcome.Run run)
     {
@@ -39,7 +38,7 @@ try
         return Server.CheckApplication(run.Options, ["osprey", .. args]);
     }
     return worker is not null
-        ? Server.Run(run.Options, ["osprey", .. args], worker)
+        ? Server.Run(run.Options, ["osprey", .. args], worker, config?.Hooks)
         : Master.Run(run.Options, ["osprey", .. args], config);
 }
 catch (Exception e)

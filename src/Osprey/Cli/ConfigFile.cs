@@ -9,7 +9,17 @@ namespace Osprey.Cli;
 /// <param name="Path">The file as named (or the default's name).</param>
 /// <param name="Arguments">Options, and the APP when the file sets <c>wsgi_app</c>, in command-line form.</param>
 /// <param name="Warnings">Settings the file makes that Osprey does not carry out, one line each.</param>
-public sealed record ConfigArguments(string Path, IReadOnlyList<string> Arguments, IReadOnlyList<string> Warnings);
+public sealed record ConfigArguments(string Path, IReadOnlyList<string> Arguments, IReadOnlyList<string> Warnings)
+{
+    /// <summary>The file's worker hooks, which each worker runs; null when it defines none.</summary>
+    public WorkerHookSource? Hooks { get; init; }
+}
+
+/// <summary>
+/// The configuration's text as the master read it (base64 of the file's bytes, or of the module's
+/// for <c>python:MODULE</c>), which each worker runs again for its hooks.
+/// </summary>
+public sealed record WorkerHookSource(string Path, string SourceBase64);
 
 /// <summary>
 /// Reads a gunicorn configuration file (<c>-c FILE</c>, or <c>./gunicorn.conf.py</c> when there is one,
@@ -24,20 +34,40 @@ public static class ConfigFile
     /// <summary>Hands the arguments from the master to its workers, which must not run the file again (it could differ by then).</summary>
     public const string WorkerVariable = "OSPREY_CONFIG_ARGUMENTS";
 
+    /// <summary>Hands the file's text to the workers when it defines worker hooks (<see cref="WorkerHookSource"/>).</summary>
+    public const string HooksVariable = "OSPREY_CONFIG_HOOKS";
+
+    private const string SourceKey = "osprey source";
+
+    // A variable's text is limited to 128 KiB (MAX_ARG_STRLEN); a worker would not start beyond it.
+    private const int MaxHookSourceLength = 96 * 1024;
+
+    /// <summary>The hooks gunicorn calls in a worker, which Osprey's workers call too (they have Python).</summary>
+    private static readonly HashSet<string> WorkerHooks = new(StringComparer.Ordinal) { "post_fork", "post_worker_init", "worker_exit" };
+
     // Runs the file as gunicorn does (exec with __file__ set, in the current directory) and prints
     // every public top-level name: JSON-able values as they are, callables (server hooks) as a marker.
     private const string Reader = """
-        import json, sys, types
+        import base64, json, sys, types
         path = sys.argv[1]
+        out = {}
+        source = None
         if path.startswith("python:"):
             import importlib
-            namespace = vars(importlib.import_module(path[len("python:"):]))
+            module = importlib.import_module(path[len("python:"):])
+            namespace = vars(module)
+            module_file = getattr(module, "__file__", None) or ""
+            if module_file.endswith(".py"):
+                with open(module_file, "rb") as f:
+                    source = f.read()
         else:
             namespace = {"__file__": path, "__name__": "__config__"}
             with open(path, "rb") as f:
-                code = compile(f.read(), path, "exec")
-            exec(code, namespace)
-        out = {}
+                source = f.read()
+            exec(compile(source, path, "exec"), namespace)
+        if source is not None:
+            # For the workers' hooks. Not a Python name, so no setting of the file's can clash with it.
+            out["osprey source"] = base64.b64encode(source).decode("ascii")
         for name, value in namespace.items():
             if name.startswith("_") or isinstance(value, types.ModuleType):
                 continue
@@ -69,7 +99,8 @@ public static class ConfigFile
         "header_map", "forwarder_headers",
     };
 
-    // Server hooks are Python callables that gunicorn's master and workers call; Osprey's master runs no Python.
+    // Server hooks are Python callables that gunicorn's master and workers call. Osprey's master runs no
+    // Python, so only the worker hooks in WorkerHooks are run.
     private static readonly HashSet<string> Hooks = new(StringComparer.Ordinal)
     {
         "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init", "worker_int",
@@ -201,6 +232,27 @@ public static class ConfigFile
         }
     }
 
+    /// <summary>Sets (or, without a file, clears) what the master's next workers inherit from the configuration.</summary>
+    public static void HandToWorkers(ConfigArguments? config)
+    {
+        Environment.SetEnvironmentVariable(WorkerVariable, config is null ? null : ToWorkerVariable(config.Arguments));
+        Environment.SetEnvironmentVariable(HooksVariable, config?.Hooks is { } hooks ? ToHooksVariable(hooks) : null);
+    }
+
+    public static string ToHooksVariable(WorkerHookSource hooks) =>
+        JsonSerializer.Serialize(new[] { hooks.Path, hooks.SourceBase64 }, ConfigJsonContext.Default.StringArray);
+
+    /// <summary>The hooks the master handed down (<see cref="HooksVariable"/>), or null.</summary>
+    public static WorkerHookSource? HooksFromVariable(string? text)
+    {
+        if (string.IsNullOrEmpty(text))
+        {
+            return null;
+        }
+        string?[]? parts = JsonSerializer.Deserialize(text, ConfigJsonContext.Default.StringArray);
+        return parts is [string path, string source] ? new WorkerHookSource(path, source) : null;
+    }
+
     /// <summary>The arguments the master handed down (<see cref="WorkerVariable"/>), or null.</summary>
     public static IReadOnlyList<string>? FromWorkerVariable(string? text)
     {
@@ -240,14 +292,25 @@ public static class ConfigFile
         var hooks = new List<string>();
         var ignored = new List<string>();
         string? app = null;
+        string? source = null;
+        var workerHooks = new List<string>();
         foreach (JsonProperty setting in settings.EnumerateObject())
         {
+            if (setting.Name == SourceKey)
+            {
+                source = setting.Value.GetString();
+                continue;
+            }
             // gunicorn lower-cases the names it reads from the file.
             string name = setting.Name.ToLowerInvariant();
             JsonElement value = setting.Value;
             if (IsCallable(value))
             {
-                if (Hooks.Contains(name))
+                if (WorkerHooks.Contains(name))
+                {
+                    workerHooks.Add(name);
+                }
+                else if (Hooks.Contains(name))
                 {
                     hooks.Add(name);
                 }
@@ -314,9 +377,21 @@ public static class ConfigFile
         }
         if (hooks.Count > 0)
         {
-            warnings.Add($"{path}: server hooks are not run (Osprey's master runs no Python): {string.Join(", ", hooks)}");
+            warnings.Add($"{path}: server hooks are not run (Osprey's master runs no Python; workers run post_fork, post_worker_init and worker_exit): {string.Join(", ", hooks)}");
         }
-        return new ConfigArguments(path, arguments, warnings);
+        WorkerHookSource? hookSource = null;
+        if (workerHooks.Count > 0)
+        {
+            if (source is null || source.Length > MaxHookSourceLength)
+            {
+                warnings.Add($"{path}: its text cannot be handed to the workers (not Python source, or over 96 KiB), so its hooks are not run: {string.Join(", ", workerHooks)}");
+            }
+            else
+            {
+                hookSource = new WorkerHookSource(path, source);
+            }
+        }
+        return new ConfigArguments(path, arguments, warnings) { Hooks = hookSource };
     }
 
     private static bool IsCallable(JsonElement value) =>
@@ -449,3 +524,6 @@ public static class ConfigFile
         _ => value.GetRawText(),
     };
 }
+
+[System.Text.Json.Serialization.JsonSerializable(typeof(string?[]))]
+internal sealed partial class ConfigJsonContext : System.Text.Json.Serialization.JsonSerializerContext;

@@ -543,12 +543,8 @@ public sealed class Master
             {
                 Log.Warning(warning);
             }
-            Environment.SetEnvironmentVariable(ConfigFile.WorkerVariable, ConfigFile.ToWorkerVariable(config.Arguments));
         }
-        else
-        {
-            Environment.SetEnvironmentVariable(ConfigFile.WorkerVariable, null);
-        }
+        ConfigFile.HandToWorkers(config);
         if (_options.Workers != _targetWorkers)
         {
             Log.Info($"Using worker processes: {_options.Workers}");

@@ -16,7 +16,8 @@ namespace Osprey.Supervision;
 /// </summary>
 public static class Server
 {
-    public static int Run(OspreyOptions options, IReadOnlyList<string> argv, WorkerContext context)
+    /// <param name="hooks">The configuration file's worker hooks (post_fork, post_worker_init, worker_exit), if it has any.</param>
+    public static int Run(OspreyOptions options, IReadOnlyList<string> argv, WorkerContext context, WorkerHookSource? hooks = null)
     {
         Daemon.DetachWorker();
         Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
@@ -60,7 +61,9 @@ public static class Server
         WsgiApplication application;
         try
         {
-            application = LoadApplication(options, argv, context.PythonProbe, boot, startedAfter);
+            WorkerHookSpec? hookSpec = hooks is null ? null : new WorkerHookSpec(
+                hooks.Path, hooks.SourceBase64, context.MasterPid, context.Generation, ToSeverity(options.LogLevel), options.Workers, name);
+            application = LoadApplication(options, argv, context.PythonProbe, boot, startedAfter, hookSpec);
         }
         catch (ApplicationLoadException e)
         {
@@ -123,6 +126,7 @@ public static class Server
         engine.StopAsync(TimeSpan.FromSeconds(options.GracefulTimeout)).GetAwaiter().GetResult();
         engine.DisposeAsync().AsTask().GetAwaiter().GetResult();
         long served = workers.RequestCount;
+        application.RunWorkerExitHook();
         Log.Info($"Worker exiting (pid: {Environment.ProcessId}): served {served} requests");
         WorkerLifecycle.ReportExiting(served);
         return 0;
@@ -183,7 +187,7 @@ public static class Server
     }
 
     private static WsgiApplication LoadApplication(OspreyOptions options, IReadOnlyList<string> argv, string pythonProbe,
-        System.Diagnostics.Stopwatch boot, long startedAfter)
+        System.Diagnostics.Stopwatch boot, long startedAfter, WorkerHookSpec? hooks = null)
     {
         try
         {
@@ -210,6 +214,7 @@ public static class Server
             {
                 ForwardedAllowIps = options.ForwardedAllowIps,
                 AccessLogFormat = options.AccessLogFormat,
+                Hooks = hooks,
             });
         }
         catch (PythonStartupException e)

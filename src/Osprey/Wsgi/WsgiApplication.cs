@@ -1,3 +1,4 @@
+using Osprey.Logging;
 using Osprey.Python;
 
 namespace Osprey.Wsgi;
@@ -19,7 +20,21 @@ public sealed record ApplicationSpec(
 
     /// <summary>The access log's line (<c>--access-logformat</c>).</summary>
     public AccessLogFormat AccessLogFormat { get; init; } = AccessLogFormat.Default;
+
+    /// <summary>The configuration file's worker hooks to run around the import and at exit; null for none.</summary>
+    public WorkerHookSpec? Hooks { get; init; }
 }
+
+/// <summary>
+/// gunicorn's worker hooks from the configuration: <c>post_fork(server, worker)</c> before the
+/// application is imported, <c>post_worker_init(worker)</c> after, <c>worker_exit(server, worker)</c>
+/// when the worker stops. The file (or the <c>python:MODULE</c> module's file) is run again in the
+/// worker, from the text the master read (<paramref name="SourceBase64"/>).
+/// The <c>server</c> and <c>worker</c> objects carry what hooks use of gunicorn's: <c>pid</c>,
+/// <c>ppid</c>, <c>age</c>, <c>log</c> (lines go to the error log), <c>cfg</c> (the file's settings),
+/// <c>num_workers</c>, <c>proc_name</c>.
+/// </summary>
+public sealed record WorkerHookSpec(string Path, string SourceBase64, int MasterPid, int Age, Severity LogLevel, int Workers, string ProcName);
 
 /// <summary>
 /// The loaded application and everything shared by the Python threads that call it.
@@ -34,7 +49,58 @@ import sys, os, ast, importlib
 class OspreyLoadError(Exception):
     pass
 
-def load(module_name, attribute, factory_args, extra_paths, argv):
+# The methods of gunicorn's logger that hooks call; lines go to the error log in its format.
+class _HookLog:
+    def __init__(self, level):
+        self.level = level
+    def _write(self, label, number, msg, args, exc_info=False):
+        if number < self.level:
+            return
+        import time, traceback
+        text = str(msg) % args if args else str(msg)
+        line = "%s [%d] [%s] %s\n" % (time.strftime("[%Y-%m-%d %H:%M:%S %z]"), os.getpid(), label, text)
+        if exc_info:
+            line += traceback.format_exc()
+        sys.stderr.write(line)
+    def debug(self, msg, *args, **kwargs): self._write("DEBUG", 10, msg, args)
+    def info(self, msg, *args, **kwargs): self._write("INFO", 20, msg, args)
+    def warning(self, msg, *args, **kwargs): self._write("WARNING", 30, msg, args)
+    warn = warning
+    def error(self, msg, *args, **kwargs): self._write("ERROR", 40, msg, args)
+    def critical(self, msg, *args, **kwargs): self._write("CRITICAL", 50, msg, args)
+    def exception(self, msg, *args, **kwargs): self._write("ERROR", 40, msg, args, exc_info=True)
+    def log(self, lvl, msg, *args, **kwargs):
+        names = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+        self._write(names.get(lvl, "INFO"), lvl, msg, args)
+
+# What gunicorn's hooks use of its arbiter.
+class _HookServer:
+    def __init__(self, pid, log, cfg, num_workers, proc_name):
+        self.pid, self.log, self.cfg, self.num_workers, self.proc_name = pid, log, cfg, num_workers, proc_name
+
+# What gunicorn's hooks use of its worker.
+class _HookWorker:
+    def __init__(self, ppid, age, log, cfg):
+        self.pid, self.ppid, self.age, self.log, self.cfg = os.getpid(), ppid, age, log, cfg
+        self.alive, self.booted, self.aborted, self.app, self.wsgi = True, False, False, None, None
+
+def _read_hooks(path, source_base64):
+    import base64, types
+    namespace = {"__file__": path, "__name__": "__config__"}
+    exec(compile(base64.b64decode(source_base64), path, "exec"), namespace)
+    settings = {k.lower(): v for k, v in namespace.items()
+                if not k.startswith("_") and not callable(v) and not isinstance(v, types.ModuleType)}
+    return namespace, types.SimpleNamespace(**settings)
+
+def _run_hook(name, hook, *args):
+    try:
+        hook(*args)
+    except Exception as e:
+        import traceback
+        traceback.print_exc()
+        raise OspreyLoadError("The configuration's %s hook raised %s: %s" % (name, type(e).__name__, e)) from None
+
+def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
     sys.argv = list(argv)
     # As gunicorn: the working directory (after --chdir) is importable, --pythonpath entries first.
     cwd = os.getcwd()
@@ -42,6 +108,17 @@ def load(module_name, attribute, factory_args, extra_paths, argv):
         sys.path.insert(0, cwd)
     for p in reversed(extra_paths):
         sys.path.insert(0, os.path.abspath(p))
+    worker_exit = None
+    if hooks is not None:
+        path, source_base64, ppid, age, level, num_workers, proc_name = hooks
+        namespace, cfg = _read_hooks(path, source_base64)
+        log = _HookLog(level)
+        server = _HookServer(ppid, log, cfg, num_workers, proc_name)
+        worker = _HookWorker(ppid, age, log, cfg)
+        if callable(namespace.get("post_fork")):
+            _run_hook("post_fork", namespace["post_fork"], server, worker)
+        if callable(namespace.get("worker_exit")):
+            worker_exit = lambda: namespace["worker_exit"](server, worker)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -64,19 +141,26 @@ def load(module_name, attribute, factory_args, extra_paths, argv):
     if not callable(target):
         raise OspreyLoadError("Application object must be callable: '%s' is %s." % (
             module_name + ':' + attribute, type(target).__name__))
-    return target
+    if hooks is not None:
+        worker.app = worker.wsgi = target
+        worker.booted = True
+        if callable(namespace.get("post_worker_init")):
+            _run_hook("post_worker_init", namespace["post_worker_init"], worker)
+    return target, worker_exit
 """;
 
     private readonly PyRef _callable;
+    private PyRef _workerExit;
 
     internal WsgiTypes Types { get; }
     internal EnvironBuilder Environ { get; }
     internal AccessLogFormat AccessLogFormat { get; }
     internal PyBorrowed Callable => _callable.Borrow();
 
-    private WsgiApplication(PyRef callable, WsgiTypes types, EnvironBuilder environ, AccessLogFormat accessLogFormat)
+    private WsgiApplication(PyRef callable, PyRef workerExit, WsgiTypes types, EnvironBuilder environ, AccessLogFormat accessLogFormat)
     {
         _callable = callable;
+        _workerExit = workerExit;
         Types = types;
         Environ = environ;
         AccessLogFormat = accessLogFormat;
@@ -100,6 +184,7 @@ def load(module_name, attribute, factory_args, extra_paths, argv):
         }
 
         PyRef callable;
+        PyRef workerExit;
         try
         {
             using PyRef ns = Py.Run(Loader, "<osprey loader>");
@@ -119,8 +204,12 @@ def load(module_name, attribute, factory_args, extra_paths, argv):
                 using PyRef a = Py.Str(arg);
                 Py.Append(argv.Borrow(), a.Borrow());
             }
-            using PyRef args = Py.Tuple(module.Borrow(), attribute.Borrow(), factory.Borrow(), paths.Borrow(), argv.Borrow());
-            callable = load.Borrow().Call(args.Borrow());
+            using PyRef hooks = HookArguments(spec.Hooks);
+            using PyRef args = Py.Tuple(module.Borrow(), attribute.Borrow(), factory.Borrow(), paths.Borrow(), argv.Borrow(), hooks.Borrow());
+            using PyRef loaded = load.Borrow().Call(args.Borrow());
+            callable = loaded.Borrow().TupleItem(0).NewRef();
+            PyBorrowed exitHook = loaded.Borrow().TupleItem(1);
+            workerExit = exitHook.IsNone ? default : exitHook.NewRef();
         }
         catch (PythonException e)
         {
@@ -133,6 +222,52 @@ def load(module_name, attribute, factory_args, extra_paths, argv):
         }
         var environ = new EnvironBuilder(spec.RootPath, errors.Borrow(), types.FileWrapper.Type, spec.Multithread, spec.Multiprocess,
             spec.ForwardedAllowIps);
-        return new WsgiApplication(callable, types, environ, spec.AccessLogFormat);
+        return new WsgiApplication(callable, workerExit, types, environ, spec.AccessLogFormat);
+    }
+
+    private static PyRef HookArguments(WorkerHookSpec? hooks)
+    {
+        if (hooks is null)
+        {
+            return Py.None.NewRef();
+        }
+        int level = hooks.LogLevel switch
+        {
+            Severity.Debug => 10,
+            Severity.Info => 20,
+            Severity.Warning => 30,
+            Severity.Error => 40,
+            _ => 50,
+        };
+        using PyRef path = Py.Str(hooks.Path);
+        using PyRef source = Py.Str(hooks.SourceBase64);
+        using PyRef ppid = Py.Int(hooks.MasterPid);
+        using PyRef age = Py.Int(hooks.Age);
+        using PyRef levelNumber = Py.Int(level);
+        using PyRef workers = Py.Int(hooks.Workers);
+        using PyRef procName = Py.Str(hooks.ProcName);
+        return Py.Tuple(path.Borrow(), source.Borrow(), ppid.Borrow(), age.Borrow(), levelNumber.Borrow(), workers.Borrow(), procName.Borrow());
+    }
+
+    /// <summary>The configuration's <c>worker_exit(server, worker)</c>, if it has one; what it raises is logged.</summary>
+    public void RunWorkerExitHook()
+    {
+        if (_workerExit.IsNull)
+        {
+            return;
+        }
+        using Gil.Acquired gil = Gil.Acquire();
+        try
+        {
+            using PyRef noArguments = Py.Tuple();
+            using PyRef result = _workerExit.Borrow().Call(noArguments.Borrow());
+        }
+        catch (PythonException e)
+        {
+            e.ReleaseObjects();
+            Log.Error($"Exception in worker_exit hook\n{e.Traceback}");
+        }
+        _workerExit.Dispose();
+        _workerExit = default;
     }
 }

@@ -165,7 +165,7 @@ public sealed class ConfigArgumentsTests
     public void Hooks_unsupported_settings_and_worker_classes_are_warnings_and_other_names_are_the_files_own()
     {
         var config = Translate("""
-            {"post_fork": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": false,
+            {"when_ready": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": false,
              "reload": false, "user": null, "statsd_host": "x:1", "worker_class": "uvicorn.workers.UvicornWorker",
              "logconfig": "log.ini",
              "sendfile": false, "my_setting": 3}
@@ -176,9 +176,24 @@ public sealed class ConfigArgumentsTests
             [
                 "worker_class 'uvicorn.workers.UvicornWorker' is not supported: Osprey serves WSGI with its own workers (--threads N for concurrency)",
                 "conf.py: not supported by Osprey, ignored: statsd_host, logconfig",
-                "conf.py: server hooks are not run (Osprey's master runs no Python): post_fork",
+                "conf.py: server hooks are not run (Osprey's master runs no Python; workers run post_fork, post_worker_init and worker_exit): when_ready",
             ],
             config.Warnings);
+        Assert.Null(config.Hooks);
+    }
+
+    [Fact]
+    public void Worker_hooks_are_handed_to_the_workers_with_the_files_text()
+    {
+        var config = Translate("""
+            {"post_fork": {"osprey-callable": true}, "worker_exit": {"osprey-callable": true}, "osprey source": "cG9zdF9mb3Jr"}
+            """);
+
+        Assert.Empty(config.Warnings);
+        Assert.Empty(config.Arguments);
+        Assert.Equal(new WorkerHookSource("conf.py", "cG9zdF9mb3Jr"), config.Hooks);
+        Assert.Equal(config.Hooks, ConfigFile.HooksFromVariable(ConfigFile.ToHooksVariable(config.Hooks!)));
+        Assert.Null(ConfigFile.HooksFromVariable(null));
     }
 
     [Fact]

@@ -101,7 +101,7 @@ public sealed class ConfigFileTests : IDisposable
         await GetAsync(server);
         var log = server.ErrorLog;
 
-        Assert.Contains("server hooks are not run (Osprey's master runs no Python): post_fork, when_ready", log, StringComparison.Ordinal);
+        Assert.Contains("server hooks are not run (Osprey's master runs no Python; workers run post_fork, post_worker_init and worker_exit): when_ready\n", log, StringComparison.Ordinal);
         // reload = False asks for nothing, so it is not named.
         Assert.Contains("not supported by Osprey, ignored: statsd_host, logconfig\n", log, StringComparison.Ordinal);
         Assert.Contains("worker_class 'gevent' is not supported", log, StringComparison.Ordinal);

@@ -1,0 +1,143 @@
+using System.Text.Json;
+using Osprey.Tests.Infrastructure;
+using Osprey.Tests.Integration;
+using static Osprey.Tests.Workers.ProcessTools;
+
+namespace Osprey.Tests.Workers;
+
+/// <summary>
+/// gunicorn's worker hooks from the configuration file (post_fork, post_worker_init, worker_exit)
+/// run in each worker, with server and worker objects that have what hooks use.
+/// </summary>
+public sealed class WorkerHookTests : IDisposable
+{
+    private static readonly TimeSpan Eventually = TimeSpan.FromSeconds(30);
+
+    private readonly string _dir = Directory.CreateTempSubdirectory("osprey-hooks-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string Write(string name, string text)
+    {
+        var path = Path.Combine(_dir, name);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    private const string Hooks = """
+        import os
+        workers = 2
+        proc_name = "hooked"
+
+        def post_fork(server, worker):
+            # Before the application is imported: what it sets, the application sees.
+            os.environ["OSPREY_CONFIG_TEST"] = "post_fork in %d, master %d, age %d, %d workers, %s" % (
+                worker.pid, worker.ppid, worker.age, server.cfg.workers, server.proc_name)
+            server.log.info("post_fork hook ran in %s", worker.pid)
+
+        def post_worker_init(worker):
+            worker.log.info("post_worker_init hook: booted=%s, app=%s", worker.booted, worker.wsgi.__name__)
+
+        def worker_exit(server, worker):
+            server.log.warning("worker_exit hook ran in %s", worker.pid)
+        """;
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Post_fork_post_worker_init_and_worker_exit_run_in_every_worker(bool asModule)
+    {
+        string config;
+        if (asModule)
+        {
+            Write(Path.Combine("deploy", "__init__.py"), "");
+            Write(Path.Combine("deploy", "hooked_settings.py"), Hooks);
+            config = "python:deploy.hooked_settings";
+        }
+        else
+        {
+            config = Write("hooks.conf.py", Hooks);
+        }
+        var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "config_app:app", Args = ["-c", config], WorkingDirectory = _dir,
+        });
+        int master = server.ProcessId;
+        List<int> workers;
+        try
+        {
+            workers = await WaitForChildrenAsync(master, 2, Eventually);
+            var response = await RawHttp.GetAsync(server, "/");
+            Assert.True(response.StatusCode == 200, response.ToString());
+            JsonElement seen = response.Json();
+            int pid = seen.GetProperty("pid").GetInt32();
+            Assert.Equal($"post_fork in {pid}, master {master}, age 1, 2 workers, hooked", seen.GetProperty("raw_env").GetString());
+
+            foreach (int worker in workers)
+            {
+                await server.WaitForLogAsync($"[{worker}] [INFO] post_fork hook ran in {worker}", Eventually);
+                await server.WaitForLogAsync($"[{worker}] [INFO] post_worker_init hook: booted=True, app=app", Eventually);
+            }
+            Assert.DoesNotContain("hooks are not run", server.ErrorLog, StringComparison.Ordinal);
+            Signal(master, SIGTERM);
+            foreach (int worker in workers)
+            {
+                await server.WaitForLogAsync($"[{worker}] [WARNING] worker_exit hook ran in {worker}", Eventually);
+            }
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+        // The hook ran before the worker's last line, not instead of it.
+        foreach (int worker in workers)
+        {
+            string log = server.ErrorLog;
+            Assert.True(log.IndexOf($"worker_exit hook ran in {worker}", StringComparison.Ordinal)
+                < log.IndexOf($"Worker exiting (pid: {worker})", StringComparison.Ordinal), log);
+        }
+    }
+
+    [Fact]
+    public async Task A_post_fork_hook_that_raises_stops_the_start_with_its_traceback()
+    {
+        var config = Write("raises.conf.py", """
+            def post_fork(server, worker):
+                1 / 0
+            """);
+
+        var result = await OspreyServer.RunToCompletionAsync(
+            ["-c", config, "-b", $"127.0.0.1:{OspreyServer.GetFreePort()}", "--python", RepoPaths.SystemPython,
+             "--chdir", RepoPaths.Apps, "config_app:app"],
+            TimeSpan.FromSeconds(60));
+
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains("ZeroDivisionError: division by zero", result.Stderr, StringComparison.Ordinal);
+        Assert.Contains("The configuration's post_fork hook raised ZeroDivisionError: division by zero", result.Stderr, StringComparison.Ordinal);
+        TestSupport.AssertNoDotNetStackTrace(result.Stderr);
+    }
+
+    [Fact]
+    public async Task A_worker_exit_hook_that_raises_is_logged_and_the_worker_still_exits_cleanly()
+    {
+        var config = Write("exit.conf.py", """
+            def worker_exit(server, worker):
+                raise RuntimeError("cleanup failed")
+            """);
+        var server = await OspreyServer.StartAsync(new OspreyServerOptions { App = "config_app:app", Args = ["-c", config] });
+        try
+        {
+            var worker = (await WaitForChildrenAsync(server.ProcessId, 1, Eventually))[0];
+            Signal(server.ProcessId, SIGTERM);
+            var log = await server.WaitForLogAsync($"Worker (pid:{worker}, slot 0, generation 1) exited with code 0", Eventually);
+
+            Assert.Contains("Exception in worker_exit hook", log, StringComparison.Ordinal);
+            Assert.Contains("RuntimeError: cleanup failed", log, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+    }
+}
