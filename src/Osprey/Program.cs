@@ -14,7 +14,7 @@ try
     if (worker is not null)
     {
         IReadOnlyList<string>? fromMaster = ConfigFile.FromWorkerVariable(Environment.GetEnvironmentVariable(ConfigFile.WorkerVariable));
-        WorkerHookSource? hooks = ConfigFile.HooksFromVariable(Environment.GetEnvironmentVariable(ConfigFile.HooksVariable));
+        HookSource? hooks = ConfigFile.HooksFromVariable(Environment.GetEnvironmentVariable(ConfigFile.HooksVariable));
         Posix.Unsetenv(ConfigFile.WorkerVariable);
         Posix.Unsetenv(ConfigFile.HooksVariable);
         config = fromMaster is null ? null : new ConfigArguments("(as the master read it)", fromMaster, []) { Hooks = hooks };

@@ -11,15 +11,18 @@ namespace Osprey.Cli;
 /// <param name="Warnings">Settings the file makes that Osprey does not carry out, one line each.</param>
 public sealed record ConfigArguments(string Path, IReadOnlyList<string> Arguments, IReadOnlyList<string> Warnings)
 {
-    /// <summary>The file's worker hooks, which each worker runs; null when it defines none.</summary>
-    public WorkerHookSource? Hooks { get; init; }
+    /// <summary>The file's text for the workers, which run its worker hooks; null when it defines none.</summary>
+    public HookSource? Hooks { get; init; }
+
+    /// <summary>The file's text for the master's hook process; null when it defines no master hook.</summary>
+    public HookSource? MasterHooks { get; init; }
 }
 
 /// <summary>
 /// The configuration's text as the master read it (base64 of the file's bytes, or of the module's
-/// for <c>python:MODULE</c>), which each worker runs again for its hooks.
+/// for <c>python:MODULE</c>), which the workers and the master's hook process run again for the hooks.
 /// </summary>
-public sealed record WorkerHookSource(string Path, string SourceBase64);
+public sealed record HookSource(string Path, string SourceBase64);
 
 /// <summary>
 /// Reads a gunicorn configuration file (<c>-c FILE</c>, or <c>./gunicorn.conf.py</c> when there is one,
@@ -34,7 +37,7 @@ public static class ConfigFile
     /// <summary>Hands the arguments from the master to its workers, which must not run the file again (it could differ by then).</summary>
     public const string WorkerVariable = "OSPREY_CONFIG_ARGUMENTS";
 
-    /// <summary>Hands the file's text to the workers when it defines worker hooks (<see cref="WorkerHookSource"/>).</summary>
+    /// <summary>Hands the file's text to the workers when it defines worker hooks (<see cref="HookSource"/>).</summary>
     public const string HooksVariable = "OSPREY_CONFIG_HOOKS";
 
     private const string SourceKey = "osprey source";
@@ -44,6 +47,12 @@ public static class ConfigFile
 
     /// <summary>The hooks gunicorn calls in a worker, which Osprey's workers call too (they have Python).</summary>
     private static readonly HashSet<string> WorkerHooks = new(StringComparer.Ordinal) { "post_fork", "post_worker_init", "worker_exit" };
+
+    /// <summary>The hooks gunicorn's master calls, which Osprey's master has a Python process of its own call.</summary>
+    public static readonly IReadOnlySet<string> MasterHookNames = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "on_starting", "when_ready", "pre_fork", "child_exit", "nworkers_changed", "on_reload", "on_exit",
+    };
 
     // Runs the file as gunicorn does (exec with __file__ set, in the current directory) and prints
     // every public top-level name: JSON-able values as they are, callables (server hooks) as a marker.
@@ -99,8 +108,8 @@ public static class ConfigFile
         "header_map", "forwarder_headers",
     };
 
-    // Server hooks are Python callables that gunicorn's master and workers call. Osprey's master runs no
-    // Python, so only the worker hooks in WorkerHooks are run.
+    // Server hooks are Python callables that gunicorn's master and workers call. Those in WorkerHooks
+    // and MasterHookNames are run; the per-request ones and those tied to gunicorn's internals are not.
     private static readonly HashSet<string> Hooks = new(StringComparer.Ordinal)
     {
         "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init", "worker_int",
@@ -239,18 +248,18 @@ public static class ConfigFile
         Environment.SetEnvironmentVariable(HooksVariable, config?.Hooks is { } hooks ? ToHooksVariable(hooks) : null);
     }
 
-    public static string ToHooksVariable(WorkerHookSource hooks) =>
+    public static string ToHooksVariable(HookSource hooks) =>
         JsonSerializer.Serialize(new[] { hooks.Path, hooks.SourceBase64 }, ConfigJsonContext.Default.StringArray);
 
     /// <summary>The hooks the master handed down (<see cref="HooksVariable"/>), or null.</summary>
-    public static WorkerHookSource? HooksFromVariable(string? text)
+    public static HookSource? HooksFromVariable(string? text)
     {
         if (string.IsNullOrEmpty(text))
         {
             return null;
         }
         string?[]? parts = JsonSerializer.Deserialize(text, ConfigJsonContext.Default.StringArray);
-        return parts is [string path, string source] ? new WorkerHookSource(path, source) : null;
+        return parts is [string path, string source] ? new HookSource(path, source) : null;
     }
 
     /// <summary>The arguments the master handed down (<see cref="WorkerVariable"/>), or null.</summary>
@@ -294,6 +303,7 @@ public static class ConfigFile
         string? app = null;
         string? source = null;
         var workerHooks = new List<string>();
+        var masterHooks = new List<string>();
         foreach (JsonProperty setting in settings.EnumerateObject())
         {
             if (setting.Name == SourceKey)
@@ -309,6 +319,10 @@ public static class ConfigFile
                 if (WorkerHooks.Contains(name))
                 {
                     workerHooks.Add(name);
+                }
+                else if (MasterHookNames.Contains(name))
+                {
+                    masterHooks.Add(name);
                 }
                 else if (Hooks.Contains(name))
                 {
@@ -377,21 +391,25 @@ public static class ConfigFile
         }
         if (hooks.Count > 0)
         {
-            warnings.Add($"{path}: server hooks are not run (Osprey's master runs no Python; workers run post_fork, post_worker_init and worker_exit): {string.Join(", ", hooks)}");
+            warnings.Add($"{path}: server hooks not run by Osprey: {string.Join(", ", hooks)}");
         }
-        WorkerHookSource? hookSource = null;
-        if (workerHooks.Count > 0)
+        HookSource? hookSource = null;
+        if (workerHooks.Count + masterHooks.Count > 0)
         {
             if (source is null || source.Length > MaxHookSourceLength)
             {
-                warnings.Add($"{path}: its text cannot be handed to the workers (not Python source, or over 96 KiB), so its hooks are not run: {string.Join(", ", workerHooks)}");
+                warnings.Add($"{path}: its text cannot be handed on (not Python source, or over 96 KiB), so its hooks are not run: {string.Join(", ", workerHooks.Concat(masterHooks))}");
             }
             else
             {
-                hookSource = new WorkerHookSource(path, source);
+                hookSource = new HookSource(path, source);
             }
         }
-        return new ConfigArguments(path, arguments, warnings) { Hooks = hookSource };
+        return new ConfigArguments(path, arguments, warnings)
+        {
+            Hooks = workerHooks.Count > 0 ? hookSource : null,
+            MasterHooks = masterHooks.Count > 0 ? hookSource : null,
+        };
     }
 
     private static bool IsCallable(JsonElement value) =>

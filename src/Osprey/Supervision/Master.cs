@@ -52,6 +52,9 @@ public sealed class Master
     private string _pythonProbe = "";
     /// <summary>What the variables of -e / raw_env were before the master set them (null: unset), for a reload to put back.</summary>
     private readonly Dictionary<string, string?> _environmentBefore = new(StringComparer.Ordinal);
+    /// <summary>The configuration's text for its master hooks (null: it has none), and the process that runs them.</summary>
+    private HookSource? _hookSource;
+    private MasterHooks? _hooks;
     private int _targetWorkers;
     private int _generation = 1;
     private bool _everReady;
@@ -60,8 +63,9 @@ public sealed class Master
     private int _exitCode;
     private DateTime _nextMemoryCheck;
 
-    private Master(OspreyOptions options, IReadOnlyList<string> argv, IReadOnlyList<BindAddress> binds, RunAs? runAs)
+    private Master(OspreyOptions options, IReadOnlyList<string> argv, IReadOnlyList<BindAddress> binds, RunAs? runAs, HookSource? hooks)
     {
+        _hookSource = hooks;
         _options = options;
         _runAs = runAs;
         _argv = argv;
@@ -132,7 +136,7 @@ public sealed class Master
             GiveLogFilesTo(runAs);
         }
 
-        var master = new Master(options, argv, SystemdSockets() ?? options.Binds, runAs);
+        var master = new Master(options, argv, SystemdSockets() ?? options.Binds, runAs, config?.MasterHooks);
         return master.Serve();
     }
 
@@ -223,6 +227,10 @@ public sealed class Master
         }
         Posix.SetProcessTitle("osprey-master", $"osprey: master [{_name}]");
         Log.Info($"Using worker processes: {_targetWorkers}");
+        // Both before the first worker, as in gunicorn (whose on_starting comes before it binds).
+        StartHooks();
+        _hooks?.Call("on_starting", _targetWorkers);
+        _hooks?.Call("when_ready", _targetWorkers);
 
         var registrations = new List<PosixSignalRegistration>();
         // .NET's named values for the portable signals, raw numbers (accepted on Linux) for TTIN and TTOU.
@@ -263,10 +271,15 @@ public sealed class Master
             {
                 TryDelete(pid);
             }
+            _hooks?.Stop(callOnExit: true, _targetWorkers, TimeSpan.FromSeconds(5));
         }
         Log.Info("Shutting down: Master");
         return _exitCode;
     }
+
+    private void StartHooks() =>
+        _hooks = _hookSource is null ? null : MasterHooks.Start(_hookSource,
+            Python.PythonInstallation.ChooseInterpreter(_options.Python), ToSeverity(_options.LogLevel), _name, _targetWorkers);
 
     /// <summary>
     /// Runs the interpreter to ask where it lives (this loads no Python here), with the environment and
@@ -383,6 +396,7 @@ public sealed class Master
             case 21:
                 _targetWorkers++;
                 Log.Info($"Increasing workers to {_targetWorkers}");
+                _hooks?.Call("nworkers_changed", _targetWorkers, newWorkers: _targetWorkers, oldWorkers: _targetWorkers - 1);
                 break;
             case 22:
                 if (_targetWorkers <= 1)
@@ -392,6 +406,7 @@ public sealed class Master
                 }
                 _targetWorkers--;
                 Log.Info($"Decreasing workers to {_targetWorkers}");
+                _hooks?.Call("nworkers_changed", _targetWorkers, newWorkers: _targetWorkers, oldWorkers: _targetWorkers + 1);
                 foreach (WorkerHandle worker in _workers.Values)
                 {
                     if (worker.Slot >= _targetWorkers)
@@ -466,6 +481,7 @@ public sealed class Master
         {
             return;
         }
+        _hooks?.Call("on_reload", _targetWorkers);
         _generation++;
         Log.Info($"Hang up: Master (starting generation {_generation})");
         foreach (WorkerHandle worker in _workers.Values)
@@ -545,13 +561,21 @@ public sealed class Master
             }
         }
         ConfigFile.HandToWorkers(config);
-        if (_options.Workers != _targetWorkers)
-        {
-            Log.Info($"Using worker processes: {_options.Workers}");
-        }
+        int previousWorkers = _targetWorkers;
         // As gunicorn: the configured count, whatever TTIN and TTOU made of the previous one.
         _targetWorkers = _options.Workers;
         _name = _options.Name ?? _options.App;
+        if (config?.MasterHooks != _hookSource)
+        {
+            _hooks?.Stop(callOnExit: false, previousWorkers, TimeSpan.FromSeconds(5));
+            _hookSource = config?.MasterHooks;
+            StartHooks();
+        }
+        if (_targetWorkers != previousWorkers)
+        {
+            Log.Info($"Using worker processes: {_targetWorkers}");
+            _hooks?.Call("nworkers_changed", _targetWorkers, newWorkers: _targetWorkers, oldWorkers: previousWorkers);
+        }
         Posix.SetProcessTitle("osprey-master", $"osprey: master [{_name}]");
         if (_options.PidFile != previous.PidFile)
         {
@@ -801,6 +825,7 @@ public sealed class Master
         {
             return;
         }
+        _hooks?.Call("child_exit", _targetWorkers, pid: worker.Pid, age: worker.Generation);
         int exitCode = worker.ExitCode();
         worker.Process.Dispose();
         string how = exitCode > 128 && exitCode < 128 + 65 ? $"was killed by signal {exitCode - 128}" : $"exited with code {exitCode}";
@@ -930,6 +955,7 @@ public sealed class Master
         }
         start.Environment[WorkerContext.EnvironmentVariable] = context.Encode();
 
+        _hooks?.Call("pre_fork", _targetWorkers, age: _generation);
         Process process;
         foreach (int fd in inherited) Posix.SetInheritable(fd, true);
         try

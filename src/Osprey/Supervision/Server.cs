@@ -17,7 +17,7 @@ namespace Osprey.Supervision;
 public static class Server
 {
     /// <param name="hooks">The configuration file's worker hooks (post_fork, post_worker_init, worker_exit), if it has any.</param>
-    public static int Run(OspreyOptions options, IReadOnlyList<string> argv, WorkerContext context, WorkerHookSource? hooks = null)
+    public static int Run(OspreyOptions options, IReadOnlyList<string> argv, WorkerContext context, HookSource? hooks = null)
     {
         Daemon.DetachWorker();
         Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);

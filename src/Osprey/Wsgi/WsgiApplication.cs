@@ -49,48 +49,11 @@ import sys, os, ast, importlib
 class OspreyLoadError(Exception):
     pass
 
-# The methods of gunicorn's logger that hooks call; lines go to the error log in its format.
-class _HookLog:
-    def __init__(self, level):
-        self.level = level
-    def _write(self, label, number, msg, args, exc_info=False):
-        if number < self.level:
-            return
-        import time, traceback
-        text = str(msg) % args if args else str(msg)
-        line = "%s [%d] [%s] %s\n" % (time.strftime("[%Y-%m-%d %H:%M:%S %z]"), os.getpid(), label, text)
-        if exc_info:
-            line += traceback.format_exc()
-        sys.stderr.write(line)
-    def debug(self, msg, *args, **kwargs): self._write("DEBUG", 10, msg, args)
-    def info(self, msg, *args, **kwargs): self._write("INFO", 20, msg, args)
-    def warning(self, msg, *args, **kwargs): self._write("WARNING", 30, msg, args)
-    warn = warning
-    def error(self, msg, *args, **kwargs): self._write("ERROR", 40, msg, args)
-    def critical(self, msg, *args, **kwargs): self._write("CRITICAL", 50, msg, args)
-    def exception(self, msg, *args, **kwargs): self._write("ERROR", 40, msg, args, exc_info=True)
-    def log(self, lvl, msg, *args, **kwargs):
-        names = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
-        self._write(names.get(lvl, "INFO"), lvl, msg, args)
-
-# What gunicorn's hooks use of its arbiter.
-class _HookServer:
-    def __init__(self, pid, log, cfg, num_workers, proc_name):
-        self.pid, self.log, self.cfg, self.num_workers, self.proc_name = pid, log, cfg, num_workers, proc_name
-
-# What gunicorn's hooks use of its worker.
-class _HookWorker:
-    def __init__(self, ppid, age, log, cfg):
-        self.pid, self.ppid, self.age, self.log, self.cfg = os.getpid(), ppid, age, log, cfg
-        self.alive, self.booted, self.aborted, self.app, self.wsgi = True, False, False, None, None
-
 def _read_hooks(path, source_base64):
-    import base64, types
+    import base64
     namespace = {"__file__": path, "__name__": "__config__"}
     exec(compile(base64.b64decode(source_base64), path, "exec"), namespace)
-    settings = {k.lower(): v for k, v in namespace.items()
-                if not k.startswith("_") and not callable(v) and not isinstance(v, types.ModuleType)}
-    return namespace, types.SimpleNamespace(**settings)
+    return namespace, _hook_settings(namespace)
 
 def _run_hook(name, hook, *args):
     try:
@@ -187,7 +150,7 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         PyRef workerExit;
         try
         {
-            using PyRef ns = Py.Run(Loader, "<osprey loader>");
+            using PyRef ns = Py.Run(HookObjects.Python + Loader, "<osprey loader>");
             using PyRef load = Py.GetItem(ns.Borrow(), "load\0"u8).NewRef();
             using PyRef module = Py.Str(spec.Module);
             using PyRef attribute = Py.Str(spec.Attribute);
@@ -231,14 +194,7 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         {
             return Py.None.NewRef();
         }
-        int level = hooks.LogLevel switch
-        {
-            Severity.Debug => 10,
-            Severity.Info => 20,
-            Severity.Warning => 30,
-            Severity.Error => 40,
-            _ => 50,
-        };
+        int level = HookObjects.LevelNumber(hooks.LogLevel);
         using PyRef path = Py.Str(hooks.Path);
         using PyRef source = Py.Str(hooks.SourceBase64);
         using PyRef ppid = Py.Int(hooks.MasterPid);

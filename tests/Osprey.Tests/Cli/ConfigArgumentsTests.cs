@@ -165,7 +165,7 @@ public sealed class ConfigArgumentsTests
     public void Hooks_unsupported_settings_and_worker_classes_are_warnings_and_other_names_are_the_files_own()
     {
         var config = Translate("""
-            {"when_ready": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": false,
+            {"pre_request": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": false,
              "reload": false, "user": null, "statsd_host": "x:1", "worker_class": "uvicorn.workers.UvicornWorker",
              "logconfig": "log.ini",
              "sendfile": false, "my_setting": 3}
@@ -176,10 +176,23 @@ public sealed class ConfigArgumentsTests
             [
                 "worker_class 'uvicorn.workers.UvicornWorker' is not supported: Osprey serves WSGI with its own workers (--threads N for concurrency)",
                 "conf.py: not supported by Osprey, ignored: statsd_host, logconfig",
-                "conf.py: server hooks are not run (Osprey's master runs no Python; workers run post_fork, post_worker_init and worker_exit): when_ready",
+                "conf.py: server hooks not run by Osprey: pre_request",
             ],
             config.Warnings);
         Assert.Null(config.Hooks);
+        Assert.Null(config.MasterHooks);
+    }
+
+    [Fact]
+    public void Master_hooks_go_to_the_masters_hook_process_with_the_files_text()
+    {
+        var config = Translate("""
+            {"when_ready": {"osprey-callable": true}, "child_exit": {"osprey-callable": true}, "osprey source": "d2hlbg=="}
+            """);
+
+        Assert.Empty(config.Warnings);
+        Assert.Null(config.Hooks);
+        Assert.Equal(new HookSource("conf.py", "d2hlbg=="), config.MasterHooks);
     }
 
     [Fact]
@@ -191,7 +204,8 @@ public sealed class ConfigArgumentsTests
 
         Assert.Empty(config.Warnings);
         Assert.Empty(config.Arguments);
-        Assert.Equal(new WorkerHookSource("conf.py", "cG9zdF9mb3Jr"), config.Hooks);
+        Assert.Equal(new HookSource("conf.py", "cG9zdF9mb3Jr"), config.Hooks);
+        Assert.Null(config.MasterHooks);
         Assert.Equal(config.Hooks, ConfigFile.HooksFromVariable(ConfigFile.ToHooksVariable(config.Hooks!)));
         Assert.Null(ConfigFile.HooksFromVariable(null));
     }

@@ -1,0 +1,147 @@
+using Osprey.Tests.Infrastructure;
+using static Osprey.Tests.Workers.ProcessTools;
+
+namespace Osprey.Tests.Workers;
+
+/// <summary>
+/// gunicorn's master hooks from the configuration file (on_starting, when_ready, pre_fork,
+/// child_exit, nworkers_changed, on_reload, on_exit), run by a Python process of the master's.
+/// </summary>
+public sealed class MasterHookTests : IDisposable
+{
+    private static readonly TimeSpan Eventually = TimeSpan.FromSeconds(30);
+
+    private readonly string _dir = Directory.CreateTempSubdirectory("osprey-master-hooks-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    /// <summary>The worker processes of <paramref name="master"/> (the hook process is a child too).</summary>
+    private static List<int> Workers(int master) =>
+        Children(master).Where(pid => ReadComm(pid).StartsWith("osprey-w", StringComparison.Ordinal)).ToList();
+
+    private static string ReadComm(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/comm").Trim();
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+    }
+
+    private static async Task<List<int>> WaitForWorkersAsync(int master, int count)
+    {
+        var deadline = DateTime.UtcNow + Eventually;
+        while (true)
+        {
+            var workers = Workers(master);
+            if (workers.Count == count)
+            {
+                return workers;
+            }
+            Assert.True(DateTime.UtcNow < deadline, $"expected {count} workers, have {workers.Count}");
+            await Task.Delay(50);
+        }
+    }
+
+    private async Task<string[]> WaitForEventsAsync(string path, string last)
+    {
+        var deadline = DateTime.UtcNow + Eventually;
+        while (true)
+        {
+            string[] lines = File.Exists(path) ? await File.ReadAllLinesAsync(path) : [];
+            if (lines.Any(line => line.StartsWith(last, StringComparison.Ordinal)))
+            {
+                return lines;
+            }
+            Assert.True(DateTime.UtcNow < deadline, $"'{last}' never recorded; recorded:\n{string.Join("\n", lines)}");
+            await Task.Delay(50);
+        }
+    }
+
+    [Fact]
+    public async Task Each_master_hook_is_called_when_gunicorns_would_be()
+    {
+        var events = Path.Combine(_dir, "events.txt");
+        var config = Path.Combine(_dir, "hooks.conf.py");
+        await File.WriteAllTextAsync(config, $$"""
+            workers = 2
+            proc_name = "hooked"
+
+            def record(line):
+                with open({{System.Text.Json.JsonSerializer.Serialize(events)}}, "a") as f:
+                    f.write(line + "\n")
+
+            def on_starting(server):
+                record("on_starting master=%d proc_name=%s workers=%d" % (server.pid, server.proc_name, server.cfg.workers))
+
+            def when_ready(server):
+                record("when_ready")
+
+            def pre_fork(server, worker):
+                record("pre_fork age=%d" % worker.age)
+
+            def child_exit(server, worker):
+                record("child_exit pid=%d age=%d" % (worker.pid, worker.age))
+                raise RuntimeError("child_exit failed on purpose")
+
+            def nworkers_changed(server, new_value, old_value):
+                record("nworkers_changed %d -> %d" % (old_value, new_value))
+
+            def on_reload(server):
+                record("on_reload")
+
+            def on_exit(server):
+                server.log.info("on_exit hook logged")
+                record("on_exit")
+            """);
+        var server = await OspreyServer.StartAsync(new OspreyServerOptions { App = "config_app:app", Args = ["-c", config] });
+        int master = server.ProcessId;
+        try
+        {
+            var first = await WaitForWorkersAsync(master, 2);
+            await WaitForEventsAsync(events, "pre_fork");
+
+            // A crashed worker: child_exit names it, and the raising hook is logged without harm.
+            Signal(first[0], 9);
+            await WaitForEventsAsync(events, $"child_exit pid={first[0]} age=1");
+            await server.WaitForLogAsync("Exception in child_exit hook", Eventually);
+            await WaitForWorkersAsync(master, 2);
+
+            Signal(master, SIGTTIN);
+            await WaitForEventsAsync(events, "nworkers_changed 2 -> 3");
+            await WaitForWorkersAsync(master, 3);
+
+            Signal(master, SIGHUP);
+            await WaitForEventsAsync(events, "on_reload");
+            await WaitForEventsAsync(events, "pre_fork age=2");
+
+            // Ctrl-C in a terminal reaches the whole group; the hooks must still see the end.
+            var hookProcess = Children(master).Single(pid => ReadComm(pid).StartsWith("python", StringComparison.Ordinal));
+            Signal(hookProcess, 2);
+            Signal(master, SIGTERM);
+            await WaitForEventsAsync(events, "on_exit");
+            await server.WaitForLogAsync("Shutting down: Master", Eventually);
+            Assert.False(IsAlive(hookProcess));
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+
+        string[] recorded = await File.ReadAllLinesAsync(events);
+        Assert.Equal($"on_starting master={master} proc_name=hooked workers=2", recorded[0]);
+        Assert.Equal("when_ready", recorded[1]);
+        Assert.Equal(["pre_fork age=1", "pre_fork age=1"], recorded[2..4]);
+        Assert.Equal("on_exit", recorded[^1]);
+        Assert.Equal(1, recorded.Count(line => line == "on_reload"));
+        // After the reload, the second generation's two workers were forked and the three old ones exited.
+        Assert.Equal(2, recorded.Count(line => line == "pre_fork age=2"));
+        Assert.Equal(3, recorded.Count(line => line.StartsWith("child_exit", StringComparison.Ordinal) && line.EndsWith("age=1", StringComparison.Ordinal)) - 1);
+        Assert.Contains("nworkers_changed 3 -> 2", recorded);
+        Assert.Contains($"[{master}] [INFO] on_exit hook logged", server.ErrorLog, StringComparison.Ordinal);
+        Assert.DoesNotContain("hooks not run", server.ErrorLog, StringComparison.Ordinal);
+    }
+}
