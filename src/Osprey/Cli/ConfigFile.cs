@@ -46,7 +46,10 @@ public static class ConfigFile
     private const int MaxHookSourceLength = 96 * 1024;
 
     /// <summary>The hooks gunicorn calls in a worker, which Osprey's workers call too (they have Python).</summary>
-    private static readonly HashSet<string> WorkerHooks = new(StringComparer.Ordinal) { "post_fork", "post_worker_init", "worker_exit" };
+    private static readonly HashSet<string> WorkerHooks = new(StringComparer.Ordinal)
+    {
+        "post_fork", "post_worker_init", "worker_exit", "pre_request", "post_request",
+    };
 
     /// <summary>The hooks gunicorn's master calls, which Osprey's master has a Python process of its own call.</summary>
     public static readonly IReadOnlySet<string> MasterHookNames = new HashSet<string>(StringComparer.Ordinal)

@@ -63,6 +63,36 @@ def _run_hook(name, hook, *args):
         traceback.print_exc()
         raise OspreyLoadError("The configuration's %s hook raised %s: %s" % (name, type(e).__name__, e)) from None
 
+# gunicorn's request as pre_request and post_request see it.
+class _HookRequest:
+    def __init__(self, method, uri, version, headers, scheme, peer_addr):
+        self.method, self.uri, self.version, self.headers, self.scheme = method, uri, version, headers, scheme
+        self.peer_addr = self.remote_addr = peer_addr
+        rest, _, self.fragment = uri.partition("#")
+        self.path, _, self.query = rest.partition("?")
+
+# gunicorn's response as post_request sees it.
+class _HookResponse:
+    def __init__(self, status, headers, sent):
+        self.status, self.headers, self.sent, self.response_length = status, headers, sent, sent
+        self.status_code = int(status.split(None, 1)[0])
+
+def _request_hooks(namespace, worker):
+    pre, post = namespace.get("pre_request"), namespace.get("post_request")
+    if not callable(pre) and not callable(post):
+        return None, None
+    def begin(method, uri, version, headers, scheme, peer_addr):
+        request = _HookRequest(method, uri, version, headers, scheme, peer_addr)
+        if callable(pre):
+            pre(worker, request)
+        return request
+    def end(request, environ, status, headers, sent):
+        try:
+            post(worker, request, environ, _HookResponse(status, headers, sent))
+        except Exception:
+            worker.log.exception("Exception in post_request hook")
+    return begin, end if callable(post) else None
+
 def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
     sys.argv = list(argv)
     # As gunicorn: the working directory (after --chdir) is importable, --pythonpath entries first.
@@ -71,7 +101,7 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         sys.path.insert(0, cwd)
     for p in reversed(extra_paths):
         sys.path.insert(0, os.path.abspath(p))
-    worker_exit = None
+    worker_exit = request_begin = request_end = None
     if hooks is not None:
         path, source_base64, ppid, age, level, num_workers, proc_name = hooks
         namespace, cfg = _read_hooks(path, source_base64)
@@ -82,6 +112,7 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
             _run_hook("post_fork", namespace["post_fork"], server, worker)
         if callable(namespace.get("worker_exit")):
             worker_exit = lambda: namespace["worker_exit"](server, worker)
+        request_begin, request_end = _request_hooks(namespace, worker)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -109,21 +140,35 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         worker.booted = True
         if callable(namespace.get("post_worker_init")):
             _run_hook("post_worker_init", namespace["post_worker_init"], worker)
-    return target, worker_exit
+    return target, worker_exit, request_begin, request_end
 """;
 
     private readonly PyRef _callable;
     private PyRef _workerExit;
+    private readonly PyRef _requestBegin;
+    private readonly PyRef _requestEnd;
+
+    /// <summary>
+    /// <c>begin(method, uri, version, headers, scheme, peer_addr)</c>: calls the configuration's
+    /// pre_request (if any) and returns the request object for post_request; null without either hook.
+    /// </summary>
+    internal PyBorrowed RequestBegin => _requestBegin.Borrow();
+
+    /// <summary><c>end(request, environ, status, headers, sent)</c>: calls post_request, logging what it raises; null without it.</summary>
+    internal PyBorrowed RequestEnd => _requestEnd.Borrow();
 
     internal WsgiTypes Types { get; }
     internal EnvironBuilder Environ { get; }
     internal AccessLogFormat AccessLogFormat { get; }
     internal PyBorrowed Callable => _callable.Borrow();
 
-    private WsgiApplication(PyRef callable, PyRef workerExit, WsgiTypes types, EnvironBuilder environ, AccessLogFormat accessLogFormat)
+    private WsgiApplication(PyRef callable, PyRef workerExit, PyRef requestBegin, PyRef requestEnd, WsgiTypes types,
+        EnvironBuilder environ, AccessLogFormat accessLogFormat)
     {
         _callable = callable;
         _workerExit = workerExit;
+        _requestBegin = requestBegin;
+        _requestEnd = requestEnd;
         Types = types;
         Environ = environ;
         AccessLogFormat = accessLogFormat;
@@ -148,6 +193,8 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
 
         PyRef callable;
         PyRef workerExit;
+        PyRef requestBegin;
+        PyRef requestEnd;
         try
         {
             using PyRef ns = Py.Run(HookObjects.Python + Loader, "<osprey loader>");
@@ -171,8 +218,9 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
             using PyRef args = Py.Tuple(module.Borrow(), attribute.Borrow(), factory.Borrow(), paths.Borrow(), argv.Borrow(), hooks.Borrow());
             using PyRef loaded = load.Borrow().Call(args.Borrow());
             callable = loaded.Borrow().TupleItem(0).NewRef();
-            PyBorrowed exitHook = loaded.Borrow().TupleItem(1);
-            workerExit = exitHook.IsNone ? default : exitHook.NewRef();
+            workerExit = OptionalItem(loaded.Borrow(), 1);
+            requestBegin = OptionalItem(loaded.Borrow(), 2);
+            requestEnd = OptionalItem(loaded.Borrow(), 3);
         }
         catch (PythonException e)
         {
@@ -185,7 +233,13 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         }
         var environ = new EnvironBuilder(spec.RootPath, errors.Borrow(), types.FileWrapper.Type, spec.Multithread, spec.Multiprocess,
             spec.ForwardedAllowIps);
-        return new WsgiApplication(callable, workerExit, types, environ, spec.AccessLogFormat);
+        return new WsgiApplication(callable, workerExit, requestBegin, requestEnd, types, environ, spec.AccessLogFormat);
+    }
+
+    private static PyRef OptionalItem(PyBorrowed tuple, int index)
+    {
+        PyBorrowed item = tuple.TupleItem(index);
+        return item.IsNone ? default : item.NewRef();
     }
 
     private static PyRef HookArguments(WorkerHookSpec? hooks)

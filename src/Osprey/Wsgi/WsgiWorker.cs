@@ -1,4 +1,5 @@
 using System.Buffers.Text;
+using System.Globalization;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
 using Osprey.Logging;
@@ -58,13 +59,25 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         slot?.Begin(exchange);
 
         PyRef result = default;
+        // The configuration's pre_request/post_request hooks, when it has them: their request object, and
+        // the environ, kept for post_request.
+        PyRef hookRequest = default;
+        PyRef hookEnviron = default;
         try
         {
+            if (!application.RequestBegin.IsNull)
+            {
+                hookRequest = BeginRequestHooks(exchange.Request);
+            }
             using (PyRef input = application.Types.Input.Instantiate(TakeInput().Bind(_generation)))
             using (PyRef environ = application.Environ.Build(exchange.Request, input.Borrow()))
             using (PyRef startResponse = application.Types.StartResponse.Instantiate(TakeStartResponse().Bind(_generation)))
             using (PyRef args = Py.Tuple(environ.Borrow(), startResponse.Borrow()))
             {
+                if (!hookRequest.IsNull && !application.RequestEnd.IsNull)
+                {
+                    hookEnviron = environ.Borrow().NewRef();
+                }
                 result = application.Callable.Call(args.Borrow());
             }
             SendResult(result.Borrow());
@@ -93,9 +106,69 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
             {
                 Finish(ResponseEnd.Aborted);
             }
+            if (!hookRequest.IsNull)
+            {
+                if (!application.RequestEnd.IsNull)
+                {
+                    EndRequestHooks(hookRequest.Borrow(), hookEnviron.IsNull ? Py.None : hookEnviron.Borrow());
+                }
+                hookRequest.Dispose();
+                hookEnviron.Dispose();
+            }
             // Objects the application kept refuse further use from here on.
             _generation++;
             _exchange = null;
+        }
+    }
+
+    /// <summary>Calls the configuration's pre_request(worker, req) with gunicorn's view of the request; returns req.</summary>
+    private PyRef BeginRequestHooks(RequestHead request)
+    {
+        using PyRef method = Py.Str(request.Method);
+        using PyRef uri = Py.StrLatin1(request.Target);
+        using PyRef major = Py.Int(request.Version == HttpVersion.Http2 ? 2 : 1);
+        using PyRef minor = Py.Int(request.Version == HttpVersion.Http11 ? 1 : 0);
+        using PyRef version = Py.Tuple(major.Borrow(), minor.Borrow());
+        using PyRef headers = Py.List();
+        for (int i = 0; i < request.HeaderCount; i++)
+        {
+            // gunicorn's names are upper case.
+            using PyRef name = Py.Str(Encoding.Latin1.GetString(request.HeaderName(i)).ToUpperInvariant());
+            using PyRef value = Py.StrLatin1(request.HeaderValue(i));
+            using PyRef header = Py.Tuple(name.Borrow(), value.Borrow());
+            Py.Append(headers.Borrow(), header.Borrow());
+        }
+        using PyRef scheme = Py.Str(request.Scheme);
+        using PyRef host = Py.Str(request.RemoteAddress);
+        using PyRef port = Py.Int(request.RemotePort);
+        using PyRef peer = Py.Tuple(host.Borrow(), port.Borrow());
+        using PyRef args = Py.Tuple(method.Borrow(), uri.Borrow(), version.Borrow(), headers.Borrow(), scheme.Borrow(), peer.Borrow());
+        return application.RequestBegin.Call(args.Borrow());
+    }
+
+    /// <summary>Calls the configuration's post_request(worker, req, environ, resp) once the response is over.</summary>
+    private void EndRequestHooks(PyBorrowed request, PyBorrowed environ)
+    {
+        try
+        {
+            using PyRef status = Py.Str(string.Create(CultureInfo.InvariantCulture, $"{_head.StatusCode} {Encoding.Latin1.GetString(_head.Reason)}"));
+            using PyRef headers = Py.List();
+            for (int i = 0; i < _head.HeaderCount; i++)
+            {
+                using PyRef name = Py.StrLatin1(_head.HeaderName(i));
+                using PyRef value = Py.StrLatin1(_head.HeaderValue(i));
+                using PyRef header = Py.Tuple(name.Borrow(), value.Borrow());
+                Py.Append(headers.Borrow(), header.Borrow());
+            }
+            using PyRef sent = Py.Int(_bodyBytesSent);
+            using PyRef args = Py.Tuple(request, environ, status.Borrow(), headers.Borrow(), sent.Borrow());
+            using PyRef result = application.RequestEnd.Call(args.Borrow());
+        }
+        catch (PythonException e)
+        {
+            // The hook's own exceptions are logged in Python; this is a failure to call it at all.
+            e.ReleaseObjects();
+            Log.Error($"Exception in post_request hook\n{e.Traceback}");
         }
     }
 

@@ -165,7 +165,7 @@ public sealed class ConfigArgumentsTests
     public void Hooks_unsupported_settings_and_worker_classes_are_warnings_and_other_names_are_the_files_own()
     {
         var config = Translate("""
-            {"pre_request": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": false,
+            {"worker_int": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": false,
              "reload": false, "user": null, "statsd_host": "x:1", "worker_class": "uvicorn.workers.UvicornWorker",
              "logconfig": "log.ini",
              "sendfile": false, "my_setting": 3}
@@ -176,7 +176,7 @@ public sealed class ConfigArgumentsTests
             [
                 "worker_class 'uvicorn.workers.UvicornWorker' is not supported: Osprey serves WSGI with its own workers (--threads N for concurrency)",
                 "conf.py: not supported by Osprey, ignored: statsd_host, logconfig",
-                "conf.py: server hooks not run by Osprey: pre_request",
+                "conf.py: server hooks not run by Osprey: worker_int",
             ],
             config.Warnings);
         Assert.Null(config.Hooks);

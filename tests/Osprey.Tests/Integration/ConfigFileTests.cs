@@ -88,7 +88,7 @@ public sealed class ConfigFileTests : IDisposable
             def when_ready(server):
                 pass
 
-            def pre_request(worker, req):
+            def worker_int(worker):
                 pass
 
             def worker_abort(worker):
@@ -108,7 +108,7 @@ public sealed class ConfigFileTests : IDisposable
         var log = server.ErrorLog;
 
         // post_fork and when_ready are run, so they are not named.
-        Assert.Contains("server hooks not run by Osprey: pre_request, worker_abort\n", log, StringComparison.Ordinal);
+        Assert.Contains("server hooks not run by Osprey: worker_int, worker_abort\n", log, StringComparison.Ordinal);
         // reload = False asks for nothing, so it is not named.
         Assert.Contains("not supported by Osprey, ignored: statsd_host, logconfig\n", log, StringComparison.Ordinal);
         Assert.Contains("worker_class 'gevent' is not supported", log, StringComparison.Ordinal);

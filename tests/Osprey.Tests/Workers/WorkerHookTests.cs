@@ -140,4 +140,44 @@ public sealed class WorkerHookTests : IDisposable
             await server.DisposeAsync();
         }
     }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Pre_request_and_post_request_see_each_request_and_its_response(string engine)
+    {
+        var config = Write("requests.conf.py", """
+            def pre_request(worker, req):
+                if req.path == "/refused":
+                    raise RuntimeError("pre_request refused it")
+                worker.log.info("pre_request %s %s query=%s version=%s host=%s peer=%s", req.method, req.path,
+                                req.query, req.version, dict(req.headers)["HOST"], req.peer_addr[0])
+
+            def post_request(worker, req, environ, resp):
+                worker.log.info("post_request %s %s -> %s (%d) sent=%d PATH_INFO=%s type=%s", req.method, req.uri,
+                                resp.status, resp.status_code, resp.sent, environ["PATH_INFO"], dict(resp.headers)["Content-Type"])
+                if req.path == "/after":
+                    raise ValueError("post_request failed on purpose")
+            """);
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            Engine = engine, App = "config_app:app", Args = ["-c", config],
+        });
+
+        var ok = await RawHttp.GetAsync(server, "/seen?a=1");
+        Assert.Equal(200, ok.StatusCode);
+        await server.WaitForLogAsync($"post_request GET /seen?a=1 -> 200 OK (200) sent={ok.Body.Length} PATH_INFO=/seen type=application/json", Eventually);
+        Assert.Contains($"pre_request GET /seen query=a=1 version=(1, 1) host=127.0.0.1:{server.Port} peer=127.0.0.1", server.ErrorLog, StringComparison.Ordinal);
+
+        // A pre_request that raises is the application's error: 500, and the traceback in the log.
+        var refused = await RawHttp.GetAsync(server, "/refused");
+        Assert.Equal(500, refused.StatusCode);
+        var log = await server.WaitForLogAsync("RuntimeError: pre_request refused it", Eventually);
+        Assert.Contains("Error handling request", log, StringComparison.Ordinal);
+
+        // A post_request that raises is logged; the response was already complete.
+        var after = await RawHttp.GetAsync(server, "/after");
+        Assert.Equal(200, after.StatusCode);
+        await server.WaitForLogAsync("ValueError: post_request failed on purpose", Eventually);
+        Assert.Contains("Exception in post_request hook", server.ErrorLog, StringComparison.Ordinal);
+        Assert.Equal(200, (await RawHttp.GetAsync(server, "/still")).StatusCode);
+    }
 }
