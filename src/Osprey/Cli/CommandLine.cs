@@ -64,6 +64,7 @@ public static class CommandLine
         MaxRequests, MaxRequestsJitter, MaxWorkerMemory, Pid, Name, Preload, Umask, User, Group, Daemon,
         HeaderTimeout, MinRequestBodyRate, MaxConnections,
         ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config, AccessLogFormat, Reload, ReloadExtraFile, CheckConfig, CaCerts, CertReqs,
+        StatsdHost, StatsdPrefix, DogstatsdTags,
     }
 
     private readonly record struct LongOption(string Name, Opt Id);
@@ -86,6 +87,9 @@ public static class CommandLine
         new("--log-file", Opt.ErrorLog),
         new("--access-logfile", Opt.AccessLog),
         new("--access-logformat", Opt.AccessLogFormat),
+        new("--statsd-host", Opt.StatsdHost),
+        new("--statsd-prefix", Opt.StatsdPrefix),
+        new("--dogstatsd-tags", Opt.DogstatsdTags),
         new("--timeout", Opt.Timeout),
         new("--graceful-timeout", Opt.GracefulTimeout),
         new("--keep-alive", Opt.KeepAlive),
@@ -189,6 +193,9 @@ public static class CommandLine
         Opt.Reload => "--reload",
         Opt.ReloadExtraFile => "--reload-extra-file",
         Opt.CheckConfig => "--check-config",
+        Opt.StatsdHost => "--statsd-host",
+        Opt.StatsdPrefix => "--statsd-prefix",
+        Opt.DogstatsdTags => "--dogstatsd-tags",
         _ => throw new ArgumentOutOfRangeException(nameof(opt)),
     };
 
@@ -580,6 +587,19 @@ public static class CommandLine
                 }
                 case Opt.ProxyProtocol:
                     options = options with { ProxyProtocol = true };
+                    return null;
+
+                case Opt.StatsdHost:
+                {
+                    if (Logging.StatsdAddress.Parse(value, out string? error) is null) return Fail($"{name}: {error}");
+                    options = options with { StatsdHost = value };
+                    return null;
+                }
+                case Opt.StatsdPrefix:
+                    options = options with { StatsdPrefix = value };
+                    return null;
+                case Opt.DogstatsdTags:
+                    options = options with { DogstatsdTags = value };
                     return null;
 
                 case Opt.Reload:
@@ -1128,6 +1148,11 @@ public static class CommandLine
               --access-logfile FILE          Access log; '-' is stdout. [{accessLog}]
               --access-logformat STRING      Access log line, gunicorn's atoms: %(h)s, %(r)s, %(s)s,
                                              %(D)s microseconds, %({"{header}"}i)s... [gunicorn's]
+              --statsd-host ADDRESS          Send gunicorn's StatsD metrics (requests, durations,
+                                             statuses, workers, log errors) to HOST:PORT or
+                                             unix:PATH over UDP. [none]
+              --statsd-prefix PREFIX         Put PREFIX. before every metric name. [none]
+              --dogstatsd-tags TAGS          DogStatsD tags for every metric: tag1:value,tag2. [none]
 
             Request limits:
               --limit-request-line INT       Maximum size of the request line in bytes, at most

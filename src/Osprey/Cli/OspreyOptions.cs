@@ -94,6 +94,11 @@ public sealed record OspreyOptions
     public Wsgi.TrustedProxies ForwardedAllowIps { get; init; } = Wsgi.TrustedProxies.Default;
     public bool ProxyProtocol { get; init; }
 
+    /// <summary>Where StatsD metrics go (<c>--statsd-host</c>: HOST:PORT or unix:PATH), or null for none.</summary>
+    public string? StatsdHost { get; init; }
+    public string StatsdPrefix { get; init; } = "";
+    public string DogstatsdTags { get; init; } = "";
+
     /// <summary>Absolute path of the PEM certificate (chain), or null for cleartext listeners (<c>--certfile</c>).</summary>
     public string? CertFile { get; init; }
     /// <summary>Absolute path of its PEM private key, or null when the key is in <see cref="CertFile"/> (<c>--keyfile</c>).</summary>

@@ -179,6 +179,15 @@ public static partial class Log
         DateTimeOffset now = DateTimeOffset.Now;
         string line = string.Create(CultureInfo.InvariantCulture, $"[{now:yyyy-MM-dd HH:mm:ss} {UtcOffset(now)}] [{s_pid}] [{label}] {message}\n");
         WriteRaw(accessLog: false, Encoding.UTF8.GetBytes(line));
+        if (severity >= Severity.Warning && Statsd.Current is { } statsd)
+        {
+            statsd.Increment(severity switch
+            {
+                Severity.Warning => "gunicorn.log.warning"u8,
+                Severity.Error => "gunicorn.log.error"u8,
+                _ => "gunicorn.log.critical"u8,
+            });
+        }
     }
 
     /// <summary>The UTC offset as gunicorn writes it (+0000), which .NET's "zzz" spells +00:00.</summary>

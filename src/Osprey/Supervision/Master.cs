@@ -55,6 +55,8 @@ public sealed class Master
     /// <summary>The configuration's text for its master hooks (null: it has none), and the process that runs them.</summary>
     private HookSource? _hookSource;
     private MasterHooks? _hooks;
+    private Statsd? _statsd;
+    private DateTime _nextWorkersGauge;
     private int _targetWorkers;
     private int _generation = 1;
     private bool _everReady;
@@ -228,6 +230,7 @@ public sealed class Master
         Posix.SetProcessTitle("osprey-master", $"osprey: master [{_name}]");
         Log.Info($"Using worker processes: {_targetWorkers}");
         // Both before the first worker, as in gunicorn (whose on_starting comes before it binds).
+        _statsd = StartStatsd(_options);
         StartHooks();
         _hooks?.Call("on_starting", _targetWorkers);
         _hooks?.Call("when_ready", _targetWorkers);
@@ -272,10 +275,14 @@ public sealed class Master
                 TryDelete(pid);
             }
             _hooks?.Stop(callOnExit: true, _targetWorkers, TimeSpan.FromSeconds(5));
+            _statsd?.Dispose();
         }
         Log.Info("Shutting down: Master");
         return _exitCode;
     }
+
+    private static Statsd? StartStatsd(OspreyOptions options) =>
+        options.StatsdHost is null ? null : Statsd.Start(options.StatsdHost, options.StatsdPrefix, options.DogstatsdTags);
 
     private void StartHooks() =>
         _hooks = _hookSource is null ? null : MasterHooks.Start(_hookSource,
@@ -362,6 +369,12 @@ public sealed class Master
             CheckMemory();
             SpawnMissing();
             DrainReplaced();
+            if (_statsd is not null && DateTime.UtcNow >= _nextWorkersGauge)
+            {
+                // As gunicorn's arbiter, about once a second.
+                _nextWorkersGauge = DateTime.UtcNow.AddSeconds(1);
+                _statsd.Gauge("gunicorn.workers"u8, _workers.Count);
+            }
         }
     }
 
@@ -565,6 +578,12 @@ public sealed class Master
         // As gunicorn: the configured count, whatever TTIN and TTOU made of the previous one.
         _targetWorkers = _options.Workers;
         _name = _options.Name ?? _options.App;
+        if (_options.StatsdHost != previous.StatsdHost || _options.StatsdPrefix != previous.StatsdPrefix
+            || _options.DogstatsdTags != previous.DogstatsdTags)
+        {
+            _statsd?.Dispose();
+            _statsd = StartStatsd(_options);
+        }
         if (config?.MasterHooks != _hookSource)
         {
             _hooks?.Stop(callOnExit: false, previousWorkers, TimeSpan.FromSeconds(5));

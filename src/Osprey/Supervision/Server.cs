@@ -21,6 +21,7 @@ public static class Server
     {
         Daemon.DetachWorker();
         Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
+        using Statsd? statsd = options.StatsdHost is null ? null : Statsd.Start(options.StatsdHost, options.StatsdPrefix, options.DogstatsdTags);
         var boot = System.Diagnostics.Stopwatch.StartNew();
         long startedAfter = (long)(DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds;
         WorkerLifecycle.Attach(context);

@@ -45,9 +45,9 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
     public void Handle(IHttpExchange exchange)
     {
         _exchange = exchange;
-        if (Log.AccessLogEnabled)
+        if (Log.AccessLogEnabled || Statsd.Current is not null)
         {
-            // Only the access log's request times (T, M, D, L) read it.
+            // Only the access log's request times (T, M, D, L) and the StatsD duration read it.
             _startTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
         }
         _generation++;
@@ -638,12 +638,14 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         TimeoutOutcome timedOut = slot?.End() ?? TimeoutOutcome.AlreadyComplete;
         if (timedOut != TimeoutOutcome.AlreadyComplete)
         {
+            int answered = timedOut == TimeoutOutcome.Answered504 ? 504 : _head.StatusCode;
             if (Log.AccessLogEnabled)
             {
                 // The watchdog's 504 or a cut connection: what the application wrote was dropped.
                 _bodyBytesSent = 0;
-                WriteAccessLog(_exchange.Request, timedOut == TimeoutOutcome.Answered504 ? 504 : _head.StatusCode);
+                WriteAccessLog(_exchange.Request, answered);
             }
+            Statsd.Current?.Request(answered, System.Diagnostics.Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds);
             _exchange.Abort();
             return;
         }
@@ -651,6 +653,7 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         {
             WriteAccessLog(_exchange.Request, _head.StatusCode);
         }
+        Statsd.Current?.Request(_head.StatusCode, System.Diagnostics.Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds);
         if (end == ResponseEnd.Aborted)
         {
             _exchange.Abort();

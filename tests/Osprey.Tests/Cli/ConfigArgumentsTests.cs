@@ -166,7 +166,7 @@ public sealed class ConfigArgumentsTests
     {
         var config = Translate("""
             {"worker_int": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": false,
-             "reload": false, "user": null, "statsd_host": "x:1", "worker_class": "uvicorn.workers.UvicornWorker",
+             "reload": false, "user": null, "syslog": true, "worker_class": "uvicorn.workers.UvicornWorker",
              "logconfig": "log.ini",
              "sendfile": false, "my_setting": 3}
             """);
@@ -175,12 +175,24 @@ public sealed class ConfigArgumentsTests
         Assert.Equal(
             [
                 "worker_class 'uvicorn.workers.UvicornWorker' is not supported: Osprey serves WSGI with its own workers (--threads N for concurrency)",
-                "conf.py: not supported by Osprey, ignored: statsd_host, logconfig",
+                "conf.py: not supported by Osprey, ignored: syslog, logconfig",
                 "conf.py: server hooks not run by Osprey: worker_int",
             ],
             config.Warnings);
         Assert.Null(config.Hooks);
         Assert.Null(config.MasterHooks);
+    }
+
+    [Fact]
+    public void Statsd_settings_become_their_options()
+    {
+        var config = Translate("""{"statsd_host": "metrics:8125", "statsd_prefix": "shop", "dogstatsd_tags": "env:prod", "syslog": false}""");
+        var options = Assert.IsType<ParseOutcome.Run>(Parse(["app"], config)).Options;
+
+        Assert.Empty(config.Warnings);
+        Assert.Equal("metrics:8125", options.StatsdHost);
+        Assert.Equal("shop", options.StatsdPrefix);
+        Assert.Equal("env:prod", options.DogstatsdTags);
     }
 
     [Fact]

@@ -94,7 +94,7 @@ public sealed class ConfigFileTests : IDisposable
             def worker_abort(worker):
                 pass
 
-            statsd_host = "localhost:8125"
+            syslog = True
             logconfig = "logging.ini"
             reload = False
             worker_class = "gevent"
@@ -110,7 +110,7 @@ public sealed class ConfigFileTests : IDisposable
         // post_fork and when_ready are run, so they are not named.
         Assert.Contains("server hooks not run by Osprey: worker_int, worker_abort\n", log, StringComparison.Ordinal);
         // reload = False asks for nothing, so it is not named.
-        Assert.Contains("not supported by Osprey, ignored: statsd_host, logconfig\n", log, StringComparison.Ordinal);
+        Assert.Contains("not supported by Osprey, ignored: syslog, logconfig\n", log, StringComparison.Ordinal);
         Assert.Contains("worker_class 'gevent' is not supported", log, StringComparison.Ordinal);
     }
 
