@@ -21,14 +21,15 @@ public sealed record ApplicationSpec(
     /// <summary>The access log's line (<c>--access-logformat</c>).</summary>
     public AccessLogFormat AccessLogFormat { get; init; } = AccessLogFormat.Default;
 
-    /// <summary>The configuration file's worker hooks to run around the import and at exit; null for none.</summary>
+    /// <summary>The configuration file's worker hooks; null for none.</summary>
     public WorkerHookSpec? Hooks { get; init; }
 }
 
 /// <summary>
 /// gunicorn's worker hooks from the configuration: <c>post_fork(server, worker)</c> before the
-/// application is imported, <c>post_worker_init(worker)</c> after, <c>worker_exit(server, worker)</c>
-/// when the worker stops. The file (or the <c>python:MODULE</c> module's file) is run again in the
+/// application is imported, <c>post_worker_init(worker)</c> after, <c>pre_request</c> and
+/// <c>post_request</c> around each request, <c>worker_exit(server, worker)</c> when the worker
+/// stops. The file (or the <c>python:MODULE</c> module's file) is run again in the
 /// worker, from the text the master read (<paramref name="SourceBase64"/>).
 /// The <c>server</c> and <c>worker</c> objects carry what hooks use of gunicorn's: <c>pid</c>,
 /// <c>ppid</c>, <c>age</c>, <c>log</c> (lines go to the error log), <c>cfg</c> (the file's settings),
