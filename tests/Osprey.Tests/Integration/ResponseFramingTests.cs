@@ -176,7 +176,9 @@ public sealed class ResponseFramingTests(ServerPool pool) : IClassFixture<Server
 
         Assert.Equal("b0;b1;b2;b3;b4;b5;end", response.BodyText);
         Assert.True(response.Complete);
-        Assert.True(afterBurst.Elapsed >= TimeSpan.FromSeconds(1),
+        // Held back, the burst would arrive with the last block (a gap near 0); a loaded machine
+        // (the whole suite in parallel) has been seen to delay its delivery by 0.9 s of the 1.5.
+        Assert.True(afterBurst.Elapsed >= TimeSpan.FromSeconds(0.3),
             $"the last block arrived {afterBurst.Elapsed.TotalSeconds:F3} s after the burst: the burst was held back until the generator went on");
     }
 
