@@ -229,8 +229,8 @@ public sealed class Master
         }
         Posix.SetProcessTitle("osprey-master", $"osprey: master [{_name}]");
         Log.Info($"Using worker processes: {_targetWorkers}");
-        // Both before the first worker, as in gunicorn (whose on_starting comes before it binds).
         _statsd = StartStatsd(_options);
+        // Both before the first worker, as in gunicorn (whose on_starting comes before it binds).
         StartHooks();
         _hooks?.Call("on_starting", _targetWorkers);
         _hooks?.Call("when_ready", _targetWorkers);
