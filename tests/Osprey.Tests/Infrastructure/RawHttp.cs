@@ -490,6 +490,14 @@ public static class RawHttp
     public static Task<RawHttpResponse> GetAsync(OspreyServer server, string target, params string[] headers) =>
         SendAsync(server.Port, Get(target, server.Port, headers));
 
+    /// <summary>GETs <paramref name="target"/>, asserts a 200 and returns its JSON body.</summary>
+    public static async Task<System.Text.Json.JsonElement> GetJsonAsync(OspreyServer server, string target = "/")
+    {
+        var response = await GetAsync(server, target).ConfigureAwait(false);
+        Assert.True(response.StatusCode == 200, response.ToString());
+        return response.Json();
+    }
+
     /// <summary>A body encoded with the chunked transfer coding, split into the given pieces.</summary>
     public static byte[] Chunked(params string[] pieces)
     {

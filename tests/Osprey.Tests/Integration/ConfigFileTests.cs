@@ -12,29 +12,15 @@ public sealed class ConfigFileTests : IDisposable
 {
     private static readonly TimeSpan Eventually = TimeSpan.FromSeconds(30);
 
-    private readonly string _dir = Directory.CreateTempSubdirectory("osprey-config-").FullName;
+    private readonly TempDir _dir = TempDir.Create("osprey-config-");
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
-
-    private string Write(string name, string text)
-    {
-        var path = Path.Combine(_dir, name);
-        File.WriteAllText(path, text);
-        return path;
-    }
-
-    private static async Task<JsonElement> GetAsync(OspreyServer server)
-    {
-        var response = await RawHttp.GetAsync(server, "/");
-        Assert.True(response.StatusCode == 200, response.ToString());
-        return response.Json();
-    }
+    public void Dispose() => _dir.Dispose();
 
     [Fact]
     public async Task Settings_from_the_file_apply_and_the_command_line_overrides_them()
     {
         // bind is overridden by the harness's -b (the file's port is never listened on); threads by --threads.
-        var config = Write("prod.conf.py", """
+        var config = _dir.Write("prod.conf.py", """
             import multiprocessing
             wsgi_app = "config_app:app"
             bind = ["127.0.0.1:1"]
@@ -49,7 +35,7 @@ public sealed class ConfigFileTests : IDisposable
             App = "", Args = ["-c", config, "--threads", "1"],
         });
 
-        var seen = await GetAsync(server);
+        var seen = await RawHttp.GetJsonAsync(server);
         var workers = await ProcessTools.WaitForChildrenAsync(server.ProcessId, 2, Eventually);
 
         Assert.Equal(2, workers.Count);
@@ -64,15 +50,15 @@ public sealed class ConfigFileTests : IDisposable
     [Fact]
     public async Task Gunicorn_conf_py_in_the_working_directory_is_read_without_being_named()
     {
-        Write("gunicorn.conf.py", """
+        _dir.Write("gunicorn.conf.py", """
             raw_env = ["OSPREY_CONFIG_TEST=default-file"]
             """);
         await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
         {
-            App = "config_app:app", WorkingDirectory = _dir,
+            App = "config_app:app", WorkingDirectory = _dir.Path,
         });
 
-        var seen = await GetAsync(server);
+        var seen = await RawHttp.GetJsonAsync(server);
 
         Assert.Equal("default-file", seen.GetProperty("raw_env").GetString());
         Assert.Contains("Configuration read from gunicorn.conf.py", server.ErrorLog, StringComparison.Ordinal);
@@ -81,7 +67,7 @@ public sealed class ConfigFileTests : IDisposable
     [Fact]
     public async Task Hooks_and_settings_osprey_cannot_honour_are_named_in_one_warning_each()
     {
-        var config = Write("hooks.conf.py", """
+        var config = _dir.Write("hooks.conf.py", """
             def post_fork(server, worker):
                 pass
 
@@ -104,7 +90,7 @@ public sealed class ConfigFileTests : IDisposable
             App = "config_app:app", Args = ["--config", config],
         });
 
-        await GetAsync(server);
+        await RawHttp.GetJsonAsync(server);
         var log = server.ErrorLog;
 
         // post_fork and when_ready are run, so they are not named.
@@ -117,7 +103,7 @@ public sealed class ConfigFileTests : IDisposable
     [Fact]
     public async Task A_file_that_raises_shows_its_traceback_and_one_error_line()
     {
-        var config = Write("broken.conf.py", """
+        var config = _dir.Write("broken.conf.py", """
             workers = int("four")
             """);
 
@@ -137,7 +123,7 @@ public sealed class ConfigFileTests : IDisposable
     [InlineData("preload_app = 'maybe'\n", "preload_app: expected True or False")]
     public async Task A_bad_value_in_the_file_is_one_line_naming_the_file(string text, string words)
     {
-        var config = Write("bad.conf.py", text);
+        var config = _dir.Write("bad.conf.py", text);
 
         var result = await OspreyServer.RunToCompletionAsync(
             ["-c", config, "--python", RepoPaths.SystemPython, "config_app:app"], TimeSpan.FromSeconds(30));
@@ -151,19 +137,19 @@ public sealed class ConfigFileTests : IDisposable
     [Fact]
     public async Task A_python_module_named_with_python_colon_is_imported_for_its_settings()
     {
-        Directory.CreateDirectory(Path.Combine(_dir, "deploy"));
-        Write(Path.Combine("deploy", "__init__.py"), "");
-        Write(Path.Combine("deploy", "osprey_settings.py"), """
+        Directory.CreateDirectory(Path.Combine(_dir.Path, "deploy"));
+        _dir.Write(Path.Combine("deploy", "__init__.py"), "");
+        _dir.Write(Path.Combine("deploy", "osprey_settings.py"), """
             from os import path
             raw_env = ["OSPREY_CONFIG_TEST=from-module"]
             workers = 2
             """);
         await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
         {
-            App = "config_app:app", Args = ["-c", "python:deploy.osprey_settings"], WorkingDirectory = _dir,
+            App = "config_app:app", Args = ["-c", "python:deploy.osprey_settings"], WorkingDirectory = _dir.Path,
         });
 
-        var seen = await GetAsync(server);
+        var seen = await RawHttp.GetJsonAsync(server);
 
         Assert.Equal("from-module", seen.GetProperty("raw_env").GetString());
         Assert.Equal(2, (await ProcessTools.WaitForChildrenAsync(server.ProcessId, 2, Eventually)).Count);
@@ -190,7 +176,7 @@ public sealed class ConfigFileTests : IDisposable
     public async Task A_missing_file_is_one_line()
     {
         var result = await OspreyServer.RunToCompletionAsync(
-            ["-c", Path.Combine(_dir, "absent.py"), "--python", RepoPaths.SystemPython, "config_app:app"], TimeSpan.FromSeconds(30));
+            ["-c", Path.Combine(_dir.Path, "absent.py"), "--python", RepoPaths.SystemPython, "config_app:app"], TimeSpan.FromSeconds(30));
 
         Assert.Equal(1, result.ExitCode);
         Assert.Contains("--config: file ", result.Stderr, StringComparison.Ordinal);
@@ -206,7 +192,7 @@ public sealed class ConfigFileTests : IDisposable
             Environment = new Dictionary<string, string?> { ["WEB_CONCURRENCY"] = "3" },
         });
 
-        await GetAsync(server);
+        await RawHttp.GetJsonAsync(server);
 
         Assert.Equal(3, (await ProcessTools.WaitForChildrenAsync(server.ProcessId, 3, Eventually)).Count);
     }

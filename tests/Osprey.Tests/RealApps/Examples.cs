@@ -127,31 +127,6 @@ public static class Examples
     public static string Sha256(byte[] data) => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(data));
 }
 
-/// <summary>A temporary directory removed on Dispose.</summary>
-public sealed class TempDir : IDisposable
-{
-    private TempDir(string path) => Path = path;
-
-    public string Path { get; }
-
-    public static TempDir Create(string prefix) => new(Directory.CreateTempSubdirectory(prefix).FullName);
-
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(Path, recursive: true);
-        }
-        catch (IOException)
-        {
-            // A server still writing: the OS temp cleaner will get it.
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
-    }
-}
-
 /// <summary>
 /// The oracle: the same application under Debian's gunicorn (sync worker, as `gunicorn APP` runs by default), on
 /// 127.0.0.1 and a free port. Dispose kills it.

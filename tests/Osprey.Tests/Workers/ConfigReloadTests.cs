@@ -13,23 +13,9 @@ public sealed class ConfigReloadTests : IDisposable
 {
     private static readonly TimeSpan Eventually = TimeSpan.FromSeconds(30);
 
-    private readonly string _dir = Directory.CreateTempSubdirectory("osprey-config-reload-").FullName;
+    private readonly TempDir _dir = TempDir.Create("osprey-config-reload-");
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
-
-    private string Write(string name, string text)
-    {
-        var path = Path.Combine(_dir, name);
-        File.WriteAllText(path, text);
-        return path;
-    }
-
-    private static async Task<JsonElement> GetAsync(OspreyServer server)
-    {
-        var response = await RawHttp.GetAsync(server, "/");
-        Assert.True(response.StatusCode == 200, response.ToString());
-        return response.Json();
-    }
+    public void Dispose() => _dir.Dispose();
 
     /// <summary>Polls until a response shows <paramref name="rawEnv"/> from every worker in turn (the old ones are gone).</summary>
     private static async Task<JsonElement> WaitForRawEnvAsync(OspreyServer server, string? rawEnv, int workers)
@@ -40,7 +26,7 @@ public sealed class ConfigReloadTests : IDisposable
             var children = Children(server.ProcessId);
             if (children.Count == workers)
             {
-                var seen = await GetAsync(server);
+                var seen = await RawHttp.GetJsonAsync(server);
                 if (seen.GetProperty("raw_env").GetString() == rawEnv && children.Contains(seen.GetProperty("pid").GetInt32()))
                 {
                     var again = Children(server.ProcessId);
@@ -58,17 +44,17 @@ public sealed class ConfigReloadTests : IDisposable
     [Fact]
     public async Task HUP_applies_the_file_as_it_is_now()
     {
-        var config = Write("app.conf.py", """
+        var config = _dir.Write("app.conf.py", """
             wsgi_app = "config_app:app"
             workers = 1
             raw_env = ["OSPREY_CONFIG_TEST=first"]
             """);
         await using var server = await OspreyServer.StartAsync(new OspreyServerOptions { App = "", Args = ["-c", config] });
-        var first = await GetAsync(server);
+        var first = await RawHttp.GetJsonAsync(server);
         Assert.Equal("first", first.GetProperty("raw_env").GetString());
         Assert.False(first.GetProperty("multiprocess").GetBoolean());
 
-        Write("app.conf.py", """
+        _dir.Write("app.conf.py", """
             wsgi_app = "config_app:app"
             workers = 2
             raw_env = ["OSPREY_CONFIG_TEST=second"]
@@ -85,8 +71,8 @@ public sealed class ConfigReloadTests : IDisposable
 
         // A variable the file no longer sets is gone, not inherited from the master's previous
         // settings; and the logs go where the file now says, the master's and the workers'.
-        var newErrorLog = Path.Combine(_dir, "after-reload.log");
-        Write("app.conf.py", $"""
+        var newErrorLog = Path.Combine(_dir.Path, "after-reload.log");
+        _dir.Write("app.conf.py", $"""
             wsgi_app = "config_app:app"
             workers = 1
             errorlog = "{newErrorLog}"
@@ -113,25 +99,25 @@ public sealed class ConfigReloadTests : IDisposable
             raw_env = ["OSPREY_CONFIG_TEST=kept"]
 
             """;
-        var config = Write("app.conf.py", Base);
+        var config = _dir.Write("app.conf.py", Base);
         await using var server = await OspreyServer.StartAsync(new OspreyServerOptions { App = "", Args = ["-c", config] });
-        var before = await GetAsync(server);
+        var before = await RawHttp.GetJsonAsync(server);
         var workers = Children(server.ProcessId);
 
-        Write("app.conf.py", Base + change);
+        _dir.Write("app.conf.py", Base + change);
         var mark = server.ErrorLogPosition;
         Signal(server.ProcessId, SIGHUP);
         var log = await server.WaitForLogAsync("Reload cancelled, the workers and settings stay as they were", Eventually, mark);
 
         Assert.Contains(words, log, StringComparison.Ordinal);
         Assert.DoesNotContain("Hang up: Master", log, StringComparison.Ordinal);
-        var after = await GetAsync(server);
+        var after = await RawHttp.GetJsonAsync(server);
         Assert.Equal(before.GetProperty("pid").GetInt32(), after.GetProperty("pid").GetInt32());
         Assert.Equal("kept", after.GetProperty("raw_env").GetString());
         Assert.Equal(workers, Children(server.ProcessId));
 
         // Fixed, the next HUP goes through, and its workers see the settings of the last good reading.
-        Write("app.conf.py", Base.Replace("kept", "fixed", StringComparison.Ordinal));
+        _dir.Write("app.conf.py", Base.Replace("kept", "fixed", StringComparison.Ordinal));
         Signal(server.ProcessId, SIGHUP);
         await server.WaitForLogAsync("Hang up: Master (starting generation 2)", Eventually, mark);
         await WaitForRawEnvAsync(server, "fixed", workers: 1);

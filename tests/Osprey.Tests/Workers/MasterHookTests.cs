@@ -11,9 +11,9 @@ public sealed class MasterHookTests : IDisposable
 {
     private static readonly TimeSpan Eventually = TimeSpan.FromSeconds(30);
 
-    private readonly string _dir = Directory.CreateTempSubdirectory("osprey-master-hooks-").FullName;
+    private readonly TempDir _dir = TempDir.Create("osprey-master-hooks-");
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    public void Dispose() => _dir.Dispose();
 
     /// <summary>The worker processes of <paramref name="master"/> (the hook process is a child too).</summary>
     private static List<int> Workers(int master) =>
@@ -64,8 +64,8 @@ public sealed class MasterHookTests : IDisposable
     [Fact]
     public async Task Each_master_hook_is_called_when_gunicorns_would_be()
     {
-        var events = Path.Combine(_dir, "events.txt");
-        var config = Path.Combine(_dir, "hooks.conf.py");
+        var events = Path.Combine(_dir.Path, "events.txt");
+        var config = Path.Combine(_dir.Path, "hooks.conf.py");
         await File.WriteAllTextAsync(config, $$"""
             workers = 2
             proc_name = "hooked"

@@ -13,17 +13,9 @@ public sealed class WorkerHookTests : IDisposable
 {
     private static readonly TimeSpan Eventually = TimeSpan.FromSeconds(30);
 
-    private readonly string _dir = Directory.CreateTempSubdirectory("osprey-hooks-").FullName;
+    private readonly TempDir _dir = TempDir.Create("osprey-hooks-");
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
-
-    private string Write(string name, string text)
-    {
-        var path = Path.Combine(_dir, name);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllText(path, text);
-        return path;
-    }
+    public void Dispose() => _dir.Dispose();
 
     private const string Hooks = """
         import os
@@ -51,17 +43,17 @@ public sealed class WorkerHookTests : IDisposable
         string config;
         if (asModule)
         {
-            Write(Path.Combine("deploy", "__init__.py"), "");
-            Write(Path.Combine("deploy", "hooked_settings.py"), Hooks);
+            _dir.Write(Path.Combine("deploy", "__init__.py"), "");
+            _dir.Write(Path.Combine("deploy", "hooked_settings.py"), Hooks);
             config = "python:deploy.hooked_settings";
         }
         else
         {
-            config = Write("hooks.conf.py", Hooks);
+            config = _dir.Write("hooks.conf.py", Hooks);
         }
         var server = await OspreyServer.StartAsync(new OspreyServerOptions
         {
-            App = "config_app:app", Args = ["-c", config], WorkingDirectory = _dir,
+            App = "config_app:app", Args = ["-c", config], WorkingDirectory = _dir.Path,
         });
         int master = server.ProcessId;
         List<int> workers;
@@ -102,7 +94,7 @@ public sealed class WorkerHookTests : IDisposable
     [Fact]
     public async Task A_post_fork_hook_that_raises_stops_the_start_with_its_traceback()
     {
-        var config = Write("raises.conf.py", """
+        var config = _dir.Write("raises.conf.py", """
             def post_fork(server, worker):
                 1 / 0
             """);
@@ -121,7 +113,7 @@ public sealed class WorkerHookTests : IDisposable
     [Fact]
     public async Task A_worker_exit_hook_that_raises_is_logged_and_the_worker_still_exits_cleanly()
     {
-        var config = Write("exit.conf.py", """
+        var config = _dir.Write("exit.conf.py", """
             def worker_exit(server, worker):
                 raise RuntimeError("cleanup failed")
             """);
@@ -144,7 +136,7 @@ public sealed class WorkerHookTests : IDisposable
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Pre_request_and_post_request_see_each_request_and_its_response(string engine)
     {
-        var config = Write("requests.conf.py", """
+        var config = _dir.Write("requests.conf.py", """
             def pre_request(worker, req):
                 if req.path == "/refused":
                     raise RuntimeError("pre_request refused it")
