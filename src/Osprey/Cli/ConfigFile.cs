@@ -52,7 +52,7 @@ public static class ConfigFile
     };
 
     /// <summary>The hooks gunicorn's master calls, which Osprey's master has a Python process of its own call.</summary>
-    public static readonly IReadOnlySet<string> MasterHookNames = new HashSet<string>(StringComparer.Ordinal)
+    private static readonly HashSet<string> MasterHookNames = new(StringComparer.Ordinal)
     {
         "on_starting", "when_ready", "pre_fork", "child_exit", "nworkers_changed", "on_reload", "on_exit",
     };
@@ -251,18 +251,12 @@ public static class ConfigFile
         Environment.SetEnvironmentVariable(HooksVariable, config?.Hooks is { } hooks ? ToHooksVariable(hooks) : null);
     }
 
-    public static string ToHooksVariable(HookSource hooks) =>
-        JsonSerializer.Serialize(new[] { hooks.Path, hooks.SourceBase64 }, ConfigJsonContext.Default.StringArray);
+    public static string ToHooksVariable(HookSource hooks) => ToWorkerVariable([hooks.Path, hooks.SourceBase64]);
 
     /// <summary>The hooks the master handed down (<see cref="HooksVariable"/>), or null.</summary>
     public static HookSource? HooksFromVariable(string? text)
     {
-        if (string.IsNullOrEmpty(text))
-        {
-            return null;
-        }
-        string?[]? parts = JsonSerializer.Deserialize(text, ConfigJsonContext.Default.StringArray);
-        return parts is [string path, string source] ? new HookSource(path, source) : null;
+        return FromWorkerVariable(text) is [string path, string source] ? new HookSource(path, source) : null;
     }
 
     /// <summary>The arguments the master handed down (<see cref="WorkerVariable"/>), or null.</summary>
@@ -548,6 +542,3 @@ public static class ConfigFile
         _ => value.GetRawText(),
     };
 }
-
-[System.Text.Json.Serialization.JsonSerializable(typeof(string?[]))]
-internal sealed partial class ConfigJsonContext : System.Text.Json.Serialization.JsonSerializerContext;

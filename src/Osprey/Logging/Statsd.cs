@@ -74,9 +74,16 @@ public sealed class Statsd : IDisposable
         _buffer = new byte[3 * (_prefix.Length + _tags.Length + 96)];
     }
 
-    /// <summary>Opens the socket and makes it <see cref="Current"/>; null, with a warning logged, if it cannot be.</summary>
-    public static Statsd? Start(string address, string prefix, string tags)
+    /// <summary>
+    /// Opens the socket and makes it <see cref="Current"/>; null without <paramref name="address"/>
+    /// (no --statsd-host), or with a warning logged if it cannot be opened.
+    /// </summary>
+    public static Statsd? Start(string? address, string prefix, string tags)
     {
+        if (address is null)
+        {
+            return null;
+        }
         StatsdAddress? parsed = StatsdAddress.Parse(address, out string? error);
         Socket? socket = null;
         try

@@ -214,22 +214,15 @@ public sealed class Master
             CloseAllSockets();
             return 1;
         }
-        if (_options.PidFile is { } pidFile)
+        if (_options.PidFile is { } pidFile && WritePidFile(pidFile) is string pidError)
         {
-            try
-            {
-                File.WriteAllText(pidFile, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                Log.Error($"--pid: cannot write {pidFile}: {e.Message}");
-                CloseAllSockets();
-                return 1;
-            }
+            Log.Error(pidError);
+            CloseAllSockets();
+            return 1;
         }
         Posix.SetProcessTitle("osprey-master", $"osprey: master [{_name}]");
         Log.Info($"Using worker processes: {_targetWorkers}");
-        _statsd = StartStatsd(_options);
+        _statsd = Statsd.Start(_options.StatsdHost, _options.StatsdPrefix, _options.DogstatsdTags);
         // Both before the first worker, as in gunicorn (whose on_starting comes before it binds).
         StartHooks();
         _hooks?.Call("on_starting", _targetWorkers);
@@ -281,8 +274,19 @@ public sealed class Master
         return _exitCode;
     }
 
-    private static Statsd? StartStatsd(OspreyOptions options) =>
-        options.StatsdHost is null ? null : Statsd.Start(options.StatsdHost, options.StatsdPrefix, options.DogstatsdTags);
+    /// <summary>Writes this process's id to <paramref name="path"/>; null, or the line saying why it could not.</summary>
+    private static string? WritePidFile(string path)
+    {
+        try
+        {
+            File.WriteAllText(path, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+            return null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return $"--pid: cannot write {path}: {e.Message}";
+        }
+    }
 
     private void StartHooks() =>
         _hooks = _hookSource is null ? null : MasterHooks.Start(_hookSource,
@@ -582,7 +586,7 @@ public sealed class Master
             || _options.DogstatsdTags != previous.DogstatsdTags)
         {
             _statsd?.Dispose();
-            _statsd = StartStatsd(_options);
+            _statsd = Statsd.Start(_options.StatsdHost, _options.StatsdPrefix, _options.DogstatsdTags);
         }
         if (config?.MasterHooks != _hookSource)
         {
@@ -602,16 +606,9 @@ public sealed class Master
             {
                 TryDelete(oldPidFile);
             }
-            if (_options.PidFile is { } pidFile)
+            if (_options.PidFile is { } pidFile && WritePidFile(pidFile) is string pidError)
             {
-                try
-                {
-                    File.WriteAllText(pidFile, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
-                }
-                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-                {
-                    Log.Warning($"--pid: cannot write {pidFile}: {e.Message}");
-                }
+                Log.Warning(pidError);
             }
         }
         return true;

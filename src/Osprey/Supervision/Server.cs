@@ -16,12 +16,12 @@ namespace Osprey.Supervision;
 /// </summary>
 public static class Server
 {
-    /// <param name="hooks">The configuration file's worker hooks (post_fork, post_worker_init, worker_exit), if it has any.</param>
+    /// <param name="hooks">The configuration file's text, when it has worker hooks (post_fork, post_worker_init, pre_request, post_request, worker_exit).</param>
     public static int Run(OspreyOptions options, IReadOnlyList<string> argv, WorkerContext context, HookSource? hooks = null)
     {
         Daemon.DetachWorker();
         Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
-        using Statsd? statsd = options.StatsdHost is null ? null : Statsd.Start(options.StatsdHost, options.StatsdPrefix, options.DogstatsdTags);
+        using Statsd? statsd = Statsd.Start(options.StatsdHost, options.StatsdPrefix, options.DogstatsdTags);
         var boot = System.Diagnostics.Stopwatch.StartNew();
         long startedAfter = (long)(DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds;
         WorkerLifecycle.Attach(context);
