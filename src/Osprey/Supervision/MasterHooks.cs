@@ -20,7 +20,7 @@ namespace Osprey.Supervision;
 internal sealed class MasterHooks
 {
     private const string Runner = """
-import base64, json
+import json
 
 def _main(path, source_base64, level, master_pid, proc_name, num_workers):
     # Signals for the master's process group (Ctrl-C, kill -HUP 0, ...) are the master's business:
@@ -30,9 +30,7 @@ def _main(path, source_base64, level, master_pid, proc_name, num_workers):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     # print() in the file or a hook goes to the error log, as the master's own lines do.
     sys.stdout = sys.stderr
-    namespace = {"__file__": path, "__name__": "__config__"}
-    exec(compile(base64.b64decode(source_base64), path, "exec"), namespace)
-    cfg = _hook_settings(namespace)
+    namespace, cfg = _read_hooks(path, source_base64)
     log = _HookLog(level, master_pid)
     server = _HookServer(master_pid, log, cfg, num_workers, proc_name)
     for line in sys.stdin:

@@ -47,6 +47,13 @@ class _HookWorker:
         self.pid, self.ppid, self.age, self.log, self.cfg = os.getpid(), ppid, age, log, cfg
         self.alive, self.booted, self.aborted, self.app, self.wsgi = True, False, False, None, None
 
+# Runs the configuration's text (base64) as gunicorn runs the file; returns its names and its settings as cfg.
+def _read_hooks(path, source_base64):
+    import base64
+    namespace = {"__file__": path, "__name__": "__config__"}
+    exec(compile(base64.b64decode(source_base64), path, "exec"), namespace)
+    return namespace, _hook_settings(namespace)
+
 def _hook_settings(namespace):
     import types
     return types.SimpleNamespace(**{k.lower(): v for k, v in namespace.items()

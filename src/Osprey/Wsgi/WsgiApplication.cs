@@ -50,12 +50,6 @@ import sys, os, ast, importlib
 class OspreyLoadError(Exception):
     pass
 
-def _read_hooks(path, source_base64):
-    import base64
-    namespace = {"__file__": path, "__name__": "__config__"}
-    exec(compile(base64.b64decode(source_base64), path, "exec"), namespace)
-    return namespace, _hook_settings(namespace)
-
 def _run_hook(name, hook, *args):
     try:
         hook(*args)
