@@ -41,5 +41,23 @@ fi
 if [ "$failures" -gt 0 ] && [ "$failed" -eq 0 ]; then
   failed=$failures
 fi
+# CI keeps only the end of the output: name each failed test there, with the start of its message.
+if [ "$failed" -gt 0 ]; then
+  /usr/bin/python3 - "$results" <<'PY' || true
+import glob, sys, xml.etree.ElementTree as ET
+ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
+for trx in sorted(glob.glob(sys.argv[1] + "/*.trx")):
+    for result in ET.parse(trx).getroot().iterfind(".//t:UnitTestResult", ns):
+        if result.get("outcome") != "Failed":
+            continue
+        message = result.findtext(".//t:ErrorInfo/t:Message", "", ns).strip()
+        stack = result.findtext(".//t:ErrorInfo/t:StackTrace", "", ns).strip()
+        frame = next((line.strip() for line in stack.splitlines() if "Osprey.Tests" in line), "")
+        print(f"FAILED [{trx.rsplit('/', 1)[-1]}] {result.get('testName')}")
+        print("  " + message[:1500].replace("\n", "\n  "))
+        if frame:
+            print("  " + frame[:300])
+PY
+fi
 echo "$passed passed, $failed failed"
 [ "$failures" -eq 0 ] && [ "$failed" -eq 0 ]
