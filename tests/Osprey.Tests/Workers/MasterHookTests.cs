@@ -103,6 +103,11 @@ public sealed class MasterHookTests : IDisposable
         {
             var first = await WaitForWorkersAsync(master, 2);
             await WaitForEventsAsync(events, "pre_fork");
+            // Killed while still booting, the first worker would be a failed start, which stops the master.
+            foreach (int pid in first)
+            {
+                await server.WaitForLogAsync($"Booting worker with pid: {pid}", Eventually);
+            }
 
             // A crashed worker: child_exit names it, and the raising hook is logged without harm.
             Signal(first[0], 9);
