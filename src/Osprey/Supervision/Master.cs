@@ -34,6 +34,11 @@ public sealed class Master
     private static readonly TimeSpan HealthyUptime = TimeSpan.FromSeconds(10);
     private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan HeartbeatSlack = TimeSpan.FromSeconds(2);
+    /// <summary>
+    /// How long a retiring slot's worker goes on accepting after connections are steered away from its socket:
+    /// handshakes begun before the steering still complete into its queue, one round trip later.
+    /// </summary>
+    private static readonly TimeSpan RetireDelay = TimeSpan.FromSeconds(1);
 
     /// <summary>Replaced by a reload (HUP), which reads the configuration again.</summary>
     private OspreyOptions _options;
@@ -48,6 +53,8 @@ public sealed class Master
     /// <summary>Per slot, the SO_REUSEPORT sockets of the TCP binds (index = bind index; null for shared binds).</summary>
     private readonly Dictionary<int, Socket?[]> _slotSockets = [];
     private readonly Dictionary<int, SlotState> _slots = [];
+    private readonly ReusePortSteering _steering = new();
+    private bool _sharedListening;
     private readonly Random _random = new();
     private string _pythonProbe = "";
     /// <summary>What the variables of -e / raw_env were before the master set them (null: unset), for a reload to put back.</summary>
@@ -373,6 +380,7 @@ public sealed class Master
             CheckMemory();
             SpawnMissing();
             DrainReplaced();
+            RetireSlots();
             if (_statsd is not null && DateTime.UtcNow >= _nextWorkersGauge)
             {
                 // As gunicorn's arbiter, about once a second.
@@ -411,7 +419,7 @@ public sealed class Master
                 ReopenLogs();
                 break;
             case 21:
-                _targetWorkers++;
+                SetTargetWorkers(_targetWorkers + 1);
                 Log.Info($"Increasing workers to {_targetWorkers}");
                 _hooks?.Call("nworkers_changed", _targetWorkers, newWorkers: _targetWorkers, oldWorkers: _targetWorkers - 1);
                 break;
@@ -421,16 +429,10 @@ public sealed class Master
                     Log.Info("TTOU ignored: at least one worker stays");
                     break;
                 }
-                _targetWorkers--;
+                // The retired slot's worker is stopped by RetireSlots, once no new connection can reach it.
+                SetTargetWorkers(_targetWorkers - 1);
                 Log.Info($"Decreasing workers to {_targetWorkers}");
                 _hooks?.Call("nworkers_changed", _targetWorkers, newWorkers: _targetWorkers, oldWorkers: _targetWorkers + 1);
-                foreach (WorkerHandle worker in _workers.Values)
-                {
-                    if (worker.Slot >= _targetWorkers)
-                    {
-                        worker.Terminate();
-                    }
-                }
                 break;
         }
     }
@@ -580,7 +582,7 @@ public sealed class Master
         ConfigFile.HandToWorkers(config);
         int previousWorkers = _targetWorkers;
         // As gunicorn: the configured count, whatever TTIN and TTOU made of the previous one.
-        _targetWorkers = _options.Workers;
+        SetTargetWorkers(_options.Workers);
         _name = _options.Name ?? _options.App;
         if (_options.StatsdHost != previous.StatsdHost || _options.StatsdPrefix != previous.StatsdPrefix
             || _options.DogstatsdTags != previous.DogstatsdTags)
@@ -702,11 +704,90 @@ public sealed class Master
         }
         foreach (WorkerHandle worker in _workers.Values)
         {
-            if (worker.Replaced && !worker.Draining)
+            // A retiring slot's worker is RetireSlots' to stop.
+            if (worker.Replaced && !worker.Draining && worker.Slot < _targetWorkers)
             {
                 Log.Info($"Stopping replaced worker (pid:{worker.Pid}, slot {worker.Slot}, generation {worker.Generation}): {worker.ReplaceReason ?? "reload"}");
                 worker.Terminate();
             }
+        }
+    }
+
+    /// <summary>
+    /// TTIN, TTOU and a reload change the number of slots. Slots from the new count up retire: connections are
+    /// steered away from their sockets at once, and their workers stop a little later (<see cref="RetireSlots"/>).
+    /// </summary>
+    private void SetTargetWorkers(int count)
+    {
+        _targetWorkers = count;
+        DateTime now = DateTime.UtcNow;
+        foreach (int slot in _slotSockets.Keys)
+        {
+            SlotState state = Slot(slot);
+            state.RetiredAt = slot >= count ? state.RetiredAt ?? now : null;
+        }
+        UpdateSteering();
+    }
+
+    private void UpdateSteering()
+    {
+        if (_steering.Steer(slot => slot < _targetWorkers, slot => _slotSockets[slot]) is string error)
+        {
+            Log.Warning(error);
+        }
+    }
+
+    /// <summary>Workers of retired slots get TERM once connections have been steered away from their sockets long enough.</summary>
+    private void RetireSlots()
+    {
+        DateTime now = DateTime.UtcNow;
+        foreach (WorkerHandle worker in _workers.Values)
+        {
+            if (worker.Slot < _targetWorkers || worker.Draining || worker.KillSent)
+            {
+                continue;
+            }
+            DateTime? retiredAt = Slot(worker.Slot).RetiredAt;
+            if (!_steering.Available || retiredAt is null || now - retiredAt >= RetireDelay)
+            {
+                Log.Info($"Stopping worker (pid:{worker.Pid}, slot {worker.Slot}): the workers are now {_targetWorkers}");
+                worker.Terminate();
+            }
+        }
+    }
+
+    /// <summary>
+    /// A worker that has loaded its application asks for its sockets to listen. The master makes the listen()
+    /// calls, so that it knows in which order the slots joined their SO_REUSEPORT groups (see
+    /// <see cref="ReusePortSteering"/>); until then the slot takes no share of the connections.
+    /// </summary>
+    private void ListenFor(WorkerHandle worker)
+    {
+        try
+        {
+            if (!_steering.IsListening(worker.Slot) && _slotSockets.TryGetValue(worker.Slot, out Socket?[]? sockets))
+            {
+                foreach (Socket? socket in sockets) socket?.Listen(_options.Backlog);
+                _steering.Joined(worker.Slot);
+                UpdateSteering();
+            }
+            if (!_sharedListening)
+            {
+                foreach (Socket? socket in _shared) socket?.Listen(_options.Backlog);
+                _sharedListening = true;
+            }
+        }
+        catch (SocketException e)
+        {
+            Log.Error($"cannot listen for slot {worker.Slot}: {e.Message}");
+        }
+        try
+        {
+            worker.Channel.Send("listening\n"u8);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            // The worker is gone already; its exit is handled on its own.
         }
     }
 
@@ -788,6 +869,9 @@ public sealed class Master
         string rest = space < 0 ? "" : line[(space + 1)..];
         switch (verb)
         {
+            case "listen":
+                ListenFor(worker);
+                break;
             case "ready":
                 worker.Ready = true;
                 worker.ReadyAt = DateTime.UtcNow;
@@ -1114,6 +1198,12 @@ public sealed class Master
         if (_slotSockets.Remove(slot, out Socket?[]? sockets))
         {
             foreach (Socket? socket in sockets) socket?.Dispose();
+            _steering.Left(slot);
+            _slots.Remove(slot);
+            if (!_stopping)
+            {
+                UpdateSteering();
+            }
         }
     }
 
@@ -1147,6 +1237,8 @@ public sealed class Master
     {
         public int Failures;
         public DateTime NextSpawn;
+        /// <summary>When the slot fell out of the worker count, and connections were steered away from it.</summary>
+        public DateTime? RetiredAt;
     }
 
     /// <summary>The master's view of one worker process. Touched only on the main thread (except Channel).</summary>

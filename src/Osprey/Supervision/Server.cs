@@ -102,11 +102,10 @@ public static class Server
             Tls = tls,
         };
 
-        // The master only binds; the first worker of a slot starts listening when it can serve (again for an
-        // already listening socket: harmless, it only restates the backlog).
-        foreach (Socket listener in listeners)
+        // The master only binds; a slot's sockets start listening when its first worker can serve.
+        if (!WorkerLifecycle.ListenThroughMaster())
         {
-            listener.Listen(options.Backlog);
+            return 0;
         }
         IHttpEngine engine = HttpEngines.Start(options.Engine, listeners, workers, settings);
         Log.Debug($"Worker boot: application loaded and engine started at {boot.ElapsedMilliseconds} ms");

@@ -9,8 +9,8 @@ namespace Osprey.Supervision;
 
 /// <summary>
 /// A worker's side of the channel to the master (a socketpair end it inherited), and its signals.
-/// Messages are single text lines: <c>ready</c>, <c>hb REQUESTS</c>, <c>recycle REASON</c>,
-/// <c>failed EXITCODE BASE64-TEXT</c>, <c>exiting REQUESTS</c>.
+/// Messages are single text lines: <c>listen</c>, <c>ready</c>, <c>hb REQUESTS</c>, <c>recycle REASON</c>,
+/// <c>failed EXITCODE BASE64-TEXT</c>, <c>exiting REQUESTS</c>. The master's one answer is <c>listening</c>.
 /// </summary>
 public static class WorkerLifecycle
 {
@@ -19,6 +19,9 @@ public static class WorkerLifecycle
     private static WorkerContext? s_context;
     private static int s_recycleRequested;
     private static readonly ManualResetEventSlim s_stop = new();
+    /// <summary>Set by the master's answer to <c>listen</c>, or when the master is gone.</summary>
+    private static readonly ManualResetEventSlim s_listening = new();
+    private static volatile bool s_masterGone;
     private static readonly List<PosixSignalRegistration> s_signals = [];
 
     /// <summary>Set when the worker must stop gracefully: TERM/INT from the master, or the master is gone.</summary>
@@ -71,7 +74,7 @@ public static class WorkerLifecycle
             }
         });
 
-        // The master never writes: reading only tells us when its end closes, i.e. the master is gone.
+        // The master writes only "listening"; otherwise reading tells us when its end closes, i.e. the master is gone.
         new Thread(WatchMaster) { IsBackground = true, Name = "osprey-master-watch" }.Start();
     }
 
@@ -89,6 +92,7 @@ public static class WorkerLifecycle
         {
             while (s_channel!.Receive(buffer) > 0)
             {
+                s_listening.Set();
             }
         }
         catch (SocketException)
@@ -99,6 +103,8 @@ public static class WorkerLifecycle
             return;
         }
         Log.Warning("The master process is gone; stopping");
+        s_masterGone = true;
+        s_listening.Set();
         s_stop.Set();
     }
 
@@ -126,6 +132,19 @@ public static class WorkerLifecycle
     {
         Log.Info($"Reload requested: {reason}");
         Send("recycle " + reason.ReplaceLineEndings(" "));
+    }
+
+    /// <summary>
+    /// Asks the master to start listening on this worker's sockets, and waits until it has (false: the master
+    /// is gone). The master makes every listen() call, so that it can steer connections away from a retiring
+    /// slot (<see cref="ReusePortSteering"/>). A TERM meanwhile does not cut this short: the worker starts
+    /// and then drains like any other, with its worker_exit hook.
+    /// </summary>
+    public static bool ListenThroughMaster()
+    {
+        Send("listen");
+        s_listening.Wait();
+        return !s_masterGone;
     }
 
     public static void ReportReady() => Send("ready");
