@@ -81,7 +81,11 @@ public sealed class KestrelEngine : IHttpEngine
         }
         foreach (Socket listener in listeners)
         {
-            options.ListenHandle((ulong)listener.Handle, listen =>
+            ulong descriptor = (ulong)listener.Handle;
+            // Kestrel adopts the descriptor (its socket owns and closes it): ours must not close it too, as
+            // its finalizer would once this Socket is collected, leaving Kestrel accepting on a dead number.
+            listener.SafeHandle.SetHandleAsInvalid();
+            options.ListenHandle(descriptor, listen =>
             {
                 // Without TLS there is no ALPN to choose HTTP/2 by, and cleartext HTTP/2 (h2c) is
                 // what nobody in front of a WSGI server speaks.
