@@ -53,7 +53,9 @@ public sealed class KestrelEngine : IHttpEngine
             AddServerHeader = false,
             ApplicationServices = services,
             // PEP 3333 environ values are latin-1 decoded bytes; Kestrel's default would reject non-ASCII.
-            RequestHeaderEncodingSelector = _ => Encoding.Latin1,
+            // Not for Content-Length, which must be digits: Kestrel's message for an invalid one fails to
+            // decode it with a custom encoding, and the connection was dropped without its 400.
+            RequestHeaderEncodingSelector = name => string.Equals(name, "Content-Length", StringComparison.OrdinalIgnoreCase) ? null : Encoding.Latin1,
             ResponseHeaderEncodingSelector = _ => Encoding.Latin1,
         };
         options.Limits.MaxRequestBodySize = settings.MaxRequestBodySize;
