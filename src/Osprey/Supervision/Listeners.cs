@@ -40,8 +40,8 @@ public static class Listeners
     /// <summary>
     /// Binds one listener. With <paramref name="reusePort"/> a TCP socket joins the port's SO_REUSEPORT group,
     /// so that the master can open one per worker slot and the kernel spreads connections over them. Without
-    /// <paramref name="listen"/> the socket is only bound: the master leaves listen() to the worker that will
-    /// accept on it, so that nobody connects before a worker has loaded the application, and a slot that has
+    /// <paramref name="listen"/> the socket is only bound: the master calls listen() when the first worker that
+    /// will accept on it has loaded the application, so that nobody connects before, and a slot that has
     /// never had a worker takes no share of the connections.
     /// </summary>
     internal static Socket BindOne(BindAddress bind, int backlog, bool reusePort, bool listen, bool probeInUse = false)

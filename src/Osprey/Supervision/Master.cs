@@ -21,8 +21,9 @@ namespace Osprey.Supervision;
 /// load evenly (a single shared socket lets the most recently waiting worker win most accepts). Because the
 /// master keeps the slot's socket open, connections queued on it survive the slot's worker crashing or being
 /// recycled: the replacement inherits the same socket and accepts them; during a reload or a recycle, old and
-/// new worker of a slot share it. Unix sockets and fd:// / systemd sockets are one socket shared by all workers.
-/// The master clears FD_CLOEXEC on exactly the descriptors a worker must inherit, just around its start.
+/// new worker of a slot share it. When slots are removed (TTOU, a reload to fewer workers), new connections are
+/// steered away from their sockets before those close (<see cref="ReusePortSteering"/>). Unix sockets and
+/// fd:// / systemd sockets are one socket shared by all workers. The master clears FD_CLOEXEC on exactly the descriptors a worker must inherit, just around its start.
 ///
 /// Only the main thread starts workers: PR_SET_PDEATHSIG (the worker's "master is gone" signal) fires when the
 /// thread that forked it ends, not the process. Everything else reaches the main thread as an event.
