@@ -261,6 +261,29 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         Assert.Contains("Shutting down: Master", server.ErrorLog, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// A client that has connected but not yet sent its request when the worker is told to stop (a recycle, a
+    /// reload, TERM) must still get its answer: it would not retry a request that meets a fresh connection's
+    /// close. Idle connections that already served a request may close at once (their clients retry).
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task A_connection_made_just_before_TERM_still_gets_its_answer(string engine)
+    {
+        await using var server = await StartAsync(engine, "-w", "1", "--graceful-timeout", "20");
+        await WaitAllReadyAsync(server, 1);
+        using var early = await RawHttpConnection.OpenAsync(server.Port);
+        await Task.Delay(100);
+
+        Signal(server.ProcessId, SIGTERM);
+        await server.WaitForLogAsync("Handling signal: term", Eventually);
+        // Long enough for the stopping worker to have closed its idle connections.
+        await Task.Delay(700);
+        await early.SendAsync(RawHttp.Get("/pid", server.Port));
+        var response = await early.ReadResponseAsync();
+        Assert.True(response.StatusCode == 200, response.ToString());
+        await WaitForExitAsync(server, Eventually);
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task QUIT_stops_at_once(string engine)
     {

@@ -27,11 +27,13 @@ public sealed class KestrelEngine : IHttpEngine
 
     private readonly KestrelServer _server;
     private readonly ServiceProvider _services;
+    private readonly GracefulStopTransport _transport;
 
-    private KestrelEngine(KestrelServer server, ServiceProvider services)
+    private KestrelEngine(KestrelServer server, ServiceProvider services, GracefulStopTransport transport)
     {
         _server = server;
         _services = services;
+        _transport = transport;
     }
 
     public static async Task<KestrelEngine> StartAsync(IReadOnlyList<Socket> listeners, PythonWorkers workers, HttpSettings settings)
@@ -116,20 +118,22 @@ public sealed class KestrelEngine : IHttpEngine
         }
         // Kestrel calls listen() again on the handles it is given, with this backlog.
         var socketOptions = new SocketTransportOptions { Backlog = settings.Backlog };
-        IConnectionListenerFactory transport = new SocketTransportFactory(Options.Create(socketOptions), loggerFactory);
+        var gracefulStop = new GracefulStopTransport(new SocketTransportFactory(Options.Create(socketOptions), loggerFactory));
+        IConnectionListenerFactory transport = gracefulStop;
         if (settings.MaxConnections > 0)
         {
             transport = new ConnectionLimitingTransport(transport, settings.MaxConnections);
         }
         var server = new KestrelServer(Options.Create(options), transport, loggerFactory);
         await server.StartAsync(new WsgiHttpApplication(workers, settings), CancellationToken.None).ConfigureAwait(false);
-        return new KestrelEngine(server, services);
+        return new KestrelEngine(server, services, gracefulStop);
     }
 
     /// <summary>Stops accepting, lets in-flight requests finish within <paramref name="grace"/>, then closes what is left.</summary>
     public async Task StopAsync(TimeSpan grace)
     {
         using var timeout = new CancellationTokenSource(grace);
+        await _transport.StopAcceptingAsync(grace).ConfigureAwait(false);
         await _server.StopAsync(timeout.Token).ConfigureAwait(false);
     }
 

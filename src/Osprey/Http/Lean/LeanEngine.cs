@@ -23,6 +23,8 @@ public sealed class LeanEngine : IHttpEngine
     private const int LingerMs = 2_000;
     /// <summary>A finished response the client reads none of for this long is abandoned (the loop's side of WaitForDrain's stall limit).</summary>
     private const int ResponseStallMs = 30_000;
+    /// <summary>On stop, how long a connection that has not sent its first request yet still has to send it.</summary>
+    private const int FreshConnectionStopGraceMs = 2_000;
 
     private readonly int _epoll;
     private readonly int _wakeFd;
@@ -318,9 +320,17 @@ public sealed class LeanEngine : IHttpEngine
                 case ConnectionState.ReadingHead:
                     if (!connection.HasPartialRequest)
                     {
-                        if (_stopAccepting || idle > (connection.ServedRequest ? keepAliveMs : headerTimeoutMs))
+                        // Stopping closes idle keep-alive connections at once: a client retries a request that
+                        // meets the close of a reused connection. A connection that has not sent its first
+                        // request yet may have it on the way, and its client would not retry: it gets a moment.
+                        bool closeForStop = _stopAccepting && (connection.ServedRequest || idle > FreshConnectionStopGraceMs);
+                        if (closeForStop || idle > (connection.ServedRequest ? keepAliveMs : headerTimeoutMs))
                         {
                             Close(connection);
+                        }
+                        else if (_stopAccepting)
+                        {
+                            anyActive = true;
                         }
                         else if (idle >= 1000)
                         {
@@ -389,7 +399,10 @@ public sealed class LeanEngine : IHttpEngine
         {
             Syscalls.EpollDelete(_epoll, (int)listener.Handle);
         }
-        _nextSweep = 0;
+        // Now, not at the next second's sweep: idle connections close and the drain can end at once.
+        long now = Environment.TickCount64;
+        _nextSweep = now + 1000;
+        Sweep(now);
     }
 
     private void CloseAll()

@@ -1,0 +1,74 @@
+using System.Net;
+using Microsoft.AspNetCore.Connections;
+
+namespace Osprey.Http.Kestrel;
+
+/// <summary>
+/// Lets the engine stop accepting before Kestrel stops its connections. Kestrel's own stop closes every
+/// connection that is waiting for a request, including one accepted a moment ago whose client has not sent
+/// its first request yet: that client gets a close instead of an answer, and would not retry (it retries
+/// only on a reused connection). So a stop first unbinds the listeners, then gives the connections accepted
+/// last a moment to send their request (<see cref="FreshConnectionGrace"/> from the last accept), and only
+/// then lets Kestrel stop. The lean engine does the same in its sweep.
+/// </summary>
+internal sealed class GracefulStopTransport(IConnectionListenerFactory inner) : IConnectionListenerFactory
+{
+    /// <summary>How long after its accept a connection that has sent nothing may still send its first request.</summary>
+    public static readonly TimeSpan FreshConnectionGrace = TimeSpan.FromSeconds(2);
+
+    private readonly List<Listener> _listeners = [];
+    private long _lastAccept = long.MinValue;
+
+    public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
+    {
+        var listener = new Listener(await inner.BindAsync(endpoint, cancellationToken).ConfigureAwait(false), this);
+        lock (_listeners)
+        {
+            _listeners.Add(listener);
+        }
+        return listener;
+    }
+
+    /// <summary>Stops accepting, then waits until the last accepted connection had its moment (at most <paramref name="limit"/>).</summary>
+    public async Task StopAcceptingAsync(TimeSpan limit)
+    {
+        Listener[] listeners;
+        lock (_listeners)
+        {
+            listeners = [.. _listeners];
+        }
+        foreach (Listener listener in listeners)
+        {
+            await listener.UnbindAsync().ConfigureAwait(false);
+        }
+        long since = Environment.TickCount64 - Volatile.Read(ref _lastAccept);
+        long wait = Math.Min((long)FreshConnectionGrace.TotalMilliseconds - since, (long)limit.TotalMilliseconds);
+        if (wait > 0)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(wait)).ConfigureAwait(false);
+        }
+    }
+
+    private sealed class Listener(IConnectionListener inner, GracefulStopTransport owner) : IConnectionListener
+    {
+        private int _unbound;
+
+        public EndPoint EndPoint => inner.EndPoint;
+
+        public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+        {
+            ConnectionContext? connection = await inner.AcceptAsync(cancellationToken).ConfigureAwait(false);
+            if (connection is not null)
+            {
+                Volatile.Write(ref owner._lastAccept, Environment.TickCount64);
+            }
+            return connection;
+        }
+
+        /// <summary>Once: by the engine's stop first, and again by Kestrel's.</summary>
+        public ValueTask UnbindAsync(CancellationToken cancellationToken = default) =>
+            Interlocked.Exchange(ref _unbound, 1) == 0 ? inner.UnbindAsync(cancellationToken) : ValueTask.CompletedTask;
+
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+}
