@@ -17,7 +17,8 @@ internal sealed class GracefulStopTransport(IConnectionListenerFactory inner) : 
     public static readonly TimeSpan FreshConnectionGrace = TimeSpan.FromSeconds(2);
 
     private readonly List<Listener> _listeners = [];
-    private long _lastAccept = long.MinValue;
+    /// <summary>Environment.TickCount64 at the last accept; 0 before the first.</summary>
+    private long _lastAccept;
 
     public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
     {
@@ -41,8 +42,12 @@ internal sealed class GracefulStopTransport(IConnectionListenerFactory inner) : 
         {
             await listener.UnbindAsync().ConfigureAwait(false);
         }
-        long since = Environment.TickCount64 - Volatile.Read(ref _lastAccept);
-        long wait = Math.Min((long)FreshConnectionGrace.TotalMilliseconds - since, (long)limit.TotalMilliseconds);
+        long lastAccept = Volatile.Read(ref _lastAccept);
+        if (lastAccept == 0)
+        {
+            return;
+        }
+        long wait = Math.Min((long)FreshConnectionGrace.TotalMilliseconds - (Environment.TickCount64 - lastAccept), (long)limit.TotalMilliseconds);
         if (wait > 0)
         {
             await Task.Delay(TimeSpan.FromMilliseconds(wait)).ConfigureAwait(false);
