@@ -95,11 +95,18 @@ public sealed class RequestWatchdog : IDisposable
 
     private void TimeOut(RequestSlot slot, long sequence, long now)
     {
-        // The Python thread cannot complete the exchange (so the engine cannot reuse it) until
-        // Handled: read what the log needs and answer the client first.
         IHttpExchange exchange = slot.Exchange!;
         long elapsedMs = now - slot.StartedAt;
         string request = $"{exchange.Request.Method} {Encoding.Latin1.GetString(exchange.Request.Target)}";
+        string seconds = (elapsedMs / 1000.0).ToString("0.0", CultureInfo.InvariantCulture);
+        // The stacks before the answer: answering can end the body read the hung code waits in (the Kestrel
+        // engine completes the request), and the code would move on before its stack was taken.
+        Log.WriteWithDescriptor(Severity.Critical,
+            $"WORKER TIMEOUT (pid:{Environment.ProcessId}): request {request} on thread {slot.ThreadName} " +
+            $"ran for {seconds} s (--timeout {Timeout.TotalSeconds.ToString(CultureInfo.InvariantCulture)}). Python stacks of all threads:",
+            _ => PythonStacks.DumpAllThreads());
+
+        // The Python thread cannot complete the exchange (so the engine cannot reuse it) until Handled.
         TimeoutOutcome outcome = TimeoutOutcome.AlreadyComplete;
         try
         {
@@ -115,16 +122,13 @@ public sealed class RequestWatchdog : IDisposable
         }
         if (outcome == TimeoutOutcome.AlreadyComplete)
         {
+            Log.Warning($"WORKER TIMEOUT (pid:{Environment.ProcessId}): request {request} completed just as it timed out; it was not interrupted");
             return;
         }
         string answer = outcome == TimeoutOutcome.Answered504
             ? "answered 504 Gateway Timeout"
             : "the response had started, so the connection was closed";
-        string seconds = (elapsedMs / 1000.0).ToString("0.0", CultureInfo.InvariantCulture);
-        string message = $"WORKER TIMEOUT (pid:{Environment.ProcessId}): request {request} on thread {slot.ThreadName} " +
-            $"ran for {seconds} s (--timeout {Timeout.TotalSeconds.ToString(CultureInfo.InvariantCulture)}); {answer}. " +
-            "Python stacks of all threads:";
-        Log.WriteWithDescriptor(Severity.Critical, message, _ => PythonStacks.DumpAllThreads());
+        Log.Error($"WORKER TIMEOUT (pid:{Environment.ProcessId}): request {request} {answer}");
         _requestRecycle($"request {request} timed out after {seconds} s");
     }
 
