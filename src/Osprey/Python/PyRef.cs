@@ -30,6 +30,9 @@ public readonly struct PyBorrowed(nint handle)
     public bool IsCallable => CPython.PyCallable_Check(Handle) != 0;
     public nint TypeHandle => CPython.TypeOf(Handle);
 
+    /// <summary>The object's reference count: 1 for an object only its holder refers to.</summary>
+    public unsafe nint RefCount => ((CPython.PyObjectHead*)Handle)->RefCount;
+
     /// <summary>The str's UTF-8 text. Throws <see cref="PythonException"/> if it is not a str.</summary>
     public unsafe string AsString()
     {

@@ -39,6 +39,15 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
     private StartResponseObject? _spareStartResponse;
     private WriteObject? _spareWrite;
     private InputStreamObject? _spareInput;
+    // The Python objects themselves, kept from one request to the next and rebound when nothing
+    // else refers to them (a reference count of 1, ours): then a request allocates no Python
+    // object of ours and no GCHandle. One the application still holds is let go instead.
+    private PyRef _input;
+    private InputStreamObject? _inputTarget;
+    private PyRef _startResponse;
+    private StartResponseObject? _startResponseTarget;
+    private PyRef _write;
+    private WriteObject? _writeTarget;
 
     private IHttpExchange Exchange => _exchange ?? throw new InvalidOperationException("no request in progress");
 
@@ -69,9 +78,9 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
             {
                 hookRequest = BeginRequestHooks(exchange.Request);
             }
-            using (PyRef input = application.Types.Input.Instantiate(TakeInput().Bind(_generation)))
+            using (PyRef input = NewInput())
             using (PyRef environ = application.Environ.Build(exchange.Request, input.Borrow()))
-            using (PyRef startResponse = application.Types.StartResponse.Instantiate(TakeStartResponse().Bind(_generation)))
+            using (PyRef startResponse = NewStartResponse())
             using (PyRef args = Py.Tuple(environ.Borrow(), startResponse.Borrow()))
             {
                 if (!hookRequest.IsNull && !application.RequestEnd.IsNull)
@@ -231,7 +240,43 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         _statusSet = true;
         int code = _head.StatusCode;
         _bodyForbidden = code is (>= 100 and < 200) or 204 or 304;
-        return application.Types.Write.Instantiate(TakeWrite().Bind(_generation));
+        return NewWrite();
+    }
+
+    private PyRef NewInput()
+    {
+        if (_input.IsNull || _input.Borrow().RefCount != 1)
+        {
+            _input.Dispose();
+            _inputTarget = TakeInput();
+            _input = application.Types.Input.Instantiate(_inputTarget);
+        }
+        _inputTarget!.Bind(_generation);
+        return _input.Borrow().NewRef();
+    }
+
+    private PyRef NewStartResponse()
+    {
+        if (_startResponse.IsNull || _startResponse.Borrow().RefCount != 1)
+        {
+            _startResponse.Dispose();
+            _startResponseTarget = TakeStartResponse();
+            _startResponse = application.Types.StartResponse.Instantiate(_startResponseTarget);
+        }
+        _startResponseTarget!.Bind(_generation);
+        return _startResponse.Borrow().NewRef();
+    }
+
+    private PyRef NewWrite()
+    {
+        if (_write.IsNull || _write.Borrow().RefCount != 1)
+        {
+            _write.Dispose();
+            _writeTarget = TakeWrite();
+            _write = application.Types.Write.Instantiate(_writeTarget);
+        }
+        _writeTarget!.Bind(_generation);
+        return _write.Borrow().NewRef();
     }
 
     // Take and Recycle run with the GIL held (Recycle from the Python object's deallocator, on
