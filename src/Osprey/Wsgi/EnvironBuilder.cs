@@ -25,6 +25,12 @@ internal sealed class EnvironBuilder
     private readonly Dictionary<string, HeaderKey> _headerKeys = new(StringComparer.OrdinalIgnoreCase);
     private readonly Dictionary<string, HeaderKey>.AlternateLookup<ReadOnlySpan<char>> _headerLookup;
     private readonly Dictionary<string, PyRef> _cachedValues = new(StringComparer.Ordinal);
+    // The method, scheme and client address usually come as the very string of the previous
+    // request (known methods are constants, engines share one string per client address), so a
+    // reference comparison finds them without hashing. Cleared with _cachedValues.
+    private RecentValue _recentMethod;
+    private RecentValue _recentScheme;
+    private RecentValue _recentRemote;
     private readonly PyRef[] _protocols;
     private readonly PyRef _emptyString;
     private readonly TrustedProxies _trustedProxies;
@@ -91,12 +97,12 @@ internal sealed class EnvironBuilder
         try
         {
             PyBorrowed env = environ.Borrow();
-            Py.SetItem(env, _requestMethod.Borrow(), Cached(request.Method));
+            Py.SetItem(env, _requestMethod.Borrow(), Cached(request.Method, ref _recentMethod));
             SetPathAndQuery(env, request.Target);
             Py.SetItem(env, _serverProtocol.Borrow(), _protocols[(int)request.Version].Borrow());
-            Py.SetItem(env, _remoteAddr.Borrow(), Cached(request.RemoteAddress));
+            Py.SetItem(env, _remoteAddr.Borrow(), Cached(request.RemoteAddress, ref _recentRemote));
             SetNumber(env, _remotePort.Borrow(), request.RemotePort);
-            Py.SetItem(env, _urlScheme.Borrow(), Cached(request.Scheme));
+            Py.SetItem(env, _urlScheme.Borrow(), Cached(request.Scheme, ref _recentScheme));
             Py.SetItem(env, _wsgiInput.Borrow(), input);
 
             int hostIndex = -1;
@@ -341,6 +347,19 @@ internal sealed class EnvironBuilder
         Py.SetItem(env, key, text.Borrow());
     }
 
+    private readonly record struct RecentValue(string? Text, nint Str);
+
+    private PyBorrowed Cached(string value, ref RecentValue recent)
+    {
+        if (ReferenceEquals(recent.Text, value))
+        {
+            return new PyBorrowed(recent.Str);
+        }
+        PyBorrowed str = Cached(value);
+        recent = new RecentValue(value, str.Handle);
+        return str;
+    }
+
     /// <summary>A str for a value that repeats across requests (methods, schemes, addresses), made once.</summary>
     private PyBorrowed Cached(string value)
     {
@@ -354,6 +373,7 @@ internal sealed class EnvironBuilder
                     old.Dispose();
                 }
                 _cachedValues.Clear();
+                _recentMethod = _recentScheme = _recentRemote = default;
             }
             cached = Py.StrLatin1(Encoding.Latin1.GetBytes(value));
             _cachedValues[value] = cached;

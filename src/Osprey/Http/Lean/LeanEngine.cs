@@ -33,6 +33,8 @@ public sealed class LeanEngine : IHttpEngine
     private readonly Thread _thread;
     private readonly ConcurrentQueue<(LeanConnection Connection, LoopAction Action)> _posted = new();
     private readonly Stack<LeanConnection> _free = new();
+    private readonly AddressNames _remoteNames = new();
+    private readonly AddressNames _localNames = new();
     private readonly ManualResetEventSlim _drained = new();
     private LeanConnection?[] _byFd = new LeanConnection?[1024];
     private uint _generation;
@@ -159,7 +161,7 @@ public sealed class LeanEngine : IHttpEngine
                 }
                 return;
             }
-            (string remote, int remotePort) = FormatAddress(address[..addressLength]);
+            (string remote, int remotePort) = _remoteNames.Format(address[..addressLength]);
             string local = "";
             int localPort = 0;
             if (listener.AddressFamily != AddressFamily.Unix)
@@ -167,7 +169,7 @@ public sealed class LeanEngine : IHttpEngine
                 Syscalls.SetNoDelay(fd);
                 if (Syscalls.GetSockName(fd, address, out int localLength) == 0)
                 {
-                    (local, localPort) = FormatAddress(address[..localLength]);
+                    (local, localPort) = _localNames.Format(address[..localLength]);
                 }
             }
             _openConnections++;
@@ -189,23 +191,44 @@ public sealed class LeanEngine : IHttpEngine
     internal static string FormatAddress(IPAddress address) =>
         (address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address).ToString();
 
-    private static (string Address, int Port) FormatAddress(ReadOnlySpan<byte> sockaddr)
+    /// <summary>
+    /// Formats socket addresses, giving back the previous string when the address repeats: the
+    /// connections of one client (a proxy, a load balancer) then share one string, which the
+    /// environ builder recognises by reference, and an accept allocates none.
+    /// </summary>
+    private sealed class AddressNames
     {
-        if (sockaddr.Length < 2)
+        private readonly byte[] _last = new byte[16];
+        private int _lastLength = -1;
+        private string _lastText = "";
+
+        public (string Address, int Port) Format(ReadOnlySpan<byte> sockaddr)
         {
-            return ("", 0);
+            if (sockaddr.Length < 2)
+            {
+                return ("", 0);
+            }
+            ushort family = BinaryPrimitives.ReadUInt16LittleEndian(sockaddr);
+            ReadOnlySpan<byte> bytes = family switch
+            {
+                2 when sockaddr.Length >= 8 => sockaddr[4..8],
+                10 when sockaddr.Length >= 24 => sockaddr[8..24],
+                _ => default,
+            };
+            if (bytes.IsEmpty)
+            {
+                return ("", 0);
+            }
+            int port = BinaryPrimitives.ReadUInt16BigEndian(sockaddr[2..]);
+            if (bytes.Length != _lastLength || !bytes.SequenceEqual(_last.AsSpan(0, _lastLength)))
+            {
+                var address = new IPAddress(bytes);
+                _lastText = (address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address).ToString();
+                bytes.CopyTo(_last);
+                _lastLength = bytes.Length;
+            }
+            return (_lastText, port);
         }
-        ushort family = BinaryPrimitives.ReadUInt16LittleEndian(sockaddr);
-        if (family == 2 && sockaddr.Length >= 8)
-        {
-            return (new IPAddress(sockaddr[4..8]).ToString(), BinaryPrimitives.ReadUInt16BigEndian(sockaddr[2..]));
-        }
-        if (family == 10 && sockaddr.Length >= 24)
-        {
-            var address = new IPAddress(sockaddr[8..24]);
-            return ((address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address).ToString(), BinaryPrimitives.ReadUInt16BigEndian(sockaddr[2..]));
-        }
-        return ("", 0);
     }
 
     private void OnConnectionEvent(ulong token, uint mask)
