@@ -425,7 +425,7 @@ def measured_run(server, port, scenario, conns, duration, client_cpu, app_us):
 
 
 def spread_pct(rpss):
-    """(max - min) / mean of the runs' req/s, in percent."""
+    """(max - min) / mean of the given figures (the runs' req/CPU-s, or GB/s), in percent."""
     if not rpss:
         return 0.0
     mean = sum(rpss) / len(rpss)
@@ -449,6 +449,19 @@ def agree(a, b, tol):
     return hi == 0 or abs(a - b) / hi <= tol
 
 
+def runs_agree(a, b, tol):
+    """Two wrk runs agree when their req/s and their req/CPU-s (the headline) both do: a server's
+    CPU use can move between runs of equal throughput (uWSGI's does, by a third)."""
+    if not agree(a["rps"], b["rps"], tol):
+        return False
+    ca, cb = a.get("req_per_cpu_s"), b.get("req_per_cpu_s")
+    return ca is None or cb is None or agree(ca, cb, tol)
+
+
+def headline(run):
+    return run.get("req_per_cpu_s") or 0.0
+
+
 def measure_row(server, port, scenario, conns, args, client_cpu, app_us, log):
     runs = []
     converged = False
@@ -466,7 +479,7 @@ def measure_row(server, port, scenario, conns, args, client_cpu, app_us, log):
             % (i + 1, r["rps"], fmt_lat(r["p50_us"]), fmt_lat(r["p99_us"]), r["cpu_s"] or 0,
                fmt_num(r["req_per_cpu_s"]), r["socket_errors"], r["non2xx"], r["peak_rss_mb"],
                r["client_cpu_pct"]))
-        if len(runs) >= 2 and "error" not in runs[-2] and agree(runs[-2]["rps"], runs[-1]["rps"], args.tolerance):
+        if len(runs) >= 2 and "error" not in runs[-2] and runs_agree(runs[-2], runs[-1], args.tolerance):
             converged = True
             break
     good = [r for r in runs if "error" not in r]
@@ -479,11 +492,11 @@ def measure_row(server, port, scenario, conns, args, client_cpu, app_us, log):
     if converged:
         rep = good[-1]
     else:
-        rep = sorted(good, key=lambda r: r["rps"])[(len(good) - 1) // 2]  # median (lower)
+        rep = sorted(good, key=headline)[(len(good) - 1) // 2]  # median req/CPU-s (lower)
     row.update({
         "status": "ok",
         "reported": dict(rep),
-        "spread_pct": spread_pct([r["rps"] for r in good]),
+        "spread_pct": spread_pct([headline(r) for r in good]),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in good),
     })
     if "error" in runs[-1]:
@@ -687,7 +700,7 @@ def write_summary(data, path):
                     v.get("django", "?"), v.get("wrk", "wrk")))
     o = meta.get("options", {})
     lines.append("- Mode: %s; %s s per measured run, %s s warm-up; up to %s runs per row until two "
-                 "consecutive runs agree within %d%% on req/s; net.core.somaxconn=%s"
+                 "consecutive runs agree within %d%% on req/s and on req/CPU-s; net.core.somaxconn=%s"
                  % ("QUICK (smoke test, not for publishing)" if o.get("quick") else "full",
                     o.get("duration"), o.get("warmup"), o.get("max_runs"),
                     round(o.get("tolerance", 0.1) * 100), meta.get("somaxconn")))
@@ -769,7 +782,7 @@ def write_summary(data, path):
                         cells.append("%d" % nruns)
                     else:
                         cells.append("%d, spread %.0f%%" % (
-                            nruns, spread_pct([x["rps"] for x in r["runs"] if "error" not in x])))
+                            nruns, spread_pct([headline(x) for x in r["runs"] if "error" not in x])))
                     lines.append("| " + " | ".join(cells) + " |")
                     if r.get("note"):
                         notes.append("%s @%d: %s" % (s, c, r["note"]))
