@@ -125,19 +125,21 @@ internal sealed class ErrorStreamObject(int fileDescriptor) : NativeObject
     };
 }
 
+/// <summary>A per-request object of the worker's, bound to one request at a time by its generation.</summary>
+internal interface IRequestBound
+{
+    void Bind(int generation);
+}
+
 /// <summary>
 /// start_response: forwards to the request it belongs to, and refuses calls once that request is over.
 /// Reused by its worker once its Python object is freed (see <see cref="WsgiWorker.Recycle(StartResponseObject)"/>).
 /// </summary>
-internal sealed class StartResponseObject(WsgiWorker worker) : NativeObject
+internal sealed class StartResponseObject(WsgiWorker worker) : NativeObject, IRequestBound
 {
     private int _generation;
 
-    public StartResponseObject Bind(int generation)
-    {
-        _generation = generation;
-        return this;
-    }
+    public void Bind(int generation) => _generation = generation;
 
     public override void Release() => worker.Recycle(this);
 
@@ -160,15 +162,11 @@ internal sealed class StartResponseObject(WsgiWorker worker) : NativeObject
 }
 
 /// <summary>The write callable start_response returns; reused as <see cref="StartResponseObject"/> is.</summary>
-internal sealed class WriteObject(WsgiWorker worker) : NativeObject
+internal sealed class WriteObject(WsgiWorker worker) : NativeObject, IRequestBound
 {
     private int _generation;
 
-    public WriteObject Bind(int generation)
-    {
-        _generation = generation;
-        return this;
-    }
+    public void Bind(int generation) => _generation = generation;
 
     public override void Release() => worker.Recycle(this);
 
@@ -189,7 +187,7 @@ internal sealed class WriteObject(WsgiWorker worker) : NativeObject
 /// wsgi.input over the request body. It keeps a small look-ahead buffer for readline; reading
 /// stops at the end of the body and never waits beyond it. Reused as <see cref="StartResponseObject"/> is.
 /// </summary>
-internal sealed class InputStreamObject(WsgiWorker worker) : NativeObject
+internal sealed class InputStreamObject(WsgiWorker worker) : NativeObject, IRequestBound
 {
     private const int ChunkSize = 16 * 1024;
     /// <summary>A read of more than this (of a body spooled to disk) goes in chunks through the stream's buffer.</summary>
@@ -200,12 +198,11 @@ internal sealed class InputStreamObject(WsgiWorker worker) : NativeObject
     private int _end;
     private bool _eof;
 
-    public InputStreamObject Bind(int generation)
+    public void Bind(int generation)
     {
         _generation = generation;
         _start = _end = 0;
         _eof = false;
-        return this;
     }
 
     public override PyRef InvokeMethod(int index, PyBorrowed args)

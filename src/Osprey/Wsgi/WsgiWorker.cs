@@ -39,15 +39,9 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
     private StartResponseObject? _spareStartResponse;
     private WriteObject? _spareWrite;
     private InputStreamObject? _spareInput;
-    // The Python objects themselves, kept from one request to the next and rebound when nothing
-    // else refers to them (a reference count of 1, ours): then a request allocates no Python
-    // object of ours and no GCHandle. One the application still holds is let go instead.
-    private PyRef _input;
-    private InputStreamObject? _inputTarget;
-    private PyRef _startResponse;
-    private StartResponseObject? _startResponseTarget;
-    private PyRef _write;
-    private WriteObject? _writeTarget;
+    private ReusedObject<InputStreamObject> _input;
+    private ReusedObject<StartResponseObject> _startResponse;
+    private ReusedObject<WriteObject> _write;
 
     private IHttpExchange Exchange => _exchange ?? throw new InvalidOperationException("no request in progress");
 
@@ -78,9 +72,9 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
             {
                 hookRequest = BeginRequestHooks(exchange.Request);
             }
-            using (PyRef input = NewInput())
+            using (PyRef input = _input.Take(this, application.Types.Input, static w => w.TakeInput(), _generation))
             using (PyRef environ = application.Environ.Build(exchange.Request, input.Borrow()))
-            using (PyRef startResponse = NewStartResponse())
+            using (PyRef startResponse = _startResponse.Take(this, application.Types.StartResponse, static w => w.TakeStartResponse(), _generation))
             using (PyRef args = Py.Tuple(environ.Borrow(), startResponse.Borrow()))
             {
                 if (!hookRequest.IsNull && !application.RequestEnd.IsNull)
@@ -240,43 +234,31 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         _statusSet = true;
         int code = _head.StatusCode;
         _bodyForbidden = code is (>= 100 and < 200) or 204 or 304;
-        return NewWrite();
+        return _write.Take(this, application.Types.Write, static w => w.TakeWrite(), _generation);
     }
 
-    private PyRef NewInput()
+    /// <summary>
+    /// One of the per-request Python objects, kept from one request to the next and rebound when
+    /// nothing else refers to it (a reference count of 1, ours): then a request allocates no Python
+    /// object of ours and no GCHandle. One the application still holds is let go instead, and goes
+    /// on refusing calls with its old generation.
+    /// </summary>
+    private struct ReusedObject<T> where T : NativeObject, IRequestBound
     {
-        if (_input.IsNull || _input.Borrow().RefCount != 1)
-        {
-            _input.Dispose();
-            _inputTarget = TakeInput();
-            _input = application.Types.Input.Instantiate(_inputTarget);
-        }
-        _inputTarget!.Bind(_generation);
-        return _input.Borrow().NewRef();
-    }
+        private PyRef _object;
+        private T? _target;
 
-    private PyRef NewStartResponse()
-    {
-        if (_startResponse.IsNull || _startResponse.Borrow().RefCount != 1)
+        public PyRef Take(WsgiWorker worker, NativeType type, Func<WsgiWorker, T> fresh, int generation)
         {
-            _startResponse.Dispose();
-            _startResponseTarget = TakeStartResponse();
-            _startResponse = application.Types.StartResponse.Instantiate(_startResponseTarget);
+            if (_object.IsNull || _object.Borrow().RefCount != 1)
+            {
+                _object.Dispose();
+                _target = fresh(worker);
+                _object = type.Instantiate(_target);
+            }
+            _target!.Bind(generation);
+            return _object.Borrow().NewRef();
         }
-        _startResponseTarget!.Bind(_generation);
-        return _startResponse.Borrow().NewRef();
-    }
-
-    private PyRef NewWrite()
-    {
-        if (_write.IsNull || _write.Borrow().RefCount != 1)
-        {
-            _write.Dispose();
-            _writeTarget = TakeWrite();
-            _write = application.Types.Write.Instantiate(_writeTarget);
-        }
-        _writeTarget!.Bind(_generation);
-        return _write.Borrow().NewRef();
     }
 
     // Take and Recycle run with the GIL held (Recycle from the Python object's deallocator, on
