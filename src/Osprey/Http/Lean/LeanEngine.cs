@@ -222,8 +222,7 @@ public sealed class LeanEngine : IHttpEngine
             int port = BinaryPrimitives.ReadUInt16BigEndian(sockaddr[2..]);
             if (bytes.Length != _lastLength || !bytes.SequenceEqual(_last.AsSpan(0, _lastLength)))
             {
-                var address = new IPAddress(bytes);
-                _lastText = (address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address).ToString();
+                _lastText = FormatAddress(new IPAddress(bytes));
                 bytes.CopyTo(_last);
                 _lastLength = bytes.Length;
             }
