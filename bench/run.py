@@ -575,21 +575,27 @@ def build_osprey(kind, log_dir, log):
         return None, "dotnet not found; pass --osprey PATH"
     # The same commands as scripts/publish.sh: the binaries a user deploys.
     if kind == "jit":
-        cmd = ["dotnet", "publish", "-c", "Release", "-r", "linux-x64", "--self-contained", "false",
-               "-p:PublishReadyToRun=true", csproj, "-o", os.path.join(ROOT, "artifacts", "osprey"), "-nologo"]
+        cmds = [["dotnet", "publish", "-c", "Release", "-r", "linux-x64", "--self-contained", "false",
+                 "-p:PublishReadyToRun=true", csproj, "-o", os.path.join(ROOT, "artifacts", "osprey"), "-nologo"]]
     else:
-        cmd = ["dotnet", "publish", "-c", "Release", "-r", "linux-x64", "-p:PublishAot=true",
+        aot = ["dotnet", "publish", "-c", "Release", "-r", "linux-x64", "-p:PublishAot=true",
                csproj, "-o", os.path.join(ROOT, "artifacts", "aot"), "-nologo"]
+        # osprey.so beside the executable: workers load it from inside the interpreter.
+        cmds = [aot, aot + ["-p:NativeLib=Shared", "-p:OutputType=Library",
+                            "-p:IntermediateOutputPath=obj/Release/native-lib/", "-p:OutDir=bin/Release/native-lib/"]]
     binary = default_binary(kind)
     log_path = os.path.join(log_dir, "build-osprey-%s.log" % kind)
-    log("building Osprey (%s): %s" % (kind, " ".join(cmd)))
-    try:
-        with open(log_path, "wb") as lf:
-            p = subprocess.run(cmd, cwd=ROOT, stdout=lf, stderr=subprocess.STDOUT, timeout=1200,
-                               stdin=subprocess.DEVNULL)
-        rc = p.returncode
-    except subprocess.TimeoutExpired:
-        rc = "timeout"
+    rc = 0
+    with open(log_path, "wb") as lf:
+        for cmd in cmds:
+            log("building Osprey (%s): %s" % (kind, " ".join(cmd)))
+            try:
+                rc = subprocess.run(cmd, cwd=ROOT, stdout=lf, stderr=subprocess.STDOUT, timeout=1200,
+                                    stdin=subprocess.DEVNULL).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+            if rc != 0:
+                break
     if rc != 0 or not os.access(binary, os.X_OK):
         tail = ""
         try:

@@ -1,70 +1,97 @@
+using System.Runtime.InteropServices;
 using Osprey.Cli;
 using Osprey.Supervision;
 
-// Usage errors exit 2, as argparse (and so gunicorn) does; start-up failures exit non-zero with
-// one line in the error log. No .NET stack trace reaches the user for either.
-try
-{
-    // The master starts workers as this same executable with the same arguments and hidden
-    // environment variables saying which inherited descriptors are theirs and what the
-    // configuration file said (the master read it; a worker must not run it again).
-    WorkerContext? worker = WorkerContext.FromEnvironment();
-    ConfigArguments? config;
-    ParseOutcome outcome;
-    if (worker is not null)
-    {
-        IReadOnlyList<string>? fromMaster = ConfigFile.FromWorkerVariable(Environment.GetEnvironmentVariable(ConfigFile.WorkerVariable));
-        HookSource? hooks = ConfigFile.HooksFromVariable(Environment.GetEnvironmentVariable(ConfigFile.HooksVariable));
-        Posix.Unsetenv(ConfigFile.WorkerVariable);
-        Posix.Unsetenv(ConfigFile.HooksVariable);
-        config = fromMaster is null ? null : new ConfigArguments("(as the master read it)", fromMaster, []) { Hooks = hooks };
-        outcome = CommandLine.Parse(args, config);
-    }
-    else
-    {
-        outcome = ConfigFile.ReadOptions(args, out config, out string? traceback);
-        if (traceback is { Length: > 0 })
-        {
-            Console.Error.WriteLine(traceback);
-        }
-        ConfigFile.HandToWorkers(config);
-    }
-    if (outcome is not ParseOutcome.Run run)
-    {
-        return Finish(outcome);
-    }
-    if (run.Options.CheckConfig && worker is null)
-    {
-        return Server.CheckApplication(run.Options, ["osprey", .. args]);
-    }
-    return worker is not null
-        ? Server.Run(run.Options, ["osprey", .. args], worker, config?.Hooks)
-        : Master.Run(run.Options, ["osprey", .. args], config);
-}
-catch (Exception e)
-{
-    Console.Error.WriteLine($"osprey: internal error: {e.GetType().Name}: {e.Message}");
-    return 70;
-}
+namespace Osprey;
 
-static int Finish(ParseOutcome outcome)
+internal static unsafe class Program
 {
-    switch (outcome)
+    public static int Main(string[] args) => Run(args);
+
+    /// <summary>
+    /// The entry point of the Native AOT shared library (<c>osprey.so</c>), which a worker calls from
+    /// inside the Python interpreter's own executable (<see cref="InterpreterHost"/>): the same as
+    /// <see cref="Main"/>, given the arguments as C strings.
+    /// </summary>
+    [UnmanagedCallersOnly(EntryPoint = "osprey_main")]
+    public static int HostedMain(int argc, byte** argv)
     {
-        case ParseOutcome.ShowHelp help:
-            Console.Out.Write(help.Text);
-            return 0;
-        case ParseOutcome.ShowVersion version:
-            Console.Out.WriteLine(version.Text);
-            return 0;
-        case ParseOutcome.Error error:
-            if (error.ExitCode == 2)
+        var args = new string[argc];
+        for (int i = 0; i < argc; i++)
+        {
+            args[i] = Marshal.PtrToStringUTF8((nint)argv[i]) ?? "";
+        }
+        return Run(args);
+    }
+
+    // Usage errors exit 2, as argparse (and so gunicorn) does; start-up failures exit non-zero with
+    // one line in the error log. No .NET stack trace reaches the user for either.
+    private static int Run(string[] args)
+    {
+        try
+        {
+            // The master starts workers with the same arguments (as this executable, or as this code
+            // inside the Python interpreter: InterpreterHost) and hidden environment variables saying which inherited descriptors are theirs and what the
+            // configuration file said (the master read it; a worker must not run it again).
+            WorkerContext? worker = WorkerContext.FromEnvironment();
+            ConfigArguments? config;
+            ParseOutcome outcome;
+            if (worker is not null)
             {
-                Console.Error.WriteLine("usage: osprey [OPTIONS] [APP_MODULE]");
+                IReadOnlyList<string>? fromMaster = ConfigFile.FromWorkerVariable(Environment.GetEnvironmentVariable(ConfigFile.WorkerVariable));
+                HookSource? hooks = ConfigFile.HooksFromVariable(Environment.GetEnvironmentVariable(ConfigFile.HooksVariable));
+                Posix.Unsetenv(ConfigFile.WorkerVariable);
+                Posix.Unsetenv(ConfigFile.HooksVariable);
+                config = fromMaster is null ? null : new ConfigArguments("(as the master read it)", fromMaster, []) { Hooks = hooks };
+                outcome = CommandLine.Parse(args, config);
             }
-            Console.Error.WriteLine($"osprey: error: {error.Message}");
-            return error.ExitCode;
-        default:
-            return 2;
+            else
+            {
+                outcome = ConfigFile.ReadOptions(args, out config, out string? traceback);
+                if (traceback is { Length: > 0 })
+                {
+                    Console.Error.WriteLine(traceback);
+                }
+                ConfigFile.HandToWorkers(config);
+            }
+            if (outcome is not ParseOutcome.Run run)
+            {
+                return Finish(outcome);
+            }
+            if (run.Options.CheckConfig && worker is null)
+            {
+                return Server.CheckApplication(run.Options, ["osprey", .. args]);
+            }
+            return worker is not null
+                ? Server.Run(run.Options, ["osprey", .. args], worker, config?.Hooks)
+                : Master.Run(run.Options, ["osprey", .. args], config);
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"osprey: internal error: {e.GetType().Name}: {e.Message}");
+            return 70;
+        }
+    }
+
+    private static int Finish(ParseOutcome outcome)
+    {
+        switch (outcome)
+        {
+            case ParseOutcome.ShowHelp help:
+                Console.Out.Write(help.Text);
+                return 0;
+            case ParseOutcome.ShowVersion version:
+                Console.Out.WriteLine(version.Text);
+                return 0;
+            case ParseOutcome.Error error:
+                if (error.ExitCode == 2)
+                {
+                    Console.Error.WriteLine("usage: osprey [OPTIONS] [APP_MODULE]");
+                }
+                Console.Error.WriteLine($"osprey: error: {error.Message}");
+                return error.ExitCode;
+            default:
+                return 2;
+        }
     }
 }

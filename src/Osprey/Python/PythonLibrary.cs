@@ -4,8 +4,9 @@ using System.Runtime.InteropServices;
 namespace Osprey.Python;
 
 /// <summary>
-/// Loads the libpython that <see cref="PythonInstallation"/> found and points every
-/// <see cref="CPython"/> import at it.
+/// Points every <see cref="CPython"/> import at the interpreter: the libpython that
+/// <see cref="PythonInstallation"/> found (<see cref="Load"/>), or the interpreter this process
+/// already runs in (<see cref="UseHostProcess"/>).
 /// </summary>
 internal static partial class PythonLibrary
 {
@@ -39,6 +40,28 @@ internal static partial class PythonLibrary
         }
         s_handle = handle;
         NativeLibrary.SetDllImportResolver(typeof(PythonLibrary).Assembly, Resolve);
+    }
+
+    /// <summary>
+    /// This process is a Python interpreter that called into Osprey: the C API is in the global
+    /// namespace already, exported by the executable (a static build) or by the libpython it links.
+    /// False when it is not there, or when Python is not running.
+    /// </summary>
+    public static unsafe bool UseHostProcess()
+    {
+        if (s_handle != 0)
+        {
+            throw new InvalidOperationException("libpython is already loaded");
+        }
+        nint program = NativeLibrary.GetMainProgramHandle();
+        if (!NativeLibrary.TryGetExport(program, "Py_IsInitialized", out nint isInitialized)
+            || ((delegate* unmanaged<int>)isInitialized)() == 0)
+        {
+            return false;
+        }
+        s_handle = program;
+        NativeLibrary.SetDllImportResolver(typeof(PythonLibrary).Assembly, Resolve);
+        return true;
     }
 
     private static nint Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath) =>

@@ -68,4 +68,30 @@ public static unsafe partial class PythonRuntime
         Installation = installation;
         CPython.PyEval_SaveThread();
     }
+
+    /// <summary>
+    /// The counterpart of <see cref="Initialize"/> for a worker that runs inside the interpreter's own
+    /// executable (started as <c>python -c</c>, which called into Osprey without the GIL): Python is up
+    /// already, with the prefix, sys.path and signal set-up the interpreter gave itself.
+    /// </summary>
+    public static void AttachToHost(PythonInstallation installation)
+    {
+        if (!PythonLibrary.UseHostProcess())
+        {
+            throw new PythonStartupException(
+                $"this worker was started inside {installation.Executable}, but no running Python exports the C API to it");
+        }
+        string running = Marshal.PtrToStringUTF8((nint)CPython.Py_GetVersion()) ?? "";
+        if (!running.StartsWith(installation.Version, StringComparison.Ordinal))
+        {
+            throw new PythonStartupException(
+                $"this worker runs Python {running.Split(' ')[0]} but {installation.Executable} is Python {installation.Version}");
+        }
+        using (Gil.Acquire())
+        {
+            Py.BindConstants();
+            Py.BindTraceback();
+        }
+        Installation = installation;
+    }
 }

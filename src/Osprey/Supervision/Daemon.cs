@@ -17,7 +17,7 @@ internal static class Daemon
     // The copy's end of a socketpair to say "ready" on; its closing without that means failure.
     private const string ReadyVariable = "OSPREY_DAEMON_READY_FD";
     // For the workers: they drop the terminal at once (their failures reach the master through the channel).
-    private const string WorkerVariable = "OSPREY_DAEMON_WORKER";
+    internal const string WorkerVariable = "OSPREY_DAEMON_WORKER";
 
     private static Socket? s_ready;
 

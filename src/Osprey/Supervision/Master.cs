@@ -58,6 +58,8 @@ public sealed class Master
     private bool _sharedListening;
     private readonly Random _random = new();
     private string _pythonProbe = "";
+    // Null when workers are osprey processes that embed libpython.
+    private readonly InterpreterHost? _interpreterHost;
     /// <summary>What the variables of -e / raw_env were before the master set them (null: unset), for a reload to put back.</summary>
     private readonly Dictionary<string, string?> _environmentBefore = new(StringComparer.Ordinal);
     /// <summary>The configuration's text for its master hooks (null: it has none), and the process that runs them.</summary>
@@ -83,6 +85,7 @@ public sealed class Master
         _shared = new Socket?[binds.Count];
         _targetWorkers = options.Workers;
         _name = options.Name ?? options.App;
+        _interpreterHost = InterpreterHost.Find();
     }
 
     /// <param name="config">The configuration file's settings (already part of <paramref name="options"/>), to report.</param>
@@ -306,11 +309,13 @@ public sealed class Master
     /// is most of the time a replacement takes to serve.
     /// </summary>
     /// <exception cref="Python.PythonStartupException">The interpreter cannot be used.</exception>
-    private static string ProbePython(OspreyOptions options)
+    private string ProbePython(OspreyOptions options)
     {
         Python.PythonInstallation python = Python.PythonInstallation.Discover(
             Python.PythonInstallation.ChooseInterpreter(options.Python), options.Chdir);
-        Log.Info($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
+        Log.Info(_interpreterHost is not null
+            ? $"Using Python {python.Version} at {python.Executable} (workers run inside it)"
+            : $"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
         return python.ToProbeText();
     }
 
@@ -1045,14 +1050,24 @@ public sealed class Master
 
         int maxRequests = _options.MaxRequests <= 0 ? 0
             : _options.MaxRequests + (_options.MaxRequestsJitter > 0 ? _random.Next(0, _options.MaxRequestsJitter + 1) : 0);
-        var context = new WorkerContext(workerEnd, listenerFds, slot, _generation, maxRequests, Environment.ProcessId, _pythonProbe);
-        var start = new ProcessStartInfo(Environment.ProcessPath ?? throw new IOException("cannot find the osprey executable"))
+        var context = new WorkerContext(workerEnd, listenerFds, slot, _generation, maxRequests, Environment.ProcessId, _pythonProbe,
+            InInterpreter: _interpreterHost is not null);
+        ProcessStartInfo start;
+        if (_interpreterHost is not null)
         {
-            UseShellExecute = false,
-        };
-        for (int i = 1; i < _argv.Count; i++)
+            string executable = Python.PythonInstallation.FromProbeText(Python.PythonInstallation.ChooseInterpreter(_options.Python), _pythonProbe).Executable;
+            start = _interpreterHost.StartInfo(executable, _argv.Skip(1).ToArray());
+        }
+        else
         {
-            start.ArgumentList.Add(_argv[i]);
+            start = new ProcessStartInfo(Environment.ProcessPath ?? throw new IOException("cannot find the osprey executable"))
+            {
+                UseShellExecute = false,
+            };
+            for (int i = 1; i < _argv.Count; i++)
+            {
+                start.ArgumentList.Add(_argv[i]);
+            }
         }
         start.Environment[WorkerContext.EnvironmentVariable] = context.Encode();
 

@@ -64,7 +64,7 @@ public static class Server
         {
             WorkerHookSpec? hookSpec = hooks is null ? null : new WorkerHookSpec(
                 hooks.Path, hooks.SourceBase64, context.MasterPid, context.Generation, ToSeverity(options.LogLevel), options.Workers, name);
-            application = LoadApplication(options, argv, context.PythonProbe, boot, startedAfter, hookSpec);
+            application = LoadApplication(options, argv, context.PythonProbe, boot, startedAfter, hookSpec, context.InInterpreter);
         }
         catch (ApplicationLoadException e)
         {
@@ -187,7 +187,7 @@ public static class Server
     }
 
     private static WsgiApplication LoadApplication(OspreyOptions options, IReadOnlyList<string> argv, string pythonProbe,
-        System.Diagnostics.Stopwatch boot, long startedAfter, WorkerHookSpec? hooks = null)
+        System.Diagnostics.Stopwatch boot, long startedAfter, WorkerHookSpec? hooks = null, bool inInterpreter = false)
     {
         try
         {
@@ -205,9 +205,18 @@ public static class Server
                 ? PythonInstallation.FromProbeText(interpreter, pythonProbe)
                 : PythonInstallation.Discover(interpreter);
             long discovered = boot.ElapsedMilliseconds;
-            PythonRuntime.Initialize(python);
+            if (inInterpreter)
+            {
+                PythonRuntime.AttachToHost(python);
+            }
+            else
+            {
+                PythonRuntime.Initialize(python);
+            }
             Log.Debug($"Worker boot: runtime up {startedAfter} ms after exec, Python found in {discovered} ms, initialised at {boot.ElapsedMilliseconds} ms");
-            Log.Debug($"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
+            Log.Debug(inInterpreter
+                ? $"Using Python {python.Version}: this worker runs inside {python.Executable}"
+                : $"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
             return WsgiApplication.Load(new ApplicationSpec(
                 options.App, options.AppModule, options.AppAttribute, options.FactoryArguments, options.PythonPath,
                 options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1)
