@@ -29,6 +29,9 @@ public sealed record OspreyServerOptions
     /// <summary>The server's working directory (where it looks for ./gunicorn.conf.py); null for the test's own.</summary>
     public string? WorkingDirectory { get; init; }
 
+    /// <summary>The osprey executable to start; null for <see cref="RepoPaths.OspreyExecutable"/>.</summary>
+    public string? Executable { get; init; }
+
     /// <summary>Start the server with these signals ignored, as nohup or a shell's background job does (through /bin/sh's trap and exec, so the pid stays the server's).</summary>
     public IReadOnlyList<string> IgnoredSignals { get; init; } = [];
 }
@@ -215,6 +218,10 @@ public sealed class OspreyServer : IAsyncDisposable, IDisposable
     {
         var args = BuildArguments(options, port);
         var psi = CreateStartInfo(args, options.Environment);
+        if (options.Executable is not null)
+        {
+            psi.FileName = options.Executable;
+        }
         if (options.WorkingDirectory is not null)
         {
             psi.WorkingDirectory = options.WorkingDirectory;

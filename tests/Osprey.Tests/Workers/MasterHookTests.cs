@@ -19,11 +19,20 @@ public sealed class MasterHookTests : IDisposable
     private static List<int> Workers(int master) =>
         Children(master).Where(pid => ReadComm(pid).StartsWith("osprey-w", StringComparison.Ordinal)).ToList();
 
-    private static string ReadComm(int pid)
+    private static string ReadComm(int pid) => ReadProc(pid, "comm").Trim();
+
+    /// <summary>
+    /// The master's hook process: a python child that is not a worker. A worker is a python process
+    /// too until it names itself, and its command line is then the bootstrap that loads Osprey.
+    /// </summary>
+    private static bool IsHookProcess(int pid) =>
+        ReadComm(pid).StartsWith("python", StringComparison.Ordinal) && !ReadProc(pid, "cmdline").Contains("_osprey_worker", StringComparison.Ordinal);
+
+    private static string ReadProc(int pid, string file)
     {
         try
         {
-            return File.ReadAllText($"/proc/{pid}/comm").Trim();
+            return File.ReadAllText($"/proc/{pid}/{file}");
         }
         catch (IOException)
         {
@@ -124,7 +133,7 @@ public sealed class MasterHookTests : IDisposable
             await WaitForEventsAsync(events, "pre_fork age=2");
 
             // Ctrl-C in a terminal reaches the whole group; the hooks must still see the end.
-            var hookProcess = Children(master).Single(pid => ReadComm(pid).StartsWith("python", StringComparison.Ordinal));
+            var hookProcess = Children(master).Single(IsHookProcess);
             Signal(hookProcess, 2);
             Signal(master, SIGTERM);
             await WaitForEventsAsync(events, "on_exit");

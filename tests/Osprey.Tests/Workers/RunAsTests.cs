@@ -75,6 +75,8 @@ public sealed class RunAsTests : IDisposable
         List<int> workers = await ProcessTools.WaitForChildrenAsync(server.ProcessId, 2, TimeSpan.FromSeconds(30));
         foreach (int worker in workers)
         {
+            // The other worker may still be booting; it switches before it reports ready.
+            await server.WaitForLogAsync($"Booting worker with pid: {worker}", TimeSpan.FromSeconds(30));
             Assert.Equal($"{uid}\t{uid}\t{uid}\t{uid}", Uids(worker));
         }
         Assert.Equal("0\t0\t0\t0", Uids(server.ProcessId));
