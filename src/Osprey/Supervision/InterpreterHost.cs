@@ -143,7 +143,7 @@ _osprey_worker()
         return null;
     }
 
-    /// <summary>Makes <paramref name="start"/> run <paramref name="interpreter"/> with the worker inside, given <paramref name="arguments"/>.</summary>
+    /// <summary>How to start <paramref name="interpreter"/> with a worker inside, given osprey's <paramref name="arguments"/>.</summary>
     public ProcessStartInfo StartInfo(string interpreter, IReadOnlyList<string> arguments)
     {
         var start = new ProcessStartInfo(interpreter) { UseShellExecute = false };
