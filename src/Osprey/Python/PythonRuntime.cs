@@ -42,10 +42,8 @@ public static unsafe partial class PythonRuntime
                 "), or on Debian install libpython3.X");
         }
         PythonLibrary.Load(installation.SharedLibrary);
-        string loaded = Marshal.PtrToStringUTF8((nint)CPython.Py_GetVersion()) ?? "";
-        if (!loaded.StartsWith(installation.Version, StringComparison.Ordinal))
+        if (OtherVersion(installation) is string libraryVersion)
         {
-            string libraryVersion = loaded.Split(' ')[0];
             throw new PythonStartupException(
                 $"{installation.SharedLibrary} is Python {libraryVersion} but {installation.Executable} is Python {installation.Version}");
         }
@@ -81,11 +79,10 @@ public static unsafe partial class PythonRuntime
             throw new PythonStartupException(
                 $"this worker was started inside {installation.Executable}, but no running Python exports the C API to it");
         }
-        string running = Marshal.PtrToStringUTF8((nint)CPython.Py_GetVersion()) ?? "";
-        if (!running.StartsWith(installation.Version, StringComparison.Ordinal))
+        if (OtherVersion(installation) is string running)
         {
             throw new PythonStartupException(
-                $"this worker runs Python {running.Split(' ')[0]} but {installation.Executable} is Python {installation.Version}");
+                $"this worker runs Python {running} but {installation.Executable} is Python {installation.Version}");
         }
         using (Gil.Acquire())
         {
@@ -93,5 +90,12 @@ public static unsafe partial class PythonRuntime
             Py.BindTraceback();
         }
         Installation = installation;
+    }
+
+    /// <summary>The version of the CPython the imports are bound to, when it is not <paramref name="installation"/>'s; otherwise null.</summary>
+    private static string? OtherVersion(PythonInstallation installation)
+    {
+        string bound = Marshal.PtrToStringUTF8((nint)CPython.Py_GetVersion()) ?? "";
+        return bound.StartsWith(installation.Version, StringComparison.Ordinal) ? null : bound.Split(' ')[0];
     }
 }

@@ -57,7 +57,8 @@ public sealed class Master
     private readonly ReusePortSteering _steering = new();
     private bool _sharedListening;
     private readonly Random _random = new();
-    private string _pythonProbe = "";
+    // What the interpreter said about itself (set before the first worker starts).
+    private Python.PythonInstallation? _python;
     // Null when workers are osprey processes that embed libpython.
     private readonly InterpreterHost? _interpreterHost;
     /// <summary>What the variables of -e / raw_env were before the master set them (null: unset), for a reload to put back.</summary>
@@ -217,7 +218,7 @@ public sealed class Master
         try
         {
             ApplyEnvironment(_options.Environment);
-            _pythonProbe = ProbePython(_options);
+            _python = ProbePython(_options);
         }
         catch (Python.PythonStartupException e)
         {
@@ -309,14 +310,14 @@ public sealed class Master
     /// is most of the time a replacement takes to serve.
     /// </summary>
     /// <exception cref="Python.PythonStartupException">The interpreter cannot be used.</exception>
-    private string ProbePython(OspreyOptions options)
+    private Python.PythonInstallation ProbePython(OspreyOptions options)
     {
         Python.PythonInstallation python = Python.PythonInstallation.Discover(
             Python.PythonInstallation.ChooseInterpreter(options.Python), options.Chdir);
         Log.Info(_interpreterHost is not null
             ? $"Using Python {python.Version} at {python.Executable} (workers run inside it)"
             : $"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
-        return python.ToProbeText();
+        return python;
     }
 
     /// <summary>Sets -e / raw_env in the master's environment, which the probe and the workers inherit.</summary>
@@ -538,13 +539,13 @@ public sealed class Master
             ParseOutcome.Error error => error.Message,
             _ => "the command line asks for help or the version",
         };
-        string probe = _pythonProbe;
+        Python.PythonInstallation? python = _python;
         if (problem is null)
         {
             try
             {
                 ApplyEnvironment(options!.Environment);
-                probe = ProbePython(options);
+                python = ProbePython(options);
             }
             catch (Python.PythonStartupException e)
             {
@@ -576,7 +577,7 @@ public sealed class Master
         }
 
         _options = options!;
-        _pythonProbe = probe;
+        _python = python;
         if (config is not null)
         {
             Log.Info($"Configuration read from {config.Path}");
@@ -1050,13 +1051,13 @@ public sealed class Master
 
         int maxRequests = _options.MaxRequests <= 0 ? 0
             : _options.MaxRequests + (_options.MaxRequestsJitter > 0 ? _random.Next(0, _options.MaxRequestsJitter + 1) : 0);
-        var context = new WorkerContext(workerEnd, listenerFds, slot, _generation, maxRequests, Environment.ProcessId, _pythonProbe,
+        Python.PythonInstallation python = _python ?? throw new InvalidOperationException("a worker is started before the interpreter was probed");
+        var context = new WorkerContext(workerEnd, listenerFds, slot, _generation, maxRequests, Environment.ProcessId, python.ToProbeText(),
             InInterpreter: _interpreterHost is not null);
         ProcessStartInfo start;
         if (_interpreterHost is not null)
         {
-            string executable = Python.PythonInstallation.FromProbeText(Python.PythonInstallation.ChooseInterpreter(_options.Python), _pythonProbe).Executable;
-            start = _interpreterHost.StartInfo(executable, _argv.Skip(1).ToArray());
+            start = _interpreterHost.StartInfo(python.Executable, _argv.Skip(1).ToArray());
         }
         else
         {
