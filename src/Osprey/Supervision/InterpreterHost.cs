@@ -25,7 +25,7 @@ internal sealed class InterpreterHost
     // which embeds libpython; nothing of .NET has run by then.
     private static readonly string Bootstrap = $$"""
 def _osprey_worker():
-    import ctypes, os, signal, sys
+    import os, signal, sys
     del globals()['_osprey_worker']
     kind, library, dotnet_root, assembly, fallback = sys.argv[1:6]
     args = sys.argv[7:]
@@ -40,9 +40,9 @@ def _osprey_worker():
             os.putenv(name, hidden[name])
     # INT stops a worker gracefully (Osprey's handler, as gunicorn's), never as a KeyboardInterrupt in the application.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    # A CDLL call releases the GIL, so Osprey starts where its embedding would after PyEval_SaveThread.
-    strings = lambda items: (ctypes.c_char_p * len(items))(*[os.fsencode(item) for item in items])
     try:
+        import ctypes  # an optional module: a Python built without libffi has none
+        strings = lambda items: (ctypes.c_char_p * len(items))(*[os.fsencode(item) for item in items])
         if kind == 'native':
             main = ctypes.CDLL(library).osprey_main
             main.argtypes = (ctypes.c_int, ctypes.POINTER(ctypes.c_char_p))
@@ -72,6 +72,7 @@ def _osprey_worker():
         context = hidden.get('{{WorkerContext.EnvironmentVariable}}', '')
         os.putenv('{{WorkerContext.EnvironmentVariable}}', context.replace('in-interpreter=1', 'in-interpreter=0'))
         os.execv(fallback, [fallback] + args)
+    # A CDLL call releases the GIL, so Osprey starts where its embedding would after PyEval_SaveThread.
     status = start()
     for stream in (sys.stdout, sys.stderr):
         try:
