@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  python3 libpython3.11 python3-venv        # the interpreter; libpython3.11.so.1.0 for OSPREY_EMBED=1, --check-config and the tests of both
+  python3 libpython3.11 python3-venv        # the interpreter; libpython3.11.so.1.0 for OSPREY_EMBED=1 (and its fallback), the tests and bench/Osprey.Bench
   python3-flask python3-django gunicorn      # applications the tests serve; gunicorn is the oracle
   curl
   gcc zlib1g-dev                             # scripts/publish.sh --aot links the Native AOT executable with them

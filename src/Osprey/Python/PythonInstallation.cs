@@ -97,7 +97,9 @@ for p in sys.path:
         }
         catch (Win32Exception e)
         {
-            throw new PythonStartupException($"cannot run Python interpreter '{interpreter}': {e.Message}");
+            // The message alone would be resource keys (UseSystemResourceKeys); strerror says it in words.
+            throw new PythonStartupException(
+                $"cannot run Python interpreter '{interpreter}': {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(e.NativeErrorCode)}");
         }
         return Parse(interpreter, output, error, exitCode);
     }

@@ -13,11 +13,17 @@ namespace Osprey.Supervision;
 /// that have no shared library at all. The Native AOT build hosts through its shared library
 /// (<c>osprey.so</c>, published beside the executable), the JIT build through the .NET host
 /// (hostfxr) that started this process. <c>OSPREY_EMBED=1</c>, or a build without either, keeps
-/// workers as osprey processes that embed libpython.
+/// workers as osprey processes that embed libpython. <c>--check-config</c> runs its check the same way.
 /// </summary>
 internal sealed class InterpreterHost
 {
     public const string EmbedVariable = "OSPREY_EMBED";
+
+    /// <summary>
+    /// Set by <c>--check-config</c> for the copy of itself it runs inside the interpreter: <c>inside:</c>
+    /// and the interpreter's facts (base64), or <c>embed</c> when that copy fell back to embedding.
+    /// </summary>
+    public const string CheckVariable = "OSPREY_CHECK_CONFIG";
 
     // Runs as __main__ with sys.argv = ['-c', kind, library, dotnet_root, assembly, fallback, '--', osprey arguments...].
     // Everything stays local to one function that removes itself, so the application finds __main__ as empty
@@ -34,7 +40,7 @@ def _osprey_worker():
         del sys.path[0]
     # Osprey reads these from the C environment, which os.putenv alone changes; the application must not see them.
     hidden = {}
-    for name in ('{{WorkerContext.EnvironmentVariable}}', '{{ConfigFile.WorkerVariable}}', '{{ConfigFile.HooksVariable}}', '{{Daemon.WorkerVariable}}'):
+    for name in ('{{WorkerContext.EnvironmentVariable}}', '{{ConfigFile.WorkerVariable}}', '{{ConfigFile.HooksVariable}}', '{{Daemon.WorkerVariable}}', '{{CheckVariable}}'):
         if name in os.environ:
             hidden[name] = os.environ.pop(name)
             os.putenv(name, hidden[name])
@@ -68,9 +74,11 @@ def _osprey_worker():
     except Exception as e:
         sys.stderr.write('osprey: cannot run the worker inside %s (%s); it embeds libpython instead\n' % (sys.executable, e))
         sys.stderr.flush()
-        # WorkerContext.Encode's field: this worker embeds after all.
-        context = hidden.get('{{WorkerContext.EnvironmentVariable}}', '')
-        os.putenv('{{WorkerContext.EnvironmentVariable}}', context.replace('in-interpreter=1', 'in-interpreter=0'))
+        # This worker (WorkerContext.Encode's field), or this --check-config, embeds after all.
+        if '{{WorkerContext.EnvironmentVariable}}' in hidden:
+            os.putenv('{{WorkerContext.EnvironmentVariable}}', hidden['{{WorkerContext.EnvironmentVariable}}'].replace('in-interpreter=1', 'in-interpreter=0'))
+        if '{{CheckVariable}}' in hidden:
+            os.putenv('{{CheckVariable}}', 'embed')
         os.execv(fallback, [fallback] + args)
     # A CDLL call releases the GIL, so Osprey starts where its embedding would after PyEval_SaveThread.
     status = start()

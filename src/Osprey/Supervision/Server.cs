@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using System.Text;
 using System.Runtime.InteropServices;
 using Osprey.Cli;
 using Osprey.Http;
@@ -162,10 +163,25 @@ public static class Server
             {
                 TlsCertificate.Load(options.CertFile, options.KeyFile, options.CaCerts, options.CertReqs).Dispose();
             }
-            LoadApplication(options, argv, "", System.Diagnostics.Stopwatch.StartNew(), 0);
+            // The application is imported where a worker would import it: inside the interpreter, by a copy of
+            // this command that InterpreterHost starts there (and that finds the variable set).
+            string? check = Environment.GetEnvironmentVariable(InterpreterHost.CheckVariable);
+            Posix.Unsetenv(InterpreterHost.CheckVariable);
+            if (check is null && InterpreterHost.Find() is { } host)
+            {
+                return CheckInsideInterpreter(options, argv, host);
+            }
+            string probe = check is not null && check.StartsWith("inside:", StringComparison.Ordinal)
+                ? Encoding.UTF8.GetString(Convert.FromBase64String(check["inside:".Length..])) : "";
+            LoadApplication(options, argv, probe, System.Diagnostics.Stopwatch.StartNew(), 0, inInterpreter: probe.Length > 0);
             return 0;
         }
         catch (TlsCertificateException e)
+        {
+            Console.Error.WriteLine($"osprey: error: {e.Message}");
+            return 1;
+        }
+        catch (PythonStartupException e)
         {
             Console.Error.WriteLine($"osprey: error: {e.Message}");
             return 1;
@@ -177,6 +193,23 @@ public static class Server
                 : "osprey: error: " + e.Text);
             return 1;
         }
+    }
+
+    /// <summary>Runs this command again inside the interpreter, with the same standard streams; its exit code.</summary>
+    private static int CheckInsideInterpreter(OspreyOptions options, IReadOnlyList<string> argv, InterpreterHost host)
+    {
+        // The interpreter starts with what a worker's would: -e variables in its environment, --chdir for its directory.
+        foreach (KeyValuePair<string, string> variable in options.Environment)
+        {
+            PythonRuntime.SetEnvironmentVariable(variable.Key, variable.Value);
+        }
+        PythonInstallation python = PythonInstallation.Discover(PythonInstallation.ChooseInterpreter(options.Python), options.Chdir);
+        System.Diagnostics.ProcessStartInfo start = host.StartInfo(python.Executable, argv.Skip(1).ToArray());
+        start.Environment[InterpreterHost.CheckVariable] = "inside:" + Convert.ToBase64String(Encoding.UTF8.GetBytes(python.ToProbeText()));
+        using System.Diagnostics.Process process = System.Diagnostics.Process.Start(start)
+            ?? throw new PythonStartupException($"cannot run {python.Executable}");
+        process.WaitForExit();
+        return process.ExitCode;
     }
 
     /// <summary>The application could not be loaded: <see cref="Text"/> is the traceback (if any) and then one line.</summary>

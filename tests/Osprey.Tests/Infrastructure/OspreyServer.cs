@@ -337,9 +337,10 @@ public sealed class OspreyServer : IAsyncDisposable, IDisposable
 
     /// <summary>Runs osprey with <paramref name="args"/> until it exits; kills it and throws if it outlives <paramref name="timeout"/>.</summary>
     public static async Task<ProcessResult> RunToCompletionAsync(
-        IEnumerable<string> args, TimeSpan timeout, IReadOnlyDictionary<string, string?>? environment = null)
+        IEnumerable<string> args, TimeSpan timeout, IReadOnlyDictionary<string, string?>? environment = null, string? executable = null)
     {
         var psi = CreateStartInfo(args, environment);
+        psi.FileName = executable ?? psi.FileName;
         using var process = new Process { StartInfo = psi };
         process.Start();
         process.StandardInput.Close();

@@ -73,6 +73,32 @@ public sealed class InterpreterHostTests(ITestOutputHelper output)
         Assert.DoesNotContain("KeyboardInterrupt", server.ErrorLog, StringComparison.Ordinal);
     }
 
+    // Imported by --check-config: says where, and whether the check's hand-over variable shows.
+    private const string WhereApp = """
+        import os, sys
+        shown = sorted(name for name in os.environ if name.startswith('OSPREY_CHECK'))
+        sys.stderr.write('imported in %s seeing %s\n' % (os.readlink('/proc/self/exe'), shown))
+        def app(environ, start_response):
+            return []
+        """;
+
+    [Fact]
+    public async Task Check_config_imports_the_application_inside_the_interpreter_as_a_worker_would()
+    {
+        using var dir = TempDir.Create("osprey-check-");
+        dir.Write("where_app.py", WhereApp);
+        string[] args = ["--check-config", "--python", RepoPaths.SystemPython, "--chdir", dir.Path, "where_app:app"];
+
+        ProcessResult inside = await OspreyServer.RunToCompletionAsync(args, Eventually);
+        ProcessResult embedded = await OspreyServer.RunToCompletionAsync(args, Eventually,
+            new Dictionary<string, string?> { ["OSPREY_EMBED"] = "1" });
+
+        Assert.True(inside.ExitCode == 0, inside.ToString());
+        Assert.Contains($"imported in {Resolve(RepoPaths.SystemPython)} seeing []", inside.Stderr, StringComparison.Ordinal);
+        Assert.True(embedded.ExitCode == 0, embedded.ToString());
+        Assert.Contains($"imported in {Resolve(RepoPaths.OspreyExecutable)} seeing []", embedded.Stderr, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task A_host_library_that_cannot_be_loaded_falls_back_to_embedding()
     {
@@ -98,6 +124,14 @@ public sealed class InterpreterHostTests(ITestOutputHelper output)
         AssertNothingOfOspreyShows(process);
         Assert.Contains($"osprey: cannot run the worker inside {RepoPaths.SystemPython} (", server.ErrorLog, StringComparison.Ordinal);
         Assert.Contains("it embeds libpython instead", server.ErrorLog, StringComparison.Ordinal);
+
+        // --check-config falls back the same way, once.
+        dir.Write("where_app.py", WhereApp);
+        ProcessResult check = await OspreyServer.RunToCompletionAsync(
+            ["--check-config", "--python", RepoPaths.SystemPython, "--chdir", dir.Path, "where_app:app"], Eventually, executable: executable);
+        Assert.True(check.ExitCode == 0, check.ToString());
+        Assert.Contains($"imported in {executable} seeing []", check.Stderr, StringComparison.Ordinal);
+        Assert.Single(check.Stderr.Split('\n'), line => line.Contains("it embeds libpython instead", StringComparison.Ordinal));
     }
 
     private static void AssertNothingOfOspreyShows(JsonElement process)
