@@ -4,22 +4,23 @@ using Osprey.Supervision;
 
 namespace Osprey;
 
-internal static unsafe class Program
+internal static class Program
 {
     public static int Main(string[] args) => Run(args);
 
     /// <summary>
     /// The entry point of the Native AOT shared library (<c>osprey.so</c>), which a worker calls from
     /// inside the Python interpreter's own executable (<see cref="InterpreterHost"/>): the same as
-    /// <see cref="Main"/>, given the arguments as C strings.
+    /// <see cref="Main"/>, given the arguments as an array of C strings (read with Marshal: unsafe code
+    /// stays in Osprey.Python and the lean engine's syscall file).
     /// </summary>
     [UnmanagedCallersOnly(EntryPoint = "osprey_main")]
-    public static int HostedMain(int argc, byte** argv)
+    public static int HostedMain(int argc, nint argv)
     {
         var args = new string[argc];
         for (int i = 0; i < argc; i++)
         {
-            args[i] = Marshal.PtrToStringUTF8((nint)argv[i]) ?? "";
+            args[i] = Marshal.PtrToStringUTF8(Marshal.ReadIntPtr(argv, i * nint.Size)) ?? "";
         }
         return Run(args);
     }
