@@ -199,10 +199,7 @@ public static class Server
     private static int CheckInsideInterpreter(OspreyOptions options, IReadOnlyList<string> argv, InterpreterHost host)
     {
         // The interpreter starts with what a worker's would: -e variables in its environment, --chdir for its directory.
-        foreach (KeyValuePair<string, string> variable in options.Environment)
-        {
-            PythonRuntime.SetEnvironmentVariable(variable.Key, variable.Value);
-        }
+        SetEnvironment(options);
         PythonInstallation python = PythonInstallation.Discover(PythonInstallation.ChooseInterpreter(options.Python), options.Chdir);
         System.Diagnostics.ProcessStartInfo start = host.StartInfo(python.Executable, argv.Skip(1).ToArray());
         start.Environment[InterpreterHost.CheckVariable] = "inside:" + Convert.ToBase64String(Encoding.UTF8.GetBytes(python.ToProbeText()));
@@ -210,6 +207,15 @@ public static class Server
             ?? throw new PythonStartupException($"cannot run {python.Executable}");
         process.WaitForExit();
         return process.ExitCode;
+    }
+
+    /// <summary>Sets -e / raw_env in the C environment, which the interpreter reads when it starts.</summary>
+    private static void SetEnvironment(OspreyOptions options)
+    {
+        foreach (KeyValuePair<string, string> variable in options.Environment)
+        {
+            PythonRuntime.SetEnvironmentVariable(variable.Key, variable.Value);
+        }
     }
 
     /// <summary>The application could not be loaded: <see cref="Text"/> is the traceback (if any) and then one line.</summary>
@@ -228,10 +234,7 @@ public static class Server
             {
                 Directory.SetCurrentDirectory(options.Chdir);
             }
-            foreach (KeyValuePair<string, string> variable in options.Environment)
-            {
-                PythonRuntime.SetEnvironmentVariable(variable.Key, variable.Value);
-            }
+            SetEnvironment(options);
             // In a worker, the master asked the interpreter already (once for all workers).
             string interpreter = PythonInstallation.ChooseInterpreter(options.Python);
             PythonInstallation python = pythonProbe.Length > 0
