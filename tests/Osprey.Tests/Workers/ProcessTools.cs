@@ -74,25 +74,30 @@ internal static class ProcessTools
         OspreyServer.StartAsync(new OspreyServerOptions { Engine = engine, App = "workers_app:app", Args = args });
 
     /// <summary>GET over a new connection (Connection: close): which worker pid answered, or null on any failure.</summary>
-    public static async Task<int?> GetPidAsync(HttpClient client, int port, string target = "/pid")
+    public static async Task<int?> GetPidAsync(HttpClient client, int port, string target = "/pid") =>
+        (await TryGetPidAsync(client, port, target)).Pid;
+
+    /// <summary>As <see cref="GetPidAsync"/>, with what went wrong when no pid came back.</summary>
+    public static async Task<(int? Pid, string? Error)> TryGetPidAsync(HttpClient client, int port, string target = "/pid")
     {
         try
         {
             using var request = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:{port}{target}");
             request.Headers.ConnectionClose = true;
             using var response = await client.SendAsync(request);
+            string body = await response.Content.ReadAsStringAsync();
             if (response.StatusCode != HttpStatusCode.OK)
             {
-                return null;
+                return (null, $"status {(int)response.StatusCode}: {body}");
             }
-            return int.Parse(await response.Content.ReadAsStringAsync(), CultureInfo.InvariantCulture);
+            return (int.Parse(body, CultureInfo.InvariantCulture), null);
         }
         catch (Exception e) when (e is HttpRequestException or TaskCanceledException or FormatException
                                        // SocketsHttpHandler lets this one through unwrapped when the
                                        // connection is reset just as it connects (a stopping server).
                                        or SocketException)
         {
-            return null;
+            return (null, $"{e.GetType().Name}: {e.Message}{(e.InnerException is { } inner ? $" ({inner.GetType().Name}: {inner.Message})" : "")}");
         }
     }
 
@@ -111,6 +116,8 @@ internal sealed class LoadLoop : IAsyncDisposable
 
     public ConcurrentDictionary<int, int> ByPid { get; } = new();
     public ConcurrentQueue<(DateTime At, int Pid)> Answers { get; } = new();
+    /// <summary>When each failed request started, how long it took and what went wrong.</summary>
+    public ConcurrentQueue<string> Failures { get; } = new();
 
     public LoadLoop(int port, int concurrency, string target = "/pid", int? totalRequests = null)
     {
@@ -122,7 +129,8 @@ internal sealed class LoadLoop : IAsyncDisposable
             {
                 while (!_stop.IsCancellationRequested && Interlocked.Decrement(ref remaining) >= 0)
                 {
-                    var pid = await ProcessTools.GetPidAsync(_client, port, target);
+                    var started = DateTime.UtcNow;
+                    var (pid, error) = await ProcessTools.TryGetPidAsync(_client, port, target);
                     if (pid is int p)
                     {
                         Interlocked.Increment(ref _ok);
@@ -132,6 +140,7 @@ internal sealed class LoadLoop : IAsyncDisposable
                     else
                     {
                         Interlocked.Increment(ref _failed);
+                        Failures.Enqueue($"{started:HH:mm:ss.fff} +{(DateTime.UtcNow - started).TotalMilliseconds:F0} ms: {error}");
                     }
                 }
             });
@@ -161,7 +170,8 @@ internal sealed class LoadLoop : IAsyncDisposable
     public Task CompletionAsync() => Task.WhenAll(_clients);
 
     public override string ToString() =>
-        $"{Ok} ok, {Failed} failed; per pid: {string.Join(", ", ByPid.Select(kv => $"{kv.Key}={kv.Value}"))}";
+        $"{Ok} ok, {Failed} failed; per pid: {string.Join(", ", ByPid.Select(kv => $"{kv.Key}={kv.Value}"))}" +
+        string.Concat(Failures.Select(f => $"\n  failed at {f}"));
 
     public async ValueTask DisposeAsync()
     {

@@ -20,6 +20,8 @@ public sealed class LeanEngine : IHttpEngine
     private const ulong ListenerTag = 1UL << 63;
     private const ulong WakeTag = 1UL << 62;
     private const int AcceptBatch = 64;
+    /// <summary>At most this many connections are taken from a listener's queue on stopping (see StopAcceptingOnLoop).</summary>
+    private const int FinalAcceptLimit = 1024;
     private const int LingerMs = 2_000;
     /// <summary>A finished response the client reads none of for this long is abandoned (the loop's side of WaitForDrain's stall limit).</summary>
     private const int ResponseStallMs = 30_000;
@@ -113,7 +115,7 @@ public sealed class LeanEngine : IHttpEngine
                 uint mask = Syscalls.EventMask(events, i);
                 if ((data & ListenerTag) != 0)
                 {
-                    Accept(_listeners[(int)(data & 0xFFFF)], address);
+                    Accept(_listeners[(int)(data & 0xFFFF)], address, AcceptBatch);
                 }
                 else if (data == WakeTag)
                 {
@@ -132,6 +134,7 @@ public sealed class LeanEngine : IHttpEngine
                 _nextSweep = now + 1000;
                 HttpDate.Refresh();
                 Sweep(now);
+                AcceptMissedWakeups(address);
             }
             if (_stopAccepting)
             {
@@ -141,10 +144,29 @@ public sealed class LeanEngine : IHttpEngine
         CloseAll();
     }
 
-    private void Accept(Socket listener, Span<byte> address)
+    /// <summary>
+    /// The listeners are registered with EPOLLEXCLUSIVE, so a connection wakes the first of the processes
+    /// sharing the socket whose loop is waiting, and no other. Whoever took the wakeup without accepting (a
+    /// worker stopping or killed right after it, one at --max-connections) leaves the connection in the queue
+    /// until the next one arrives, which may be never. A non-blocking accept once a second bounds that wait.
+    /// </summary>
+    private void AcceptMissedWakeups(Span<byte> address)
+    {
+        if (_acceptPaused || _listenersRemoved || _stopAccepting)
+        {
+            return;
+        }
+        foreach (Socket listener in _listeners)
+        {
+            Accept(listener, address, AcceptBatch);
+        }
+    }
+
+    /// <summary>Accepts up to <paramref name="limit"/> queued connections; stops early when told to stop, unless <paramref name="final"/>.</summary>
+    private void Accept(Socket listener, Span<byte> address, int limit, bool final = false)
     {
         int listenerFd = (int)listener.Handle;
-        for (int n = 0; n < AcceptBatch && !_stopAccepting; n++)
+        for (int n = 0; n < limit && (final || !_stopAccepting); n++)
         {
             if (_settings.MaxConnections > 0 && _openConnections >= _settings.MaxConnections)
             {
@@ -420,6 +442,17 @@ public sealed class LeanEngine : IHttpEngine
         foreach (Socket listener in _listeners)
         {
             Syscalls.EpollDelete(_epoll, (int)listener.Handle);
+        }
+        // A connection whose wakeup this loop took just before the stop would wait in the queue for the next
+        // arrival to wake a sibling (EPOLLEXCLUSIVE): this worker serves what is queued, in its drain. Once
+        // out of epoll it takes no wakeup, so what arrives from now on wakes the siblings.
+        if (!_acceptPaused)
+        {
+            Span<byte> address = stackalloc byte[128];
+            foreach (Socket listener in _listeners)
+            {
+                Accept(listener, address, FinalAcceptLimit, final: true);
+            }
         }
         // Now, not at the next second's sweep: idle connections close and the drain can end at once.
         long now = Environment.TickCount64;
