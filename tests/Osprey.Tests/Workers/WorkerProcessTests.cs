@@ -208,7 +208,7 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         await load.StopAsync();
 
         output.WriteLine($"{engine}: {load}");
-        Assert.Equal(0, load.Failed);
+        Assert.True(load.Failed == 0, $"{load}\n{server.ErrorLog}");
         Assert.Contains("(--max-requests)", server.ErrorLog, StringComparison.Ordinal);
     }
 
@@ -395,20 +395,55 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         var pids = new HashSet<int>();
         for (var i = 0; i < 20; i++)
         {
-            using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path));
-            await socket.SendAsync(Encoding.ASCII.GetBytes("GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
-            using var stream = new NetworkStream(socket);
-            using var reader = new StreamReader(stream);
-            var response = await reader.ReadToEndAsync();
+            var response = await UnixGetAsync(path, "/pid");
             Assert.StartsWith("HTTP/1.1 200", response, StringComparison.Ordinal);
-            pids.Add(int.Parse(response[(response.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..], CultureInfo.InvariantCulture));
+            pids.Add(int.Parse(BodyOf(response), CultureInfo.InvariantCulture));
         }
         Assert.All(pids, pid => Assert.Contains(pid, Children(server.ProcessId)));
 
         Signal(server.ProcessId, SIGTERM);
         await WaitForExitAsync(server, Eventually);
         Assert.False(File.Exists(path), "the socket file outlived the master");
+    }
+
+    /// <summary>
+    /// --max-connections counts a worker's connections over all its binds (the test server has a TCP bind beside
+    /// this unix one), and a worker that is not full accepts on every bind: Kestrel's listener on one bind once
+    /// held the worker's only share while it waited, and the other bind never accepted. A connection that a full
+    /// worker cannot take waits in the shared socket's queue for a sibling, not for the full worker.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task A_connection_that_a_full_worker_cannot_take_is_served_by_another(string engine)
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"osprey-{Guid.NewGuid():N}.sock");
+        await using var server = await StartAsync(engine, "-w", "2", "-b", $"unix:{path}", "--max-connections", "1");
+        await WaitAllReadyAsync(server, 2);
+        await Task.Delay(300);
+
+        // One worker takes this one and is full.
+        var busy = UnixGetAsync(path, "/slow?s=8");
+        await Task.Delay(500);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        string next = await UnixGetAsync(path, "/pid").WaitAsync(TimeSpan.FromSeconds(20));
+        var waited = clock.Elapsed;
+        string slow = await busy.WaitAsync(TimeSpan.FromSeconds(20));
+
+        Assert.StartsWith("HTTP/1.1 200", next, StringComparison.Ordinal);
+        Assert.StartsWith("HTTP/1.1 200", slow, StringComparison.Ordinal);
+        Assert.True(waited < TimeSpan.FromSeconds(4), $"the second connection waited {waited.TotalSeconds:F1} s for the full worker");
+        Assert.NotEqual(BodyOf(slow), BodyOf(next));
+    }
+
+    private static string BodyOf(string response) => response[(response.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..];
+
+    private static async Task<string> UnixGetAsync(string path, string target)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await socket.ConnectAsync(new UnixDomainSocketEndPoint(path));
+        await socket.SendAsync(Encoding.ASCII.GetBytes($"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        using var stream = new NetworkStream(socket);
+        using var reader = new StreamReader(stream);
+        return await reader.ReadToEndAsync();
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
