@@ -146,9 +146,10 @@ public sealed class LeanEngine : IHttpEngine
 
     /// <summary>
     /// The listeners are registered with EPOLLEXCLUSIVE, so a connection wakes the first of the processes
-    /// sharing the socket whose loop is waiting, and no other. Whoever took the wakeup without accepting (a
-    /// worker stopping or killed right after it, one at --max-connections) leaves the connection in the queue
-    /// until the next one arrives, which may be never. A non-blocking accept once a second bounds that wait.
+    /// sharing the socket whose loop is waiting, and no other. A worker that took the wakeup and never accepted
+    /// (killed right after it) leaves the connection in the queue until the next one arrives, which may be
+    /// never. A non-blocking accept once a second bounds that wait. (A stopping worker accepts what is queued:
+    /// StopAcceptingOnLoop; one at --max-connections leaves epoll before it can be woken.)
     /// </summary>
     private void AcceptMissedWakeups(Span<byte> address)
     {
