@@ -70,6 +70,17 @@ public sealed class RefusalTests(ServerPool pool) : IClassFixture<ServerPool>
             "GET /r?MARK HTTP/1.1\r\nHOST\r\nX-Name: a\rb\r\n\r\n",
         ["lf_in_header_value"] =
             "GET /r?MARK HTTP/1.1\r\nHOST\r\nX-Name: a\nb\r\n\r\n",
+        // A bare LF as a line end (RFC 9112 lets a recipient accept it; a proxy that does not reads other headers).
+        ["bare_lf_line_ends"] =
+            "GET /r?MARK HTTP/1.1\nHOST\n\n",
+        ["bare_lf_after_the_request_line"] =
+            "GET /r?MARK HTTP/1.1\nHOST\r\n\r\n",
+        ["bare_lf_after_a_header"] =
+            "GET /r?MARK HTTP/1.1\r\nHOST\n\r\n",
+        ["bare_lf_ending_the_head"] =
+            "GET /r?MARK HTTP/1.1\r\nHOST\r\n\n",
+        ["bare_lf_starting_a_hidden_header"] =
+            "POST /r?MARK HTTP/1.1\r\nHOST\r\nX-Name: a\nContent-Length: 44\r\n\r\n" + Smuggled,
         ["control_character_in_header_value"] =
             "GET /r?MARK HTTP/1.1\r\nHOST\r\nX-Name: a\u0001b\r\n\r\n",
         ["header_without_colon"] =

@@ -392,14 +392,14 @@ internal sealed class LeanConnection : IHttpExchange
         {
             return StatusCodes.Status414UriTooLong;
         }
-        int headEnd = data.IndexOf("\r\n\r\n"u8);
-        if (headEnd < 0)
+        int headLength = HeadLength(data);
+        if (headLength < 0)
         {
             return data.Length > MaxHeadSize ? StatusCodes.Status431RequestHeaderFieldsTooLarge : -1;
         }
 
         ResetRequest();
-        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(_input, _inputStart, headEnd + 4));
+        var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(_input, _inputStart, headLength));
         var handler = new ParseHandler(this);
         try
         {
@@ -416,8 +416,20 @@ internal sealed class LeanConnection : IHttpExchange
         {
             return _rejectStatus;
         }
-        _inputStart += headEnd + 4;
+        _inputStart += headLength;
         return DecideFraming();
+    }
+
+    /// <summary>
+    /// The length of the head up to its first empty line, or -1 when that has not arrived. A line ending in a
+    /// bare LF counts here, so that such a head reaches the parser, which refuses it (see Osprey.csproj),
+    /// instead of waiting for a CRLF CRLF that may never come.
+    /// </summary>
+    private static int HeadLength(ReadOnlySpan<byte> data)
+    {
+        int crlf = data.IndexOf("\n\r\n"u8);
+        int bare = (crlf >= 0 ? data[..crlf] : data).IndexOf("\n\n"u8);
+        return bare >= 0 ? bare + 2 : crlf >= 0 ? crlf + 3 : -1;
     }
 
     private void ResetRequest()
