@@ -95,7 +95,9 @@ internal static class ProcessTools
         catch (Exception e) when (e is HttpRequestException or TaskCanceledException or FormatException
                                        // SocketsHttpHandler lets this one through unwrapped when the
                                        // connection is reset just as it connects (a stopping server).
-                                       or SocketException)
+                                       or SocketException
+                                       // HttpIOException: the body cut short.
+                                       or IOException)
         {
             return (null, $"{e.GetType().Name}: {e.Message}{(e.InnerException is { } inner ? $" ({inner.GetType().Name}: {inner.Message})" : "")}");
         }
