@@ -138,7 +138,7 @@ public sealed class LeanEngine : IHttpEngine
             }
             if (_stopAccepting)
             {
-                StopAcceptingOnLoop();
+                StopAcceptingOnLoop(address);
             }
         }
         CloseAll();
@@ -433,7 +433,7 @@ public sealed class LeanEngine : IHttpEngine
         }
     }
 
-    private void StopAcceptingOnLoop()
+    private void StopAcceptingOnLoop(Span<byte> address)
     {
         if (_listenersRemoved)
         {
@@ -449,7 +449,6 @@ public sealed class LeanEngine : IHttpEngine
         // out of epoll it takes no wakeup, so what arrives from now on wakes the siblings.
         if (!_acceptPaused)
         {
-            Span<byte> address = stackalloc byte[128];
             foreach (Socket listener in _listeners)
             {
                 Accept(listener, address, FinalAcceptLimit, final: true);
