@@ -14,6 +14,7 @@ public sealed class ListenerException(string message) : Exception(message);
 public static class Listeners
 {
     private const int SOL_SOCKET = 1;
+    private const int SO_REUSEADDR = 2;
     private const int SO_REUSEPORT = 15;
 
     public static IReadOnlyList<Socket> Bind(IReadOnlyList<BindAddress> binds, int backlog)
@@ -129,7 +130,10 @@ public static class Listeners
             return;
         }
         using var probe = new Socket(tcp.Address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        probe.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        // SO_REUSEADDR alone (connections in TIME_WAIT do not make the port "in use"). Not through
+        // SocketOptionName.ReuseAddress: on Linux .NET sets SO_REUSEPORT with it, and a probe in the
+        // port's SO_REUSEPORT group would not see another Osprey (same user) listening there.
+        probe.SetRawSocketOption(SOL_SOCKET, SO_REUSEADDR, [1, 0, 0, 0]);
         if (tcp.Address.AddressFamily == AddressFamily.InterNetworkV6 && tcp.Address.Equals(IPAddress.IPv6Any))
         {
             probe.DualMode = true;
