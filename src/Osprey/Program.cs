@@ -59,8 +59,15 @@ internal static class Program
             {
                 return Finish(outcome);
             }
-            if (run.Options.CheckConfig && worker is null)
+            if ((run.Options.CheckConfig || run.Options.PrintConfig) && worker is null)
             {
+                // As gunicorn: --print-config prints, then checks the application as --check-config does
+                // (in a copy of this command, which must not print again).
+                if (run.Options.PrintConfig && Environment.GetEnvironmentVariable(InterpreterHost.CheckVariable) is null)
+                {
+                    Console.Out.Write(SettingsReport.Format(run.Options));
+                    Console.Out.Flush();
+                }
                 return Server.CheckApplication(run.Options, ["osprey", .. args]);
             }
             return worker is not null

@@ -65,6 +65,8 @@ public static class CommandLine
         HeaderTimeout, MinRequestBodyRate, MaxConnections,
         ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config, AccessLogFormat, Reload, ReloadExtraFile, CheckConfig, CaCerts, CertReqs,
         StatsdHost, StatsdPrefix, DogstatsdTags,
+        WorkerClass, CaptureOutput, EnableStdioInheritance, ReusePort, NoSendfile, Initgroups, PrintConfig, WorkerTmpDir,
+        ReloadEngine, DisableRedirectAccessToSyslog,
     }
 
     private readonly record struct LongOption(string Name, Opt Id);
@@ -124,6 +126,43 @@ public static class CommandLine
         new("--reload", Opt.Reload),
         new("--reload-extra-file", Opt.ReloadExtraFile),
         new("--check-config", Opt.CheckConfig),
+        new("--print-config", Opt.PrintConfig),
+        // gunicorn's names for settings Osprey has under another name.
+        new("--worker-connections", Opt.MaxConnections),
+        new("--proc-name", Opt.Name),
+        new("--worker-class", Opt.WorkerClass),
+        new("--capture-output", Opt.CaptureOutput),
+        new("--enable-stdio-inheritance", Opt.EnableStdioInheritance),
+        new("--reuse-port", Opt.ReusePort),
+        new("--no-sendfile", Opt.NoSendfile),
+        new("--initgroups", Opt.Initgroups),
+        new("--worker-tmp-dir", Opt.WorkerTmpDir),
+        new("--reload-engine", Opt.ReloadEngine),
+        new("--disable-redirect-access-to-syslog", Opt.DisableRedirectAccessToSyslog),
+    ];
+
+    /// <summary>
+    /// gunicorn's command-line options that Osprey does not carry out, with why: refused by name, so that
+    /// a command moved from gunicorn says what is missing instead of "unrecognized option".
+    /// </summary>
+    private static readonly (string Name, string Reason)[] UnsupportedGunicornOptions =
+    [
+        ("--log-config", "logging is configured with --log-level, --error-logfile and --access-logfile"),
+        ("--log-config-dict", "logging is configured with --log-level, --error-logfile and --access-logfile"),
+        ("--log-config-json", "logging is configured with --log-level, --error-logfile and --access-logfile"),
+        ("--logger-class", "logging is configured with --log-level, --error-logfile and --access-logfile"),
+        ("--log-syslog", "Osprey does not log to syslog; under systemd, stderr goes to the journal"),
+        ("--log-syslog-to", "Osprey does not log to syslog; under systemd, stderr goes to the journal"),
+        ("--log-syslog-prefix", "Osprey does not log to syslog; under systemd, stderr goes to the journal"),
+        ("--log-syslog-facility", "Osprey does not log to syslog; under systemd, stderr goes to the journal"),
+        ("--paste", "PasteDeploy files are not read; name the application as MODULE:APP"),
+        ("--paste-global", "PasteDeploy files are not read; name the application as MODULE:APP"),
+        ("--ssl-version", "TLS versions are the system's (TLS 1.2 and 1.3)"),
+        ("--ciphers", "cipher suites are the system's OpenSSL defaults"),
+        ("--do-handshake-on-connect", "TLS handshakes are always done on connect"),
+        ("--suppress-ragged-eofs", "TLS connections are always read that way"),
+        ("--proxy-allow-from", "PROXY protocol headers are accepted from --forwarded-allow-ips"),
+        ("--spew", "there is no line tracing"),
     ];
 
     private static Opt? ShortOption(char c) => c switch
@@ -141,6 +180,8 @@ public static class CommandLine
         'g' => Opt.Group,
         'D' => Opt.Daemon,
         'c' => Opt.Config,
+        'k' => Opt.WorkerClass,
+        'R' => Opt.EnableStdioInheritance,
         _ => null,
     };
 
@@ -196,10 +237,22 @@ public static class CommandLine
         Opt.StatsdHost => "--statsd-host",
         Opt.StatsdPrefix => "--statsd-prefix",
         Opt.DogstatsdTags => "--dogstatsd-tags",
+        Opt.WorkerClass => "--worker-class",
+        Opt.CaptureOutput => "--capture-output",
+        Opt.EnableStdioInheritance => "--enable-stdio-inheritance",
+        Opt.ReusePort => "--reuse-port",
+        Opt.NoSendfile => "--no-sendfile",
+        Opt.Initgroups => "--initgroups",
+        Opt.PrintConfig => "--print-config",
+        Opt.WorkerTmpDir => "--worker-tmp-dir",
+        Opt.ReloadEngine => "--reload-engine",
+        Opt.DisableRedirectAccessToSyslog => "--disable-redirect-access-to-syslog",
         _ => throw new ArgumentOutOfRangeException(nameof(opt)),
     };
 
-    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.ProxyProtocol or Opt.Preload or Opt.Reload or Opt.CheckConfig or Opt.Daemon);
+    private static bool TakesValue(Opt opt) => opt is not (Opt.Help or Opt.Version or Opt.ProxyProtocol or Opt.Preload or Opt.Reload
+        or Opt.CheckConfig or Opt.Daemon or Opt.CaptureOutput or Opt.EnableStdioInheritance or Opt.ReusePort or Opt.NoSendfile
+        or Opt.Initgroups or Opt.PrintConfig or Opt.DisableRedirectAccessToSyslog);
 
     // argparse's rule: "-" is a value (stdin/stdout by convention) and so is anything that looks like a
     // negative number, so "--graceful-timeout -1" reports a range error instead of a missing value.
@@ -608,6 +661,52 @@ public static class CommandLine
                 case Opt.CheckConfig:
                     options = options with { CheckConfig = true };
                     return null;
+                case Opt.PrintConfig:
+                    options = options with { PrintConfig = true };
+                    return null;
+
+                case Opt.WorkerClass:
+                {
+                    if (WorkerClasses.Refusal(value) is string refusal) return Fail($"{name}: {refusal}");
+                    options = options with { WorkerClass = value };
+                    return null;
+                }
+                case Opt.CaptureOutput:
+                    options = options with { CaptureOutput = true };
+                    return null;
+                case Opt.EnableStdioInheritance:
+                    options = options with { EnableStdioInheritance = true };
+                    return null;
+                case Opt.ReusePort:
+                    options = options with { ReusePort = true };
+                    return null;
+                case Opt.NoSendfile:
+                    options = options with { Sendfile = false };
+                    return null;
+                case Opt.Initgroups:
+                    options = options with { Initgroups = true };
+                    return null;
+                case Opt.DisableRedirectAccessToSyslog:
+                    // gunicorn's access log goes to syslog only with --log-syslog, which Osprey has not.
+                    return null;
+                case Opt.WorkerTmpDir:
+                {
+                    // gunicorn makes its heartbeat files there, and a worker fails to boot without the directory.
+                    if (AbsolutePath(name, value, out string full) is string error) return Fail(error);
+                    if (!Directory.Exists(full)) return Fail($"{name}: directory '{value}' does not exist");
+                    options = options with { WorkerTmpDir = full };
+                    return null;
+                }
+                case Opt.ReloadEngine:
+                {
+                    string engine = value.ToLowerInvariant();
+                    if (engine is not ("auto" or "poll" or "inotify"))
+                    {
+                        return Fail($"{name}: invalid choice '{value}' (choose from auto, poll, inotify)");
+                    }
+                    options = options with { ReloadEngine = engine };
+                    return null;
+                }
                 case Opt.ReloadExtraFile:
                 {
                     if (AbsolutePath(name, value, out string full) is string error) return Fail(error);
@@ -750,6 +849,11 @@ public static class CommandLine
                 opt = o.Id;
                 return null;
             }
+        }
+        opt = default;
+        foreach ((string unsupported, string reason) in UnsupportedGunicornOptions)
+        {
+            if (unsupported == name) return $"gunicorn's {name} is not supported by Osprey: {reason}";
         }
 
         Opt? match = null;
@@ -1092,24 +1196,36 @@ public static class CommandLine
               -b ADDRESS, --bind ADDRESS     Socket to bind; repeatable. HOST:PORT, HOST (port {DefaultPort}),
                                              [IPV6]:PORT, unix:PATH or fd://N. [127.0.0.1:{DefaultPort}]
               --backlog INT                  Maximum number of pending connections. [{d.Backlog}]
-              --max-connections INT          Connections served at once (gunicorn's
-                                             --worker-connections); more wait in the backlog.
-                                             0 means unlimited. [{d.MaxConnections}]
+              --max-connections INT, --worker-connections INT
+                                             Connections one worker serves at once; more wait in the
+                                             backlog. 0 means unlimited. [{d.MaxConnections}]
               -m INT, --umask INT            umask while binding unix sockets (e.g. 0o007). [0]
+              --reuse-port                   Let other processes (another osprey) listen on the same
+                                             TCP ports (SO_REUSEPORT). [off]
 
             Process:
               -p FILE, --pid FILE            Write the master's process id to FILE.
-              -n STRING, --name STRING       Name shown in process titles (ps). [APP_MODULE]
+              -n STRING, --name STRING, --proc-name STRING
+                                             Name shown in process titles (ps). [APP_MODULE]
               -D, --daemon                   Detach from the terminal: the command returns 0 once a
                                              worker serves (or the start-up error and its exit code).
+              -R, --enable-stdio-inheritance
+                                             With --daemon, keep stdin, stdout and stderr instead of
+                                             /dev/null. [off]
               -u USER, --user USER           Run the workers as this user (name or id); the master
                                              keeps its own. Needs root. [the master's]
               -g GROUP, --group GROUP        Run the workers with this group (name or id) as their
                                              only group. [--user's primary group, else the master's]
+              --initgroups                   With --user, give the workers the user's supplementary
+                                             groups too. [off]
 
             Worker processes:
               -w INT, --workers INT          Number of worker processes. [{d.Workers}]
               --threads INT                  Threads per worker serving requests. [{d.Threads}]
+              -k CLASS, --worker-class CLASS
+                                             gunicorn's worker class: sync and gthread are what
+                                             Osprey's workers are; others are served that way, with a
+                                             warning; ASGI workers (uvicorn) are refused. [sync]
               --engine {"{auto,kestrel,osprey}"}
                                              HTTP engine; auto means osprey, the own epoll loop
                                              (kestrel with --certfile). [{engine}]
@@ -1131,6 +1247,12 @@ public static class CommandLine
               --reload-extra-file FILE       With --reload, also watch FILE (templates...); repeatable.
               --keep-alive INT               Seconds to wait for the next request on a keep-alive
                                              connection. [{d.KeepAlive}]
+              --no-sendfile                  Send wsgi.file_wrapper files by reading them, not with
+                                             sendfile (for file systems where it fails). [sendfile]
+              --worker-tmp-dir DIR           Accepted for gunicorn compatibility; no effect: workers
+                                             keep no heartbeat files.
+              --reload-engine {"{auto,poll,inotify}"}
+                                             Accepted for gunicorn compatibility; --reload polls.
 
             Python:
               --python PATH                  Python interpreter to embed.
@@ -1146,6 +1268,9 @@ public static class CommandLine
               --error-logfile FILE, --log-file FILE
                                              Error log; '-' is stderr. [{d.ErrorLog}]
               --access-logfile FILE          Access log; '-' is stdout. [{accessLog}]
+              --capture-output               With an --error-logfile file, stdout and stderr go to it
+                                             too (print() always does; this adds C code and child
+                                             processes). [off]
               --access-logformat STRING      Access log line, gunicorn's atoms: %(h)s, %(r)s, %(s)s,
                                              %(D)s microseconds, %({"{header}"}i)s... [gunicorn's]
               --statsd-host ADDRESS          Send gunicorn's StatsD metrics (requests, durations,
@@ -1196,6 +1321,7 @@ public static class CommandLine
                                              [./{ConfigFile.DefaultName} if it exists]
               --check-config                 Check the options, the certificate and that the application
                                              imports, then exit: 0 if all is well, 1 if not.
+              --print-config                 Print every setting, then check as --check-config does.
 
             Other:
               -h, --help                     Show this help message and exit.

@@ -96,14 +96,13 @@ public static class ConfigFile
 
     // gunicorn's settings (gunicorn.config.KNOWN_SETTINGS, 20.x to 23.x) that Osprey has no equivalent for.
     // Any other name in the file that is not a setting is the file's own business, as in gunicorn. Not
-    // listed, so accepted without a word: capture_output (print() goes to the error log anyway),
-    // sendfile and reuse_port (always used), reload_engine (--reload polls), config.
+    // listed, so accepted without a word: config, and those the command line has (see Read).
     private static readonly HashSet<string> Unsupported = new(StringComparer.Ordinal)
     {
         "spew", "check_config", "print_config",
-        "worker_tmp_dir", "initgroups", "tmp_upload_dir", "secure_scheme_headers",
-        "disable_redirect_access_to_syslog", "logger_class", "logconfig", "logconfig_dict",
-        "logconfig_json", "syslog_addr", "syslog", "syslog_prefix", "syslog_facility", "enable_stdio_inheritance",
+        "tmp_upload_dir", "secure_scheme_headers",
+        "logger_class", "logconfig", "logconfig_dict",
+        "logconfig_json", "syslog_addr", "syslog", "syslog_prefix", "syslog_facility",
         "default_proc_name", "paste", "raw_paste_global_conf",
         "proxy_allow_ips", "ssl_version", "suppress_ragged_eofs", "do_handshake_on_connect",
         "ciphers", "ssl_context", "strip_header_spaces", "tolerate_dangerous_framing", "permit_obsolete_folding",
@@ -368,7 +367,15 @@ public static class ConfigFile
                 "proxy_protocol" => Flag(value, "--proxy-protocol", arguments),
                 "reload" => Flag(value, "--reload", arguments),
                 "reload_extra_files" => Each(value, "--reload-extra-file", arguments),
-                "worker_class" => WorkerClass(value, warnings),
+                "worker_class" => One(value, "--worker-class", arguments),
+                "worker_tmp_dir" => One(value, "--worker-tmp-dir", arguments),
+                "reload_engine" => One(value, "--reload-engine", arguments),
+                "capture_output" => Flag(value, "--capture-output", arguments),
+                "enable_stdio_inheritance" => Flag(value, "--enable-stdio-inheritance", arguments),
+                "reuse_port" => Flag(value, "--reuse-port", arguments),
+                "initgroups" => Flag(value, "--initgroups", arguments),
+                "disable_redirect_access_to_syslog" => Flag(value, "--disable-redirect-access-to-syslog", arguments),
+                "sendfile" => InverseFlag(value, "--no-sendfile", arguments),
                 _ => null,
             };
             if (problem is not null)
@@ -497,6 +504,25 @@ public static class ConfigFile
         return null;
     }
 
+    /// <summary>A setting whose False is a flag of Osprey's (sendfile = False is --no-sendfile); None (gunicorn's default) and True add nothing.</summary>
+    private static string? InverseFlag(JsonElement value, string option, List<string> arguments)
+    {
+        if (value.ValueKind == JsonValueKind.Null)
+        {
+            return null;
+        }
+        var on = new List<string>(1);
+        if (Flag(value, option, on) is string problem)
+        {
+            return problem;
+        }
+        if (on.Count == 0)
+        {
+            arguments.Add(option);
+        }
+        return null;
+    }
+
     private static string? Flag(JsonElement value, string option, List<string> arguments)
     {
         switch (value.ValueKind)
@@ -515,21 +541,6 @@ public static class ConfigFile
             default:
                 return $"expected True or False, got {Describe(value)}";
         }
-    }
-
-    private static string? WorkerClass(JsonElement value, List<string> warnings)
-    {
-        if (Text(value, out string? text) is string problem)
-        {
-            return problem;
-        }
-        // sync and gthread are what Osprey's workers are (--threads picks between them).
-        string name = (text ?? "sync").ToLowerInvariant();
-        if (name is not ("sync" or "gthread" or "gunicorn.workers.sync.syncworker" or "gunicorn.workers.gthread.threadworker"))
-        {
-            warnings.Add($"worker_class '{text}' is not supported: Osprey serves WSGI with its own workers (--threads N for concurrency)");
-        }
-        return null;
     }
 
     private static string Describe(JsonElement value) => value.ValueKind switch

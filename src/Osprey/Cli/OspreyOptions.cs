@@ -120,6 +120,31 @@ public sealed record OspreyOptions
     /// <summary><c>--cert-reqs</c>: 0 asks for no client certificate, 1 verifies one if given, 2 requires one.</summary>
     public Http.Kestrel.ClientCertificates CertReqs { get; init; }
 
+    /// <summary>
+    /// <c>-k/--worker-class</c> as given, or null. Osprey has one kind of worker (threads calling the
+    /// application); gunicorn's sync and gthread are that, any other class is reported at start.
+    /// </summary>
+    public string? WorkerClass { get; init; }
+    /// <summary><c>--capture-output</c>: the workers' and the master's stdout and stderr (fds 1 and 2) go to the error log file.</summary>
+    public bool CaptureOutput { get; init; }
+    /// <summary><c>-R/--enable-stdio-inheritance</c>: with --daemon, keep the command's stdin, stdout and stderr instead of /dev/null.</summary>
+    public bool EnableStdioInheritance { get; init; }
+    /// <summary><c>--reuse-port</c>: another process may bind the same TCP port (SO_REUSEPORT), so the port-in-use check is skipped.</summary>
+    public bool ReusePort { get; init; }
+    /// <summary>False with <c>--no-sendfile</c>: wsgi.file_wrapper responses are read and written, not sent with sendfile.</summary>
+    public bool Sendfile { get; init; } = true;
+    /// <summary>
+    /// <c>--initgroups</c>: workers switching to --user also take the user's supplementary groups
+    /// (initgroups(3)), not only the one group.
+    /// </summary>
+    public bool Initgroups { get; init; }
+    /// <summary><c>--print-config</c>: print the settings, check the application as --check-config does, exit.</summary>
+    public bool PrintConfig { get; init; }
+    /// <summary><c>--worker-tmp-dir</c>, accepted for gunicorn compatibility: Osprey's workers keep no heartbeat file.</summary>
+    public string? WorkerTmpDir { get; init; }
+    /// <summary><c>--reload-engine</c> (auto, poll or inotify), accepted for gunicorn compatibility: --reload polls.</summary>
+    public string ReloadEngine { get; init; } = "auto";
+
     /// <summary>Every listener speaks TLS.</summary>
     public bool Tls => CertFile is not null;
 }

@@ -23,12 +23,21 @@ public static partial class Log
     private static string? s_errorPath;
     private static string? s_accessPath;
 
+    // --capture-output: fds 1 and 2 are the error log file; these are what they were before (-1: not captured).
+    private static bool s_capture;
+    private static int s_savedStdout = -1;
+    private static int s_savedStderr = -1;
+
     /// <summary>
     /// Opens the logs; called again by the master when a reload (HUP) changes them, which closes the
     /// files it had. Nothing changes if either cannot be opened.
     /// </summary>
+    /// <param name="captureOutput">
+    /// --capture-output: with an error log file, this process's stdout and stderr (fds 1 and 2, which
+    /// child processes and C code write to) become that file, as gunicorn's do; inherited by the processes it starts.
+    /// </param>
     /// <exception cref="IOException">A file cannot be opened; the message names the option and says why.</exception>
-    public static void Configure(Severity minimum, string errorLog, string? accessLog)
+    public static void Configure(Severity minimum, string errorLog, string? accessLog, bool captureOutput = false)
     {
         Stream errors = OpenTarget("--error-logfile", errorLog, Console.OpenStandardError);
         Stream? access;
@@ -51,6 +60,8 @@ public static partial class Log
             s_access = access;
             s_errorPath = errorLog == "-" ? null : errorLog;
             s_accessPath = accessLog is null or "-" ? null : accessLog;
+            s_capture = captureOutput && s_errorPath is not null;
+            CaptureStandardStreams();
         }
         // Only files: the standard streams stay open for whoever else writes to them.
         (previousErrors as FileStream)?.Dispose();
@@ -89,8 +100,61 @@ public static partial class Log
             // Each has its own descriptor, even when both logs name the same file.
             ReopenOne(s_errors, s_errorPath, problems);
             ReopenOne(s_access, s_accessPath, problems);
+            CaptureStandardStreams();
         }
         return problems;
+    }
+
+    /// <summary>
+    /// Fds 1 and 2 were just pointed elsewhere (--daemon: /dev/null): that is now what they go back to
+    /// without --capture-output, and with it they are the error log again.
+    /// </summary>
+    public static void StandardStreamsReplaced()
+    {
+        lock (s_lock)
+        {
+            ForgetSavedStreams();
+            CaptureStandardStreams();
+        }
+    }
+
+    // Under s_lock.
+    private static void CaptureStandardStreams()
+    {
+        if (s_capture && s_errors is FileStream file)
+        {
+            Console.Out.Flush();
+            Console.Error.Flush();
+            if (s_savedStdout < 0)
+            {
+                s_savedStdout = FcntlNative(1, F_DUPFD_CLOEXEC, 3);
+                s_savedStderr = FcntlNative(2, F_DUPFD_CLOEXEC, 3);
+            }
+            int fd = (int)file.SafeFileHandle.DangerousGetHandle();
+            // dup2 leaves 1 and 2 inheritable: a subprocess the application starts writes to the log too.
+            Dup2Native(fd, 1);
+            Dup2Native(fd, 2);
+        }
+        else if (s_savedStdout >= 0)
+        {
+            // A reload turned it off, or made the error log stderr.
+            Dup2Native(s_savedStdout, 1);
+            Dup2Native(s_savedStderr, 2);
+            ForgetSavedStreams();
+        }
+    }
+
+    private static void ForgetSavedStreams()
+    {
+        if (s_savedStdout >= 0)
+        {
+            CloseNative(s_savedStdout);
+        }
+        if (s_savedStderr >= 0)
+        {
+            CloseNative(s_savedStderr);
+        }
+        s_savedStdout = s_savedStderr = -1;
     }
 
     private static void ReopenOne(Stream? stream, string? path, List<string> problems)
@@ -143,12 +207,19 @@ public static partial class Log
     }
 
     private const int O_WRONLY = 0x1, O_CREAT = 0x40, O_APPEND = 0x400, O_CLOEXEC = 0x80000;
+    private const int F_DUPFD_CLOEXEC = 1030;
 
     [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int OpenNative(string path, int flags, int mode);
 
     [LibraryImport("libc", EntryPoint = "dup3", SetLastError = true)]
     private static partial int Dup3Native(int oldFd, int newFd, int flags);
+
+    [LibraryImport("libc", EntryPoint = "dup2")]
+    private static partial int Dup2Native(int oldFd, int newFd);
+
+    [LibraryImport("libc", EntryPoint = "fcntl")]
+    private static partial int FcntlNative(int fd, int command, int argument);
 
     [LibraryImport("libc", EntryPoint = "close")]
     private static partial int CloseNative(int fd);

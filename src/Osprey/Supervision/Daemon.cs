@@ -10,7 +10,9 @@ namespace Osprey.Supervision;
 /// session and waits: it returns 0 once the copy's first worker is ready, or the copy's own exit
 /// code if it fails to start, with the copy's output (its error) relayed to the terminal
 /// (gunicorn forks before anything is checked, so a daemon's start-up errors reach only its
-/// log). Once ready, the master and its workers have their stdin, stdout and stderr on /dev/null.
+/// log). Once ready, the master and its workers have their stdin, stdout and stderr on /dev/null,
+/// unless <c>-R/--enable-stdio-inheritance</c> asks them to keep the command's (a file, or a
+/// supervisor's pipe, that the command's caller gave it).
 /// </summary>
 internal static class Daemon
 {
@@ -20,20 +22,22 @@ internal static class Daemon
     internal const string WorkerVariable = "OSPREY_DAEMON_WORKER";
 
     private static Socket? s_ready;
+    private static bool s_keepStandardStreams;
 
     /// <summary>The command's side: starts the detached master and returns the command's exit code.</summary>
-    public static int Start(IReadOnlyList<string> argv)
+    /// <param name="keepStandardStreams">-R: the copy gets this command's stdin, stdout and stderr for good.</param>
+    public static int Start(IReadOnlyList<string> argv, bool keepStandardStreams)
     {
         (int ours, int theirs) = Posix.SocketPair();
-        // The copy's stdio are pipes to this command, which relays them until the copy is ready: had
-        // it the terminal's (or a caller's pipes) itself, the duplicates .NET keeps of them would
-        // hold them open for the daemon's whole life.
+        // Without -R the copy's stdio are pipes to this command, which relays them until the copy is
+        // ready: had it the terminal's (or a caller's pipes) itself, the duplicates .NET keeps of
+        // them would hold them open for the daemon's whole life. With -R that is what is asked for.
         var start = new ProcessStartInfo(Environment.ProcessPath ?? throw new IOException("cannot find the osprey executable"))
         {
             UseShellExecute = false,
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
+            RedirectStandardInput = !keepStandardStreams,
+            RedirectStandardOutput = !keepStandardStreams,
+            RedirectStandardError = !keepStandardStreams,
         };
         for (int i = 1; i < argv.Count; i++)
         {
@@ -50,11 +54,14 @@ internal static class Daemon
         {
             Posix.Close(theirs);
         }
-        master.OutputDataReceived += (_, e) => Relay(Console.Out, e.Data);
-        master.ErrorDataReceived += (_, e) => Relay(Console.Error, e.Data);
-        master.BeginOutputReadLine();
-        master.BeginErrorReadLine();
-        master.StandardInput.Close();
+        if (!keepStandardStreams)
+        {
+            master.OutputDataReceived += (_, e) => Relay(Console.Out, e.Data);
+            master.ErrorDataReceived += (_, e) => Relay(Console.Error, e.Data);
+            master.BeginOutputReadLine();
+            master.BeginErrorReadLine();
+            master.StandardInput.Close();
+        }
         using var channel = new Socket(new SafeSocketHandle((nint)ours, ownsHandle: true));
         var buffer = new byte[16];
         int received = 0;
@@ -90,7 +97,8 @@ internal static class Daemon
     public static bool IsDetachedMaster => Environment.GetEnvironmentVariable(ReadyVariable) is not null;
 
     /// <summary>The detached master's first step: its own session, away from the terminal's signals.</summary>
-    public static void DetachMaster()
+    /// <param name="keepStandardStreams">-R: the master and its workers keep stdin, stdout and stderr.</param>
+    public static void DetachMaster(bool keepStandardStreams)
     {
         if (!int.TryParse(Environment.GetEnvironmentVariable(ReadyVariable), NumberStyles.None, CultureInfo.InvariantCulture, out int fd))
         {
@@ -100,7 +108,11 @@ internal static class Daemon
         Posix.SetInheritable(fd, false);
         s_ready = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
         Posix.NewSession();
-        Environment.SetEnvironmentVariable(WorkerVariable, "1");
+        s_keepStandardStreams = keepStandardStreams;
+        if (!keepStandardStreams)
+        {
+            Environment.SetEnvironmentVariable(WorkerVariable, "1");
+        }
     }
 
     /// <summary>The first worker is serving: drop the terminal and let the command return 0.</summary>
@@ -110,7 +122,11 @@ internal static class Daemon
         {
             return;
         }
-        Posix.DetachStandardStreams();
+        if (!s_keepStandardStreams)
+        {
+            Posix.DetachStandardStreams();
+            Logging.Log.StandardStreamsReplaced();
+        }
         try
         {
             ready.Send("ready"u8);

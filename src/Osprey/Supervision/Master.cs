@@ -54,7 +54,9 @@ public sealed class Master
     /// <summary>Per slot, the SO_REUSEPORT sockets of the TCP binds (index = bind index; null for shared binds).</summary>
     private readonly Dictionary<int, Socket?[]> _slotSockets = [];
     private readonly Dictionary<int, SlotState> _slots = [];
-    private readonly ReusePortSteering _steering = new();
+    private readonly ReusePortSteering _steering;
+    // --reuse-port as it was at start: it decides whether the port may be shared with other processes.
+    private readonly bool _reusePort;
     private bool _sharedListening;
     private readonly Random _random = new();
     // What the interpreter said about itself (set before the first worker starts).
@@ -87,6 +89,8 @@ public sealed class Master
         _targetWorkers = options.Workers;
         _name = options.Name ?? options.App;
         _interpreterHost = InterpreterHost.Find();
+        _reusePort = options.ReusePort;
+        _steering = new ReusePortSteering(sharedWithOthers: options.ReusePort);
     }
 
     /// <param name="config">The configuration file's settings (already part of <paramref name="options"/>), to report.</param>
@@ -94,18 +98,18 @@ public sealed class Master
     {
         if (options.Daemon && !Daemon.IsDetachedMaster)
         {
-            return Daemon.Start(argv);
+            return Daemon.Start(argv, options.EnableStdioInheritance);
         }
         // Before anything is opened or bound: this may replace the process (see the method).
         string? signalWarning = Posix.ReexecIfControlSignalsIgnored(argv.Skip(1).ToArray());
-        Daemon.DetachMaster();
+        Daemon.DetachMaster(options.EnableStdioInheritance);
         if (signalWarning is not null)
         {
             Console.Error.WriteLine($"osprey: warning: {signalWarning}");
         }
         try
         {
-            Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
+            Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog, options.CaptureOutput);
         }
         catch (IOException e)
         {
@@ -123,10 +127,7 @@ public sealed class Master
                 Log.Warning(warning);
             }
         }
-        if (options.Preload)
-        {
-            Log.Info("--preload has no effect: workers are started processes, not forks, so each imports the application itself");
-        }
+        ReportCompatibilitySettings(options);
 
         // Checked here once, so a bad certificate is one line and exit 1, not a worker failure per slot.
         // Each worker loads the files again (a reload picks up a renewed certificate).
@@ -137,7 +138,7 @@ public sealed class Master
         }
 
         // Resolved here so that a typo is one line at start; each worker resolves the names again.
-        RunAs? runAs = RunAs.Resolve(options.User, options.Group, out string? runAsError);
+        RunAs? runAs = RunAs.Resolve(options.User, options.Group, options.Initgroups, out string? runAsError);
         if (runAsError is not null)
         {
             Log.Error(runAsError);
@@ -145,13 +146,40 @@ public sealed class Master
         }
         if (runAs is not null)
         {
-            Log.Info($"Workers run as uid {runAs.UserId} gid {runAs.GroupId}");
+            Log.Info(runAs.SupplementaryOf is null
+                ? $"Workers run as uid {runAs.UserId} gid {runAs.GroupId}"
+                : $"Workers run as uid {runAs.UserId} gid {runAs.GroupId}, with the supplementary groups of {runAs.SupplementaryOf}");
             // Workers open the files before they switch, but reopen them (USR1) after.
             GiveLogFilesTo(runAs);
         }
 
         var master = new Master(options, argv, SystemdSockets() ?? options.Binds, runAs, config?.MasterHooks);
         return master.Serve();
+    }
+
+    /// <summary>gunicorn settings that are accepted but do nothing, or less than in gunicorn: said once at start and at each reload.</summary>
+    private static void ReportCompatibilitySettings(OspreyOptions options)
+    {
+        if (options.Preload)
+        {
+            Log.Info("--preload has no effect: workers are started processes, not forks, so each imports the application itself");
+        }
+        if (WorkerClasses.Note(options.WorkerClass, options.Threads) is string note)
+        {
+            Log.Warning(note);
+        }
+        if (options.WorkerTmpDir is not null)
+        {
+            Log.Debug("--worker-tmp-dir has no effect: workers report to the master over a socket, not through heartbeat files");
+        }
+        if (options.CaptureOutput && options.ErrorLog == "-")
+        {
+            Log.Debug("--capture-output has no effect with --error-logfile - (stdout and stderr stay where they are)");
+        }
+        if (options.Initgroups && options.User is null)
+        {
+            Log.Warning("--initgroups has no effect without --user");
+        }
     }
 
     /// <summary>Loads --certfile/--keyfile as a worker will; null when they are fine (or not given), else the error.</summary>
@@ -552,11 +580,12 @@ public sealed class Master
                 problem = e.Message;
             }
         }
-        if (problem is null && (options!.ErrorLog != previous.ErrorLog || options.AccessLog != previous.AccessLog || options.LogLevel != previous.LogLevel))
+        if (problem is null && (options!.ErrorLog != previous.ErrorLog || options.AccessLog != previous.AccessLog || options.LogLevel != previous.LogLevel
+            || options.CaptureOutput != previous.CaptureOutput))
         {
             try
             {
-                Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
+                Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog, options.CaptureOutput);
                 GiveLogFilesTo(_runAs);
             }
             catch (IOException e)
@@ -586,6 +615,7 @@ public sealed class Master
                 Log.Warning(warning);
             }
         }
+        ReportCompatibilitySettings(_options);
         ConfigFile.HandToWorkers(config);
         int previousWorkers = _targetWorkers;
         // As gunicorn: the configured count, whatever TTIN and TTOU made of the previous one.
@@ -630,13 +660,13 @@ public sealed class Master
         {
             return $"bind changed ({Describe(previous.Binds)} -> {Describe(next.Binds)}); the listening addresses change only with a restart";
         }
-        if (previous.User != next.User || previous.Group != next.Group)
+        if (previous.User != next.User || previous.Group != next.Group || previous.Initgroups != next.Initgroups)
         {
             return "user or group changed; the workers' identity changes only with a restart";
         }
-        if (previous.Daemon != next.Daemon)
+        if (previous.Daemon != next.Daemon || (next.Daemon && previous.EnableStdioInheritance != next.EnableStdioInheritance))
         {
-            return "daemon changed; that takes a restart";
+            return "daemon or enable_stdio_inheritance changed; that takes a restart";
         }
         return null;
 
@@ -1198,7 +1228,7 @@ public sealed class Master
                     {
                         tcp = tcp with { Port = bound.Port };
                     }
-                    sockets[i] = Listeners.BindOne(tcp, _options.Backlog, reusePort: true, listen: false, probeInUse: slot == 0);
+                    sockets[i] = Listeners.BindOne(tcp, _options.Backlog, reusePort: true, listen: false, probeInUse: slot == 0 && !_reusePort);
                 }
             }
         }

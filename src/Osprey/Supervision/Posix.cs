@@ -286,6 +286,9 @@ internal static unsafe partial class Posix
     [LibraryImport(Libc, EntryPoint = "setgroups", SetLastError = true)]
     private static partial int SysSetgroups(nuint size, uint* list);
 
+    [LibraryImport(Libc, EntryPoint = "initgroups", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int SysInitgroups(string user, uint group);
+
     [LibraryImport(Libc, EntryPoint = "setgid", SetLastError = true)]
     private static partial int SysSetgid(uint gid);
 
@@ -342,6 +345,13 @@ internal static unsafe partial class Posix
         return entry is not null;
     }
 
+    /// <summary>A user's name by id, when the passwd database knows it.</summary>
+    public static string? UserName(uint userId)
+    {
+        PasswdEntry* entry = SysGetpwuid(userId);
+        return entry is null ? null : Marshal.PtrToStringUTF8((nint)entry->Name);
+    }
+
     /// <summary>The primary group of a user id, when the passwd database knows it.</summary>
     public static bool TryGetPrimaryGroup(uint userId, out uint groupId)
     {
@@ -363,10 +373,14 @@ internal static unsafe partial class Posix
     /// privilege the next one gives up. glibc applies each call to every thread of the process.
     /// Returns 0, or the errno of the step that failed.
     /// </summary>
-    public static int SwitchIdentity(uint userId, uint groupId)
+    /// <param name="supplementaryOf">
+    /// --initgroups: the user whose groups in the group database (initgroups(3)) join <paramref name="groupId"/>.
+    /// </param>
+    public static int SwitchIdentity(uint userId, uint groupId, string? supplementaryOf = null)
     {
         uint only = groupId;
-        if (SysSetgroups(1, &only) != 0 || SysSetgid(groupId) != 0 || SysSetuid(userId) != 0)
+        int groups = supplementaryOf is null ? SysSetgroups(1, &only) : SysInitgroups(supplementaryOf, groupId);
+        if (groups != 0 || SysSetgid(groupId) != 0 || SysSetuid(userId) != 0)
         {
             return Marshal.GetLastPInvokeError();
         }

@@ -14,8 +14,11 @@ namespace Osprey.Supervision;
 /// their listen() calls and, when one closes, moves the last into its place (socket(7)); the master makes
 /// every listen() call and every final close, so it can follow that numbering. With no slot retiring, no
 /// program is attached and the kernel's own hash spreads the load.
+///
+/// With --reuse-port other processes may have sockets in the group too: its numbering is then not the
+/// master's to follow, so no program is attached (a retiring slot's queued connections may be reset).
 /// </summary>
-internal sealed class ReusePortSteering
+internal sealed class ReusePortSteering(bool sharedWithOthers)
 {
     private const int SOL_SOCKET = 1;
     private const int SO_ATTACH_REUSEPORT_CBPF = 51;
@@ -26,7 +29,7 @@ internal sealed class ReusePortSteering
     /// <summary>The slots whose sockets are in the group, at their index in it.</summary>
     private readonly List<int> _order = [];
     private bool _attached;
-    private bool _unsupported;
+    private bool _unsupported = sharedWithOthers;
 
     /// <summary>Whether retiring slots can be steered away from (false after the kernel refused a program).</summary>
     public bool Available => !_unsupported;

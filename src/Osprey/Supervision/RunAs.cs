@@ -9,15 +9,19 @@ namespace Osprey.Supervision;
 /// opens the log files and reads the certificate, then switches before Python starts, so no
 /// application code ever runs with the master's privileges.
 /// </summary>
-internal sealed record RunAs(uint UserId, uint GroupId)
+/// <param name="SupplementaryOf">
+/// --initgroups: the user name whose supplementary groups the workers take too; null for <see cref="GroupId"/> alone.
+/// </param>
+internal sealed record RunAs(uint UserId, uint GroupId, string? SupplementaryOf = null)
 {
     /// <summary>
     /// Resolves the options: a name from the user or group database, or a number as it is.
     /// <c>--user</c> alone takes the user's primary group (gunicorn would keep the master's, root's
     /// group); <c>--group</c> alone keeps the user. Null when neither is given or there is nothing
-    /// to change; on a problem, null and one line in <paramref name="error"/>.
+    /// to change; on a problem, null and one line in <paramref name="error"/>. With
+    /// <paramref name="initgroups"/> the user's supplementary groups are taken too, as gunicorn's --initgroups does.
     /// </summary>
-    public static RunAs? Resolve(string? user, string? group, out string? error)
+    public static RunAs? Resolve(string? user, string? group, bool initgroups, out string? error)
     {
         error = null;
         if (user is null && group is null)
@@ -80,7 +84,17 @@ internal sealed record RunAs(uint UserId, uint GroupId)
             }
             return null;
         }
-        return new RunAs(userId, groupId);
+        string? supplementaryOf = null;
+        if (initgroups && user is not null)
+        {
+            supplementaryOf = Posix.UserName(userId);
+            if (supplementaryOf is null)
+            {
+                error = $"--initgroups: uid {userId} is not in the user database, so it has no supplementary groups to take";
+                return null;
+            }
+        }
+        return new RunAs(userId, groupId, supplementaryOf);
     }
 
     private static bool IsNumber(string text, out uint value) =>
@@ -89,7 +103,7 @@ internal sealed record RunAs(uint UserId, uint GroupId)
     /// <summary>Switches this process for good; null, or one line saying why it could not.</summary>
     public string? Switch()
     {
-        int errno = Posix.SwitchIdentity(UserId, GroupId);
+        int errno = Posix.SwitchIdentity(UserId, GroupId, SupplementaryOf);
         return errno == 0 ? null : $"cannot switch to uid {UserId} gid {GroupId}: {Marshal.GetPInvokeErrorMessage(errno)}";
     }
 

@@ -21,7 +21,7 @@ public static class Server
     public static int Run(OspreyOptions options, IReadOnlyList<string> argv, WorkerContext context, HookSource? hooks = null)
     {
         Daemon.DetachWorker();
-        Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog);
+        Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog, options.CaptureOutput);
         using Statsd? statsd = Statsd.Start(options.StatsdHost, options.StatsdPrefix, options.DogstatsdTags);
         var boot = System.Diagnostics.Stopwatch.StartNew();
         long startedAfter = (long)(DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds;
@@ -136,7 +136,7 @@ public static class Server
     /// <summary>Becomes --user/--group, if given; null, or one line saying why not.</summary>
     private static string? SwitchIdentity(OspreyOptions options)
     {
-        RunAs? runAs = RunAs.Resolve(options.User, options.Group, out string? error);
+        RunAs? runAs = RunAs.Resolve(options.User, options.Group, options.Initgroups, out string? error);
         if (runAs is null)
         {
             return error;
@@ -260,6 +260,7 @@ public static class Server
                 ForwardedAllowIps = options.ForwardedAllowIps,
                 AccessLogFormat = options.AccessLogFormat,
                 Hooks = hooks,
+                Sendfile = options.Sendfile,
             });
         }
         catch (PythonStartupException e)

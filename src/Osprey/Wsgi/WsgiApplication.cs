@@ -23,6 +23,9 @@ public sealed record ApplicationSpec(
 
     /// <summary>The configuration file's worker hooks; null for none.</summary>
     public WorkerHookSpec? Hooks { get; init; }
+
+    /// <summary>False (<c>--no-sendfile</c>): wsgi.file_wrapper responses are iterated like any other.</summary>
+    public bool Sendfile { get; init; } = true;
 }
 
 /// <summary>
@@ -155,10 +158,11 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
     internal WsgiTypes Types { get; }
     internal EnvironBuilder Environ { get; }
     internal AccessLogFormat AccessLogFormat { get; }
+    internal bool Sendfile { get; }
     internal PyBorrowed Callable => _callable.Borrow();
 
     private WsgiApplication(PyRef callable, PyRef workerExit, PyRef requestBegin, PyRef requestEnd, WsgiTypes types,
-        EnvironBuilder environ, AccessLogFormat accessLogFormat)
+        EnvironBuilder environ, AccessLogFormat accessLogFormat, bool sendfile)
     {
         _callable = callable;
         _workerExit = workerExit;
@@ -167,6 +171,7 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         Types = types;
         Environ = environ;
         AccessLogFormat = accessLogFormat;
+        Sendfile = sendfile;
     }
 
     /// <summary>
@@ -228,7 +233,7 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         }
         var environ = new EnvironBuilder(spec.RootPath, errors.Borrow(), types.FileWrapper.Type, spec.Multithread, spec.Multiprocess,
             spec.ForwardedAllowIps);
-        return new WsgiApplication(callable, workerExit, requestBegin, requestEnd, types, environ, spec.AccessLogFormat);
+        return new WsgiApplication(callable, workerExit, requestBegin, requestEnd, types, environ, spec.AccessLogFormat, spec.Sendfile);
     }
 
     private static PyRef OptionalItem(PyBorrowed tuple, int index)

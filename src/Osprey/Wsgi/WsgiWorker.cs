@@ -365,7 +365,7 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
 
     private void SendResult(PyBorrowed result)
     {
-        if (application.Types.FileWrapper.TryGetTarget(result, out FileWrapperObject? wrapper) && _statusSet && TrySendFile(wrapper))
+        if (application.Types.FileWrapper.TryGetTarget(result, out FileWrapperObject? wrapper) && _statusSet && application.Sendfile && TrySendFile(wrapper))
         {
             return;
         }

@@ -262,11 +262,18 @@ public sealed class CommandLineTests
     [InlineData("-w", "4")]
     [InlineData("-w4")]
     [InlineData("-w=4")]
-    [InlineData("--work", "4")]
-    [InlineData("--wo=4")]
+    [InlineData("--workers", "4", "--threads=4")]
     public void Option_value_syntaxes(params string[] option)
     {
         Assert.Equal(4, Ok([.. option, "app"]).Workers);
+    }
+
+    [Fact]
+    public void A_prefix_of_several_options_is_ambiguous_as_in_gunicorn()
+    {
+        // gunicorn has --workers, --worker-class, --worker-connections and --worker-tmp-dir too.
+        Assert.Equal("ambiguous option '--work' could match --workers, --worker-connections, --worker-class, --worker-tmp-dir",
+            Err("--work", "4", "app"));
     }
 
     [Theory]
@@ -294,7 +301,7 @@ public sealed class CommandLineTests
     public void Unknown_short_option_is_an_error()
     {
         Assert.Equal("unrecognized option '-x'", Err("-x", "app"));
-        Assert.Equal("unrecognized option '-k'", Err("app", "-k"));
+        Assert.Equal("unrecognized option '-Z'", Err("app", "-Z"));
     }
 
     [Fact]
@@ -540,6 +547,71 @@ public sealed class CommandLineTests
         Assert.Equal("/var/log/e.log", Ok("--error-logfile", "/var/log/e.log", "app").ErrorLog);
         Assert.Equal("/var/log/e.log", Ok("--log-file=/var/log/e.log", "app").ErrorLog);
         Assert.Equal("access.log", Ok("--access-logfile", "access.log", "app").AccessLog);
+    }
+
+    // ---- gunicorn's other names and settings ----------------------------------------------------------
+
+    [Theory]
+    [InlineData("sync")]
+    [InlineData("gthread")]
+    [InlineData("gevent")]
+    [InlineData("gunicorn.workers.gthread.ThreadWorker")]
+    public void Worker_class_is_accepted_as_given(string workerClass)
+    {
+        Assert.Equal(workerClass, Ok("-k", workerClass, "app").WorkerClass);
+        Assert.Equal(workerClass, Ok($"--worker-class={workerClass}", "app").WorkerClass);
+    }
+
+    [Theory]
+    [InlineData("uvicorn.workers.UvicornWorker")]
+    [InlineData("uvicorn_worker.UvicornH11Worker")]
+    public void An_asgi_worker_class_is_refused(string workerClass)
+    {
+        Assert.Equal($"--worker-class: '{workerClass}' serves ASGI applications; Osprey serves WSGI applications only",
+            Err("-k", workerClass, "app"));
+    }
+
+    [Fact]
+    public void Gunicorns_names_for_osprey_options_set_them()
+    {
+        OspreyOptions o = Ok("--worker-connections", "77", "--proc-name", "shop", "app");
+        Assert.Equal(77, o.MaxConnections);
+        Assert.Equal("shop", o.Name);
+    }
+
+    [Fact]
+    public void Gunicorn_flags_for_how_workers_run_are_read()
+    {
+        OspreyOptions d = Ok("app");
+        Assert.True(d.Sendfile);
+        Assert.False(d.CaptureOutput || d.EnableStdioInheritance || d.ReusePort || d.Initgroups || d.PrintConfig);
+
+        OspreyOptions o = Ok("--no-sendfile", "--capture-output", "-R", "--reuse-port", "--initgroups", "--print-config",
+            "--disable-redirect-access-to-syslog", "--reload-engine", "Poll", "app");
+        Assert.False(o.Sendfile);
+        Assert.True(o.CaptureOutput && o.EnableStdioInheritance && o.ReusePort && o.Initgroups && o.PrintConfig);
+        Assert.Equal("poll", o.ReloadEngine);
+    }
+
+    [Fact]
+    public void Worker_tmp_dir_must_exist()
+    {
+        string tmp = Path.GetTempPath();
+        Assert.Equal(Path.GetFullPath(tmp), Ok("--worker-tmp-dir", tmp, "app").WorkerTmpDir);
+        Assert.Equal("--worker-tmp-dir: directory '/no/such/dir' does not exist", Err("--worker-tmp-dir", "/no/such/dir", "app"));
+        Assert.Equal("--reload-engine: invalid choice 'fsevents' (choose from auto, poll, inotify)", Err("--reload-engine", "fsevents", "app"));
+    }
+
+    [Theory]
+    [InlineData("--log-syslog")]
+    [InlineData("--log-config", "logging.ini")]
+    [InlineData("--paste", "app.ini")]
+    [InlineData("--ciphers", "ECDHE")]
+    [InlineData("--ssl-version", "2")]
+    public void A_gunicorn_option_osprey_lacks_is_named_with_why(params string[] option)
+    {
+        string message = Err([.. option, "app"]);
+        Assert.StartsWith($"gunicorn's {option[0]} is not supported by Osprey: ", message, StringComparison.Ordinal);
     }
 
     // ---- defaults -----------------------------------------------------------------------------------

@@ -162,25 +162,59 @@ public sealed class ConfigArgumentsTests
     }
 
     [Fact]
-    public void Hooks_unsupported_settings_and_worker_classes_are_warnings_and_other_names_are_the_files_own()
+    public void Hooks_and_unsupported_settings_are_warnings_and_other_names_are_the_files_own()
     {
         var config = Translate("""
             {"worker_int": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": false,
-             "reload": false, "user": null, "syslog": true, "worker_class": "uvicorn.workers.UvicornWorker",
-             "logconfig": "log.ini",
-             "sendfile": false, "my_setting": 3}
+             "reload": false, "user": null, "syslog": true, "logconfig": "log.ini", "sendfile": null,
+             "worker_class": null, "my_setting": 3}
             """);
 
         Assert.Empty(config.Arguments);
         Assert.Equal(
             [
-                "worker_class 'uvicorn.workers.UvicornWorker' is not supported: Osprey serves WSGI with its own workers (--threads N for concurrency)",
                 "conf.py: not supported by Osprey, ignored: syslog, logconfig",
                 "conf.py: server hooks not run by Osprey: worker_int",
             ],
             config.Warnings);
         Assert.Null(config.Hooks);
         Assert.Null(config.MasterHooks);
+    }
+
+    [Fact]
+    public void Gunicorn_settings_for_how_workers_run_become_their_options()
+    {
+        string tmp = Path.GetTempPath().TrimEnd('/');
+        var config = Translate($$"""
+            {"worker_class": "gthread", "sendfile": false, "capture_output": true, "reuse_port": "yes",
+             "enable_stdio_inheritance": true, "initgroups": true, "worker_tmp_dir": "{{tmp}}", "reload_engine": "inotify",
+             "disable_redirect_access_to_syslog": true}
+            """);
+        OspreyOptions options = Ok(["app"], config);
+
+        Assert.Empty(config.Warnings);
+        Assert.Equal("gthread", options.WorkerClass);
+        Assert.False(options.Sendfile);
+        Assert.True(options.CaptureOutput);
+        Assert.True(options.ReusePort);
+        Assert.True(options.EnableStdioInheritance);
+        Assert.True(options.Initgroups);
+        Assert.Equal(tmp, options.WorkerTmpDir);
+        Assert.Equal("inotify", options.ReloadEngine);
+
+        // gunicorn's default for sendfile is None: sendfile where it can be used.
+        Assert.True(Ok(["app"], Translate("""{"sendfile": true}""")).Sendfile);
+    }
+
+    [Fact]
+    public void An_asgi_worker_class_is_an_error_naming_the_file()
+    {
+        var error = Assert.IsType<ParseOutcome.Error>(Parse(["app"], Translate("""{"worker_class": "uvicorn.workers.UvicornWorker"}""")));
+
+        Assert.Equal(
+            "config file 'conf.py': --worker-class: 'uvicorn.workers.UvicornWorker' serves ASGI applications; Osprey serves WSGI applications only",
+            error.Message);
+        Assert.Equal(1, error.ExitCode);
     }
 
     [Fact]

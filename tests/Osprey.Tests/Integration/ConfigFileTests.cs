@@ -97,7 +97,7 @@ public sealed class ConfigFileTests : IDisposable
         Assert.Contains("server hooks not run by Osprey: worker_int, worker_abort\n", log, StringComparison.Ordinal);
         // reload = False asks for nothing, so it is not named.
         Assert.Contains("not supported by Osprey, ignored: syslog, logconfig\n", log, StringComparison.Ordinal);
-        Assert.Contains("worker_class 'gevent' is not supported", log, StringComparison.Ordinal);
+        Assert.Contains("--worker-class gevent is not a worker Osprey has", log, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -300,4 +300,44 @@ public sealed class RunAsTests : IDisposable
         Assert.Contains(message, result.Stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", result.Stderr, StringComparison.Ordinal);
     }
+
+    /// <summary>
+    /// --initgroups: the workers take the user's supplementary groups from the group database, as
+    /// gunicorn's do; without it, the primary group alone. A group made for the test holds "nobody".
+    /// </summary>
+    [Fact]
+    public async Task Initgroups_gives_the_workers_the_users_supplementary_groups()
+    {
+        const string Group = "osprey-initgroups-test";
+        var (_, gid) = PasswdEntry("nobody");
+        Command("groupdel", Group);
+        Assert.Equal(0, Command("groupadd", Group));
+        try
+        {
+            Assert.Equal(0, Command("gpasswd", "-a", "nobody", Group));
+            uint supplementary = GroupId(Group);
+
+            await using (var server = await StartAsync("osprey", "-u", "nobody", "--initgroups"))
+            {
+                Assert.Equal(new[] { gid, supplementary }.Order(), Groups(await IdentityAsync(server)).Order());
+                Assert.Contains("with the supplementary groups of nobody", server.ErrorLog, StringComparison.Ordinal);
+            }
+            await using (var server = await StartAsync("osprey", "-u", "nobody"))
+            {
+                Assert.Equal([gid], Groups(await IdentityAsync(server)));
+            }
+        }
+        finally
+        {
+            Command("groupdel", Group);
+        }
+    }
+
+    private static int Command(string file, params string[] args)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var process = System.Diagnostics.Process.Start(start)!;
+        process.WaitForExit();
+        return process.ExitCode;
+    }
 }
