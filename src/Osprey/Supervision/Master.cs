@@ -28,7 +28,7 @@ namespace Osprey.Supervision;
 /// Only the main thread starts workers: PR_SET_PDEATHSIG (the worker's "master is gone" signal) fires when the
 /// thread that forked it ends, not the process. Everything else reaches the main thread as an event.
 /// </summary>
-public sealed class Master
+public sealed partial class Master
 {
     private static readonly TimeSpan Tick = TimeSpan.FromMilliseconds(100);
     /// <summary>A worker that served this long before dying counts as healthy: its slot's backoff starts over.</summary>
@@ -96,7 +96,9 @@ public sealed class Master
     /// <param name="config">The configuration file's settings (already part of <paramref name="options"/>), to report.</param>
     public static int Run(OspreyOptions options, IReadOnlyList<string> argv, ConfigArguments? config = null)
     {
-        if (options.Daemon && !Daemon.IsDetachedMaster)
+        (int upgradeParent, string? inheritedListeners) = TakeUpgradeVariables();
+        // A master started by USR2 is already where its parent is (detached or not).
+        if (options.Daemon && !Daemon.IsDetachedMaster && upgradeParent == 0)
         {
             return Daemon.Start(argv, options.EnableStdioInheritance);
         }
@@ -154,6 +156,12 @@ public sealed class Master
         }
 
         var master = new Master(options, argv, SystemdSockets() ?? options.Binds, runAs, config?.MasterHooks);
+        if (upgradeParent != 0)
+        {
+            master._upgradeParent = upgradeParent;
+            master.ReadInheritedListeners(inheritedListeners);
+            Log.Info($"Started by the USR2 of master {upgradeParent}, which it replaces");
+        }
         return master.Serve();
     }
 
@@ -231,6 +239,7 @@ public sealed class Master
         try
         {
             BindShared();
+            AdoptInheritedSlots();
             OpenSlot(0);
         }
         catch (ListenerException e)
@@ -254,11 +263,17 @@ public sealed class Master
             CloseAllSockets();
             return 1;
         }
-        if (_options.PidFile is { } pidFile && WritePidFile(pidFile) is string pidError)
+        if (_options.PidFile is { } pidFile)
         {
-            Log.Error(pidError);
-            CloseAllSockets();
-            return 1;
+            // As gunicorn: PIDFILE.2 while the master this one replaces still has PIDFILE.
+            string path = UpgradeParentAlive ? pidFile + ".2" : pidFile;
+            if (WritePidFile(path) is string pidError)
+            {
+                Log.Error(pidError);
+                CloseAllSockets();
+                return 1;
+            }
+            _pidFileWritten = path;
         }
         Posix.SetProcessTitle("osprey-master", $"osprey: master [{_name}]");
         Log.Info($"Using worker processes: {_targetWorkers}");
@@ -274,7 +289,7 @@ public sealed class Master
         [
             (PosixSignal.SIGTERM, Posix.SIGTERM), (PosixSignal.SIGINT, 2), (PosixSignal.SIGQUIT, Posix.SIGQUIT),
             (PosixSignal.SIGHUP, Posix.SIGHUP), ((PosixSignal)Posix.SIGTTIN, Posix.SIGTTIN), ((PosixSignal)Posix.SIGTTOU, Posix.SIGTTOU),
-            ((PosixSignal)Posix.SIGUSR1, Posix.SIGUSR1),
+            ((PosixSignal)Posix.SIGUSR1, Posix.SIGUSR1), ((PosixSignal)SIGUSR2, SIGUSR2), ((PosixSignal)SIGWINCH, SIGWINCH),
         ];
         foreach ((PosixSignal signal, int number) in handled)
         {
@@ -295,15 +310,27 @@ public sealed class Master
             {
                 registration.Dispose();
             }
-            CloseAllSockets();
-            foreach (BindAddress bind in _binds)
+            if (UpgradeChildAlive)
             {
-                if (bind is BindAddress.Unix unix)
+                // A new master started by USR2 serves the same socket files now. Disposing a Socket that bound
+                // a unix socket deletes its file (.NET does), so these are left to the process's exit to close.
+                foreach (int slot in _slotSockets.Keys.ToArray()) CloseSlot(slot);
+            }
+            else
+            {
+                CloseAllSockets();
+            }
+            if (!UpgradeChildAlive)
+            {
+                foreach (BindAddress bind in _binds)
                 {
-                    TryDelete(unix.Path);
+                    if (bind is BindAddress.Unix unix)
+                    {
+                        TryDelete(unix.Path);
+                    }
                 }
             }
-            if (_options.PidFile is { } pid)
+            if (_pidFileWritten is { } pid && HoldsOwnPid(pid))
             {
                 TryDelete(pid);
             }
@@ -312,6 +339,19 @@ public sealed class Master
         }
         Log.Info("Shutting down: Master");
         return _exitCode;
+    }
+
+    /// <summary>Whether the pid file still names this process (a promoted new master may have taken it over).</summary>
+    private static bool HoldsOwnPid(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path).Trim() == Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
     }
 
     /// <summary>Writes this process's id to <paramref name="path"/>; null, or the line saying why it could not.</summary>
@@ -411,6 +451,7 @@ public sealed class Master
                 }
                 continue;
             }
+            CheckPromotion();
             CheckTimeouts();
             CheckMemory();
             SpawnMissing();
@@ -431,7 +472,8 @@ public sealed class Master
     {
         string name = signal switch
         {
-            15 => "term", 2 => "int", 3 => "quit", 1 => "hup", 21 => "ttin", 22 => "ttou", 10 => "usr1",
+            15 => "term", 2 => "int", 3 => "quit", 1 => "hup", 21 => "ttin", 22 => "ttou", 10 => "usr1", SIGUSR2 => "usr2",
+            SIGWINCH => "winch",
             _ => signal.ToString(CultureInfo.InvariantCulture),
         };
         Log.Info($"Handling signal: {name}");
@@ -452,6 +494,12 @@ public sealed class Master
                 break;
             case Posix.SIGUSR1:
                 ReopenLogs();
+                break;
+            case SIGUSR2:
+                StartUpgrade();
+                break;
+            case SIGWINCH:
+                StopWorkersKeepingMaster();
                 break;
             case 21:
                 SetTargetWorkers(_targetWorkers + 1);
@@ -641,13 +689,22 @@ public sealed class Master
         Posix.SetProcessTitle("osprey-master", $"osprey: master [{_name}]");
         if (_options.PidFile != previous.PidFile)
         {
-            if (previous.PidFile is { } oldPidFile)
+            if (_pidFileWritten is { } oldPidFile)
             {
                 TryDelete(oldPidFile);
+                _pidFileWritten = null;
             }
-            if (_options.PidFile is { } pidFile && WritePidFile(pidFile) is string pidError)
+            string? path = _options.PidFile is { } pidFile && UpgradeParentAlive ? pidFile + ".2" : _options.PidFile;
+            if (path is not null)
             {
-                Log.Warning(pidError);
+                if (WritePidFile(path) is string pidError)
+                {
+                    Log.Warning(pidError);
+                }
+                else
+                {
+                    _pidFileWritten = path;
+                }
             }
         }
         return true;
@@ -713,7 +770,9 @@ public sealed class Master
         // Slots above the target (after TTOU) give their sockets back once nobody serves them.
         foreach (int slot in _slotSockets.Keys.ToArray())
         {
-            if (slot >= _targetWorkers && !_workers.Values.Any(w => w.Slot == slot))
+            // Not while the master this one replaces lives: it holds the same sockets, so they would not
+            // leave their groups, and steering would lose count of them.
+            if (slot >= _targetWorkers && !_workers.Values.Any(w => w.Slot == slot) && !UpgradeParentAlive)
             {
                 CloseSlot(slot);
             }
@@ -1183,6 +1242,11 @@ public sealed class Master
         {
             if (_binds[i] is BindAddress.Tcp)
             {
+                continue;
+            }
+            if (TakeInheritedShared(_binds[i]) is { } inherited)
+            {
+                _shared[i] = inherited;
                 continue;
             }
             uint previous = 0;

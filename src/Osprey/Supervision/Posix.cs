@@ -19,6 +19,7 @@ internal static unsafe partial class Posix
     public const int SIGQUIT = 3;
     public const int SIGHUP = 1;
     public const int SIGUSR1 = 10;
+    public const int SIGUSR2 = 12;
     public const int SIGTTIN = 21;
     public const int SIGTTOU = 22;
 
@@ -65,7 +66,7 @@ internal static unsafe partial class Posix
     private static partial int SysExecv(string path, string?[] argv);
 
     /// <summary>
-    /// The master's control signals (HUP, INT, QUIT, TTIN, TTOU, TERM, USR1) must reach it even when it was
+    /// The master's control signals (HUP, INT, QUIT, TTIN, TTOU, TERM, USR1, USR2) must reach it even when it was
     /// started with them ignored, as under nohup or from a shell's background job: gunicorn's arbiter
     /// installs its handlers over an inherited SIG_IGN. .NET keeps an ignore it inherited and never
     /// installs a handler over it, so the master re-executes itself once with those signals back at
@@ -74,7 +75,7 @@ internal static unsafe partial class Posix
     /// </summary>
     public static string? ReexecIfControlSignalsIgnored(IReadOnlyList<string> args)
     {
-        int[] control = [SIGHUP, 2, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1];
+        int[] control = [SIGHUP, 2, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2];
         ulong ignored = IgnoredSignalMask();
         bool any = false;
         foreach (int signal in control)
@@ -97,7 +98,7 @@ internal static unsafe partial class Posix
             argv[i + 1] = args[i];
         }
         SysExecv(path, argv);
-        return $"cannot re-execute {path} to take over ignored signals (errno {Marshal.GetLastPInvokeError()}): HUP, INT, QUIT, TTIN, TTOU and USR1 may be ignored";
+        return $"cannot re-execute {path} to take over ignored signals (errno {Marshal.GetLastPInvokeError()}): HUP, INT, QUIT, TTIN, TTOU, USR1 and USR2 may be ignored";
     }
 
     /// <summary>The signals this process ignores (SigIgn in /proc/self/status; bit N-1 is signal N).</summary>

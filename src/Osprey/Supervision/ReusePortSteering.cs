@@ -36,6 +36,9 @@ internal sealed class ReusePortSteering(bool sharedWithOthers)
 
     public bool IsListening(int slot) => _order.Contains(slot);
 
+    /// <summary>The listening slots in the order their sockets joined the groups (their index in each).</summary>
+    public IReadOnlyList<int> GroupOrder => _order;
+
     /// <summary>The master called listen() on the slot's sockets: they joined the end of their groups.</summary>
     public void Joined(int slot) => _order.Add(slot);
 

@@ -65,6 +65,7 @@ public static class WorkerLifecycle
         PosixSignalHandler(PosixSignal.SIGHUP, static () => { });
         PosixSignalHandler((PosixSignal)Posix.SIGTTIN, static () => { });
         PosixSignalHandler((PosixSignal)Posix.SIGTTOU, static () => { });
+        PosixSignalHandler((PosixSignal)Posix.SIGUSR2, static () => { });
         // From the master after it reopened its own logs (logrotate); the default action would kill us.
         PosixSignalHandler((PosixSignal)Posix.SIGUSR1, static () =>
         {

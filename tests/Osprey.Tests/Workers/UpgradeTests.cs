@@ -1,0 +1,192 @@
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
+using Osprey.Tests.Infrastructure;
+using static Osprey.Tests.Integration.TestSupport;
+using static Osprey.Tests.Workers.ProcessTools;
+
+namespace Osprey.Tests.Workers;
+
+/// <summary>
+/// gunicorn's upgrade on the fly: USR2 starts a new master on the same listening sockets (PIDFILE.2 while
+/// the old one lives), TERM to the old one leaves the new one serving and promoted to PIDFILE, and not a
+/// request fails on the way. A new master that cannot start leaves the old one serving.
+/// </summary>
+public sealed class UpgradeTests : IDisposable
+{
+    private const int SIGUSR2 = 12;
+    private static readonly TimeSpan Eventually = TimeSpan.FromSeconds(30);
+    private readonly TempDir _dir = TempDir.Create("osprey-upgrade-");
+
+    public void Dispose() => _dir.Dispose();
+
+    private static int? ReadPid(string path)
+    {
+        try
+        {
+            return int.TryParse(File.ReadAllText(path).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int pid) ? pid : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
+    private static async Task<string> UnixGetAsync(string path, string target)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await socket.ConnectAsync(new UnixDomainSocketEndPoint(path));
+        await socket.SendAsync(Encoding.ASCII.GetBytes($"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        using var stream = new NetworkStream(socket);
+        using var reader = new StreamReader(stream);
+        string response = await reader.ReadToEndAsync();
+        Assert.StartsWith("HTTP/1.1 200 ", response, StringComparison.Ordinal);
+        return response[(response.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..];
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task USR2_then_TERM_to_the_old_master_hands_the_sockets_over_without_failing_a_request(string engine)
+    {
+        string pidFile = Path.Combine(_dir.Path, "osprey.pid");
+        string unixSocket = Path.Combine(_dir.Path, "osprey.sock");
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "workers_app:app", Engine = engine, Args = ["-w", "2", "--pid", pidFile, "-b", $"unix:{unixSocket}"],
+        });
+        int oldMaster = server.ProcessId;
+        int newMaster = 0;
+        try
+        {
+            List<int> oldWorkers = await WaitForChildrenAsync(oldMaster, 2, Eventually);
+            await using var load = new LoadLoop(server.Port, concurrency: 2);
+            await load.WaitForOkAsync(50, Eventually);
+
+            Signal(oldMaster, SIGUSR2);
+            Assert.True(await EventuallyAsync(() => Task.FromResult(ReadPid(pidFile + ".2") is int), Eventually), server.ErrorLog);
+            newMaster = ReadPid(pidFile + ".2")!.Value;
+            Assert.NotEqual(oldMaster, newMaster);
+            Assert.Equal(oldMaster, ReadPid(pidFile));
+            List<int> newWorkers = await WaitForChildrenAsync(newMaster, 2, Eventually);
+            // Both generations accept from the same sockets until the old one stops.
+            Assert.True(await EventuallyAsync(() => Task.FromResult(newWorkers.All(load.ByPid.ContainsKey)), Eventually), load.ToString());
+
+            Signal(oldMaster, SIGTERM);
+            Assert.True(await EventuallyAsync(() => Task.FromResult(!IsAlive(oldMaster)), Eventually), server.ErrorLog);
+            Assert.True(await EventuallyAsync(() => Task.FromResult(ReadPid(pidFile) == newMaster && !File.Exists(pidFile + ".2")), Eventually),
+                server.ErrorLog);
+            int served = load.Ok;
+            await load.WaitForOkAsync(served + 100, Eventually);
+            await load.StopAsync();
+
+            Assert.True(load.Failed == 0, load.ToString() + "\n" + server.ErrorLog);
+            Assert.All(oldWorkers, pid => Assert.False(IsAlive(pid)));
+            Assert.Contains("Master has been promoted", server.ErrorLog, StringComparison.Ordinal);
+            // The old master left the unix socket file to the new one, which answers on it.
+            Assert.Contains(int.Parse(await UnixGetAsync(unixSocket, "/pid"), CultureInfo.InvariantCulture), newWorkers);
+
+            Signal(newMaster, SIGTERM);
+            Assert.True(await EventuallyAsync(() => Task.FromResult(!IsAlive(newMaster)), Eventually));
+            Assert.False(File.Exists(pidFile));
+            Assert.False(File.Exists(unixSocket));
+        }
+        finally
+        {
+            if (newMaster != 0 && IsAlive(newMaster))
+            {
+                Signal(newMaster, SIGKILL);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_new_master_that_cannot_start_leaves_the_old_one_serving()
+    {
+        string pidFile = Path.Combine(_dir.Path, "osprey.pid");
+        string broken = Path.Combine(_dir.Path, "broken");
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "workers_app:app", Args = ["--pid", pidFile],
+            Environment = new Dictionary<string, string?> { ["WORKERS_APP_BREAK"] = broken },
+        });
+        await using var load = new LoadLoop(server.Port, concurrency: 2);
+        await load.WaitForOkAsync(50, Eventually);
+
+        // A deploy that broke the application: the new master's worker cannot import it.
+        File.WriteAllText(broken, "");
+        int mark = server.ErrorLogPosition;
+        Signal(server.ProcessId, SIGUSR2);
+        await server.WaitForLogAsync("this master goes on serving", Eventually, mark);
+        int served = load.Ok;
+        await load.WaitForOkAsync(served + 100, Eventually);
+        await load.StopAsync();
+
+        Assert.True(load.Failed == 0, load.ToString() + "\n" + server.ErrorLog);
+        Assert.Contains("the application no longer imports", server.ErrorLogSince(mark), StringComparison.Ordinal);
+        Assert.Equal(server.ProcessId, ReadPid(pidFile));
+        Assert.False(File.Exists(pidFile + ".2"));
+    }
+
+    /// <summary>
+    /// WINCH stops a --daemon master's workers gracefully and keeps the master, which HUP brings back to its
+    /// workers (gunicorn's step between USR2 and TERM); without --daemon it is a terminal resized, and ignored.
+    /// </summary>
+    [Fact]
+    public async Task WINCH_stops_a_daemons_workers_until_HUP_and_is_ignored_otherwise()
+    {
+        const int SIGWINCH = 28, SIGHUP = 1;
+        await using (var foreground = await OspreyServer.StartAsync(new OspreyServerOptions { App = "workers_app:app", Args = ["-w", "2"] }))
+        {
+            List<int> workers = await WaitForChildrenAsync(foreground.ProcessId, 2, Eventually);
+            Signal(foreground.ProcessId, SIGWINCH);
+            await foreground.WaitForLogAsync("Handling signal: winch", Eventually);
+            await Task.Delay(1500);
+            Assert.Equal(workers.Order(), Children(foreground.ProcessId).Order());
+        }
+
+        int port = OspreyServer.GetFreePort();
+        string pidFile = Path.Combine(_dir.Path, "daemon.pid");
+        string log = Path.Combine(_dir.Path, "daemon.log");
+        ProcessResult started = await OspreyServer.RunToCompletionAsync(OspreyServer.BuildArguments(new OspreyServerOptions
+        {
+            App = "workers_app:app", Args = ["-D", "-w", "2", "--pid", pidFile, "--error-logfile", log],
+        }, port), Eventually);
+        Assert.True(started.ExitCode == 0, started.ToString());
+        int master = ReadPid(pidFile)!.Value;
+        try
+        {
+            await WaitForChildrenAsync(master, 2, Eventually);
+            Signal(master, SIGWINCH);
+            await WaitForChildrenAsync(master, 0, Eventually);
+            Assert.True(IsAlive(master));
+
+            Signal(master, SIGHUP);
+            await WaitForChildrenAsync(master, 2, Eventually);
+            using var client = NewClient();
+            Assert.True(await EventuallyAsync(async () => (await TryGetPidAsync(client, port, "/pid")).Pid is int, Eventually), File.ReadAllText(log));
+        }
+        finally
+        {
+            Signal(master, SIGTERM);
+            await EventuallyAsync(() => Task.FromResult(!IsAlive(master)), Eventually);
+        }
+    }
+
+    /// <summary>A signal meant for the master that reaches a worker (kill -SIG -PGID, a terminal) neither stops nor kills it.</summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task A_worker_outlives_the_masters_control_signals(string engine)
+    {
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions { App = "workers_app:app", Engine = engine });
+        int worker = (await WaitForChildrenAsync(server.ProcessId, 1, Eventually))[0];
+        using var client = NewClient();
+        Assert.Equal(worker, await GetPidAsync(client, server.Port));
+
+        foreach (int signal in new[] { 1 /* HUP */, 21 /* TTIN */, 22 /* TTOU */, SIGUSR2, 28 /* WINCH */ })
+        {
+            Signal(worker, signal);
+        }
+        await Task.Delay(500);
+
+        Assert.True(IsAlive(worker));
+        Assert.Equal(worker, await GetPidAsync(client, server.Port));
+    }
+}
