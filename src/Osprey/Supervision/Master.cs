@@ -310,17 +310,18 @@ public sealed partial class Master
             {
                 registration.Dispose();
             }
-            if (UpgradeChildAlive)
+            // A new master started by USR2 serves the same socket files now. Disposing a Socket that bound a
+            // unix socket deletes its file (.NET does), so those are left to the process's exit to close.
+            bool handedOver = UpgradeChildAlive;
+            if (handedOver)
             {
-                // A new master started by USR2 serves the same socket files now. Disposing a Socket that bound
-                // a unix socket deletes its file (.NET does), so these are left to the process's exit to close.
                 foreach (int slot in _slotSockets.Keys.ToArray()) CloseSlot(slot);
             }
             else
             {
                 CloseAllSockets();
             }
-            if (!UpgradeChildAlive)
+            if (!handedOver)
             {
                 foreach (BindAddress bind in _binds)
                 {
