@@ -270,6 +270,7 @@ public static class CommandLine
         private readonly List<KeyValuePair<string, string>> environment = [];
         private readonly List<string> reloadExtraFiles = [];
         private bool forwardedAllowIpsGiven;
+        private bool rootPathGiven;
         // Which source (0: configuration file, 1: GUNICORN_CMD_ARGS, 2: command line) last filled each list
         // option: a later source replaces a list rather than adding to it, as gunicorn's command line
         // replaces the file's bind.
@@ -317,6 +318,19 @@ public static class CommandLine
                 TrustedProxies? trusted = TrustedProxies.Parse(fromEnvironment, out string? error);
                 if (trusted is null) return Fail($"FORWARDED_ALLOW_IPS (environment variable): {error}");
                 options = options with { ForwardedAllowIps = trusted };
+            }
+
+            // As gunicorn, whose requests take SCRIPT_NAME from the worker's environment (where -e puts it
+            // too): the usual way to mount an application below the root with it.
+            if (!rootPathGiven)
+            {
+                string? scriptName = environment.LastOrDefault(e => e.Key == "SCRIPT_NAME").Value
+                    ?? environmentVariable?.Invoke("SCRIPT_NAME");
+                if (scriptName is { Length: > 0 })
+                {
+                    if (scriptName[0] != '/') return Fail($"SCRIPT_NAME (environment variable): '{scriptName}' must start with '/'");
+                    options = options with { RootPath = scriptName.TrimEnd('/') };
+                }
             }
 
             if (options.KeyFile is not null && options.CertFile is null)
@@ -627,6 +641,7 @@ public static class CommandLine
                 {
                     if (value.Length > 0 && value[0] != '/') return Fail($"{name}: '{value}' must start with '/'");
                     options = options with { RootPath = value.TrimEnd('/') };
+                    rootPathGiven = true;
                     return null;
                 }
 

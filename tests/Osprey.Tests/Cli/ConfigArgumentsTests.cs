@@ -133,7 +133,21 @@ public sealed class ConfigArgumentsTests
         Assert.Equal(["127.0.0.1:8000"], Ok(["app"]).Binds.Select(b => b.Original));
     }
 
+    [Fact]
+    public void SCRIPT_NAME_mounts_the_application_below_the_root_as_in_gunicorn()
+    {
+        var environment = new Dictionary<string, string> { ["SCRIPT_NAME"] = "/shop/" };
+
+        Assert.Equal("/shop", Ok(["app"], environment: environment).RootPath);
+        // -e puts it in the workers' environment, where gunicorn reads it too.
+        Assert.Equal("/store", Ok(["-e", "SCRIPT_NAME=/store", "app"], environment: environment).RootPath);
+        Assert.Equal("/admin", Ok(["-e", "SCRIPT_NAME=/store", "--root-path", "/admin", "app"], environment: environment).RootPath);
+        Assert.Equal("", Ok(["--root-path", "", "app"], environment: environment).RootPath);
+        Assert.Equal("", Ok(["app"]).RootPath);
+    }
+
     [Theory]
+    [InlineData("SCRIPT_NAME", "shop", "SCRIPT_NAME (environment variable): 'shop' must start with '/'")]
     [InlineData("PORT", "http", "PORT (environment variable): 'http' is not a valid port number")]
     [InlineData("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY (environment variable): '0' is not a positive integer")]
     public void Bad_environment_defaults_are_one_clear_line(string name, string value, string message)

@@ -226,6 +226,19 @@ public sealed class EnvironTests(ServerPool pool) : IClassFixture<ServerPool>
         Assert.Equal("", Str(bare, "PATH_INFO"));
     }
 
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task SCRIPT_NAME_in_the_environment_mounts_the_application_as_in_gunicorn(string engine)
+    {
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = App, Engine = engine, Environment = new Dictionary<string, string?> { ["SCRIPT_NAME"] = "/mounted" },
+        });
+
+        var env = Environ(await RawHttp.GetAsync(server, "/mounted/page"));
+        Assert.Equal("/mounted", Str(env, "SCRIPT_NAME"));
+        Assert.Equal("/page", Str(env, "PATH_INFO"));
+    }
+
     private static void AssertBool(JsonElement env, string key, bool expected)
     {
         var value = Obj(env, key);
