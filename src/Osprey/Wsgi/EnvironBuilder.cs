@@ -16,7 +16,7 @@ internal sealed class EnvironBuilder
     private const int MaxCachedHeaderNames = 512;
 
     /// <summary>The proxy kinds come last, so one comparison tells whether a header is one of them.</summary>
-    private enum HeaderKind : byte { Http, ContentType, ContentLength, Dropped, Forwarded, XForwardedFor, XForwardedProto, XForwardedHost }
+    private enum HeaderKind : byte { Http, ContentType, ContentLength, Dropped, Forwarded, XForwardedFor, XForwardedProto, XForwardedHost, XForwardedSsl, XForwardedProtocol }
 
     private readonly record struct HeaderKey(nint Key, HeaderKind Kind);
 
@@ -54,6 +54,8 @@ internal sealed class EnvironBuilder
     private readonly PyRef _httpXForwardedFor = Py.Intern("HTTP_X_FORWARDED_FOR");
     private readonly PyRef _httpXForwardedProto = Py.Intern("HTTP_X_FORWARDED_PROTO");
     private readonly PyRef _httpXForwardedHost = Py.Intern("HTTP_X_FORWARDED_HOST");
+    private readonly PyRef _httpXForwardedSsl = Py.Intern("HTTP_X_FORWARDED_SSL");
+    private readonly PyRef _httpXForwardedProtocol = Py.Intern("HTTP_X_FORWARDED_PROTOCOL");
 
     public EnvironBuilder(string rootPath, PyBorrowed errors, PyBorrowed fileWrapper, bool multithread, bool multiprocess,
         TrustedProxies trustedProxies)
@@ -174,7 +176,8 @@ internal sealed class EnvironBuilder
             request.RemoteAddress = address;
             request.RemotePort = port;
         }
-        if (forwarded.Scheme is string forwardedScheme)
+        if ((forwarded.Scheme ?? ForwardedHeaders.SchemeFromSecureFlags(
+            HeaderText(env, _httpXForwardedSsl), HeaderText(env, _httpXForwardedProtocol))) is string forwardedScheme)
         {
             scheme = forwardedScheme;
             Py.SetItem(env, _urlScheme.Borrow(), Cached(forwardedScheme));
@@ -418,6 +421,8 @@ internal sealed class EnvironBuilder
             15 when name.Equals("x-forwarded-for", StringComparison.OrdinalIgnoreCase) => HeaderKind.XForwardedFor,
             16 when name.Equals("x-forwarded-host", StringComparison.OrdinalIgnoreCase) => HeaderKind.XForwardedHost,
             17 when name.Equals("x-forwarded-proto", StringComparison.OrdinalIgnoreCase) => HeaderKind.XForwardedProto,
+            15 when name.Equals("x-forwarded-ssl", StringComparison.OrdinalIgnoreCase) => HeaderKind.XForwardedSsl,
+            20 when name.Equals("x-forwarded-protocol", StringComparison.OrdinalIgnoreCase) => HeaderKind.XForwardedProtocol,
             _ => HeaderKind.Http,
         };
         var text = new StringBuilder("HTTP_", 5 + name.Length);

@@ -16,7 +16,7 @@ internal ref struct ForwardedRequest
 }
 
 /// <summary>
-/// Reads X-Forwarded-For/-Proto/-Host and RFC 7239 Forwarded, for a request whose peer is a
+/// Reads X-Forwarded-For/-Proto/-Host (and -Ssl, -Protocol) and RFC 7239 Forwarded, for a request whose peer is a
 /// trusted proxy. The client is the right-most hop that is not itself a trusted proxy: entries
 /// to its left were written by the client or by proxies nobody vouches for, so they are never
 /// read (a client cannot spoof its address by prepending to the list). Every value is
@@ -117,6 +117,24 @@ internal static class ForwardedHeaders
             list = list[..comma];
             fromRight--;
         }
+    }
+
+    /// <summary>
+    /// gunicorn's other secure_scheme_headers, read when neither Forwarded nor X-Forwarded-Proto gave a
+    /// scheme: <c>X-Forwarded-Ssl: on</c> and <c>X-Forwarded-Protocol: ssl</c> mean https, any other value
+    /// http (as gunicorn reads them); null when neither header is present.
+    /// </summary>
+    internal static string? SchemeFromSecureFlags(ReadOnlySpan<byte> forwardedSsl, ReadOnlySpan<byte> forwardedProtocol)
+    {
+        if (!forwardedSsl.IsEmpty)
+        {
+            return Ascii.EqualsIgnoreCase(forwardedSsl[Ascii.Trim(forwardedSsl)], "on"u8) ? "https" : "http";
+        }
+        if (!forwardedProtocol.IsEmpty)
+        {
+            return Ascii.EqualsIgnoreCase(forwardedProtocol[Ascii.Trim(forwardedProtocol)], "ssl"u8) ? "https" : "http";
+        }
+        return null;
     }
 
     internal static string? ParseScheme(ReadOnlySpan<byte> value)

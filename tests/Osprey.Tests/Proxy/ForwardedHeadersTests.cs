@@ -46,6 +46,40 @@ public sealed class ForwardedHeadersTests(ServerPool pool) : IClassFixture<Serve
         Assert.Equal(Port(server), Str(env, "SERVER_PORT"));
     }
 
+    public static TheoryData<string, string, string> SecureSchemeHeaders => Cross3(
+    [
+        ("X-Forwarded-Ssl: on", "https"), ("X-Forwarded-Ssl: off", "http"),
+        ("X-Forwarded-Protocol: ssl", "https"), ("X-Forwarded-Protocol: tls", "http"),
+    ]);
+
+    private static TheoryData<string, string, string> Cross3((string Header, string Scheme)[] cases)
+    {
+        var data = new TheoryData<string, string, string>();
+        foreach (string engine in Engines.Names)
+        {
+            foreach ((string header, string scheme) in cases) data.Add(engine, header, scheme);
+        }
+        return data;
+    }
+
+    /// <summary>gunicorn's other secure_scheme_headers: from a trusted peer they set wsgi.url_scheme, from others nothing.</summary>
+    [Theory, MemberData(nameof(SecureSchemeHeaders))]
+    public async Task X_forwarded_ssl_and_protocol_from_a_trusted_peer_set_the_scheme(string engine, string header, string scheme)
+    {
+        var (_, env) = await GetAsync(engine, [], header);
+        Assert.Equal(scheme, Str(env, "wsgi.url_scheme"));
+
+        var (untrusted, ignored) = await GetAsync(engine, Untrusted, header);
+        AssertUnchanged(untrusted, ignored);
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task X_forwarded_proto_wins_over_x_forwarded_ssl(string engine)
+    {
+        var (_, env) = await GetAsync(engine, [], "X-Forwarded-Proto: http", "X-Forwarded-Ssl: on");
+        Assert.Equal("http", Str(env, "wsgi.url_scheme"));
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task X_forwarded_for_from_a_trusted_peer_sets_remote_addr(string engine)
     {
