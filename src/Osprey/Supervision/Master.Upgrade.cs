@@ -33,6 +33,8 @@ public sealed partial class Master
     private readonly Dictionary<string, int[]> _inheritedSlots = new(StringComparer.Ordinal);
     /// <summary>The pid file this master wrote: PIDFILE, or PIDFILE.2 while the master it replaces lives.</summary>
     private string? _pidFileWritten;
+    /// <summary>The listeners came from systemd (LISTEN_FDS), not from --bind: a new master takes the same ones.</summary>
+    private bool _socketActivated;
 
     /// <summary>Whether this process was started by a master's USR2; reads and clears the variables saying so.</summary>
     private static (int Parent, string? Listeners) TakeUpgradeVariables()
@@ -45,6 +47,25 @@ public sealed partial class Master
         return int.TryParse(from, NumberStyles.None, CultureInfo.InvariantCulture, out int parent) && parent == Posix.ParentProcessId
             ? (parent, listeners)
             : (0, null);
+    }
+
+    /// <summary>
+    /// A master started under systemd socket activation hands its sockets down as they are, whatever --bind
+    /// says (as gunicorn passes LISTEN_FDS on): the same fd:// binds for the new master, or null.
+    /// </summary>
+    private static IReadOnlyList<BindAddress>? ActivatedSocketsOfReplacedMaster(string? text)
+    {
+        var binds = new List<BindAddress>();
+        foreach (string line in (text ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string[] fields = line.Split('\t');
+            if (fields.Length == 3 && fields[0] == "activated")
+            {
+                int fd = int.Parse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture);
+                binds.Add(new BindAddress.FileDescriptor($"fd://{fd}", fd));
+            }
+        }
+        return binds.Count > 0 ? binds : null;
     }
 
     private void ReadInheritedListeners(string? text)
@@ -62,7 +83,7 @@ public sealed partial class Master
             {
                 Posix.SetInheritable(fd, false);
             }
-            if (fields[0] == "shared")
+            if (fields[0] is "shared" or "activated")
             {
                 _inheritedShared[original] = fds[0];
             }
@@ -185,7 +206,7 @@ public sealed partial class Master
             {
                 int fd = (int)shared.Handle;
                 fds.Add(fd);
-                listeners.Append(CultureInfo.InvariantCulture, $"shared\t{original}\t{fd}\n");
+                listeners.Append(CultureInfo.InvariantCulture, $"{(_socketActivated ? "activated" : "shared")}\t{original}\t{fd}\n");
                 continue;
             }
             // Only the sockets in the port's group (those listen() was called on), in its order.

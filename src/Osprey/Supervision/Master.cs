@@ -155,7 +155,8 @@ public sealed partial class Master
             GiveLogFilesTo(runAs);
         }
 
-        var master = new Master(options, argv, SystemdSockets() ?? options.Binds, runAs, config?.MasterHooks);
+        IReadOnlyList<BindAddress>? activated = SystemdSockets() ?? (upgradeParent != 0 ? ActivatedSocketsOfReplacedMaster(inheritedListeners) : null);
+        var master = new Master(options, argv, activated ?? options.Binds, runAs, config?.MasterHooks) { _socketActivated = activated is not null };
         if (upgradeParent != 0)
         {
             master._upgradeParent = upgradeParent;

@@ -189,4 +189,62 @@ public sealed class UpgradeTests : IDisposable
         Assert.True(IsAlive(worker));
         Assert.Equal(worker, await GetPidAsync(client, server.Port));
     }
+
+    /// <summary>
+    /// Under systemd socket activation (the listening socket at fd 3, LISTEN_FDS=1, LISTEN_PID naming the
+    /// master) the master serves that socket whatever --bind says, and USR2 hands the same socket on.
+    /// </summary>
+    [Fact]
+    public async Task A_socket_activated_master_serves_the_socket_it_was_given_and_hands_it_over()
+    {
+        string pidFile = Path.Combine(_dir.Path, "osprey.pid");
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+        int port = ((System.Net.IPEndPoint)listener.LocalEndPoint!).Port;
+        listener.Close();
+        // What systemd does before it starts the service: the socket at fd 3, and the variables naming it.
+        const string Activate = """
+            import os, socket, sys
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(128)
+            os.dup2(s.fileno(), 3); os.set_inheritable(3, True)
+            os.environ["LISTEN_FDS"] = "1"; os.environ["LISTEN_PID"] = str(os.getpid())
+            os.execv(sys.argv[2], sys.argv[2:])
+            """;
+        // The --bind given is not where it serves: the activated socket is.
+        List<string> args = OspreyServer.BuildArguments(new OspreyServerOptions { App = "workers_app:app", Args = ["--pid", pidFile] }, OspreyServer.GetFreePort());
+        var start = OspreyServer.CreateStartInfo(["-c", Activate, port.ToString(CultureInfo.InvariantCulture), RepoPaths.OspreyExecutable, .. args], null);
+        start.FileName = RepoPaths.SystemPython;
+        using var master = System.Diagnostics.Process.Start(start)!;
+        master.StandardInput.Close();
+        var output = master.StandardError.ReadToEndAsync();
+        int newMaster = 0;
+        try
+        {
+            using var client = NewClient();
+            Assert.True(await EventuallyAsync(async () => (await TryGetPidAsync(client, port, "/pid")).Pid is int, Eventually), "not serving on the activated socket");
+            await using var load = new LoadLoop(port, concurrency: 2);
+            await load.WaitForOkAsync(50, Eventually);
+
+            Signal(master.Id, SIGUSR2);
+            Assert.True(await EventuallyAsync(() => Task.FromResult(ReadPid(pidFile + ".2") is int), Eventually));
+            newMaster = ReadPid(pidFile + ".2")!.Value;
+            await WaitForChildrenAsync(newMaster, 1, Eventually);
+            await Task.Delay(1000);
+            Signal(master.Id, SIGTERM);
+            await master.WaitForExitAsync();
+            Assert.True(await EventuallyAsync(() => Task.FromResult(ReadPid(pidFile) == newMaster), Eventually));
+            int served = load.Ok;
+            await load.WaitForOkAsync(served + 100, Eventually);
+            await load.StopAsync();
+            Assert.True(load.Failed == 0, load.ToString());
+            Assert.Contains(load.ByPid.Keys, pid => Children(newMaster).Contains(pid));
+        }
+        finally
+        {
+            if (!master.HasExited) master.Kill(entireProcessTree: true);
+            if (newMaster != 0 && IsAlive(newMaster)) Signal(newMaster, SIGKILL);
+        }
+        Assert.Contains($"Listening at: fd://3", await output, StringComparison.Ordinal);
+    }
 }
