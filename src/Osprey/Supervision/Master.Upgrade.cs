@@ -36,17 +36,20 @@ public sealed partial class Master
     /// <summary>The listeners came from systemd (LISTEN_FDS), not from --bind: a new master takes the same ones.</summary>
     private bool _socketActivated;
 
-    /// <summary>Whether this process was started by a master's USR2; reads and clears the variables saying so.</summary>
-    private static (int Parent, string? Listeners) TakeUpgradeVariables()
+    /// <summary>Whether this process was started by a master's USR2, and the sockets it was handed.</summary>
+    private static (int Parent, string? Listeners) ReadUpgradeVariables()
     {
         string? from = Environment.GetEnvironmentVariable(UpgradeFromVariable);
-        string? listeners = Environment.GetEnvironmentVariable(UpgradeListenersVariable);
-        // Workers and their children must not take these as meant for them.
+        return int.TryParse(from, NumberStyles.None, CultureInfo.InvariantCulture, out int parent) && parent == Posix.ParentProcessId
+            ? (parent, Environment.GetEnvironmentVariable(UpgradeListenersVariable))
+            : (0, null);
+    }
+
+    /// <summary>After a possible re-exec (which must see them again): workers and their children must not take them as meant for them.</summary>
+    private static void ClearUpgradeVariables()
+    {
         Posix.Unsetenv(UpgradeFromVariable);
         Posix.Unsetenv(UpgradeListenersVariable);
-        return int.TryParse(from, NumberStyles.None, CultureInfo.InvariantCulture, out int parent) && parent == Posix.ParentProcessId
-            ? (parent, listeners)
-            : (0, null);
     }
 
     /// <summary>

@@ -96,7 +96,7 @@ public sealed partial class Master
     /// <param name="config">The configuration file's settings (already part of <paramref name="options"/>), to report.</param>
     public static int Run(OspreyOptions options, IReadOnlyList<string> argv, ConfigArguments? config = null)
     {
-        (int upgradeParent, string? inheritedListeners) = TakeUpgradeVariables();
+        (int upgradeParent, string? inheritedListeners) = ReadUpgradeVariables();
         // A master started by USR2 is already where its parent is (detached or not).
         if (options.Daemon && !Daemon.IsDetachedMaster && upgradeParent == 0)
         {
@@ -104,6 +104,7 @@ public sealed partial class Master
         }
         // Before anything is opened or bound: this may replace the process (see the method).
         string? signalWarning = Posix.ReexecIfControlSignalsIgnored(argv.Skip(1).ToArray());
+        ClearUpgradeVariables();
         Daemon.DetachMaster(options.EnableStdioInheritance);
         if (signalWarning is not null)
         {
