@@ -66,7 +66,7 @@ public static class CommandLine
         ForwardedAllowIps, ProxyProtocol, CertFile, KeyFile, Config, AccessLogFormat, Reload, ReloadExtraFile, CheckConfig, CaCerts, CertReqs,
         StatsdHost, StatsdPrefix, DogstatsdTags,
         WorkerClass, CaptureOutput, EnableStdioInheritance, ReusePort, NoSendfile, Initgroups, PrintConfig, WorkerTmpDir,
-        ReloadEngine, DisableRedirectAccessToSyslog,
+        ReloadEngine, DisableRedirectAccessToSyslog, ProxyAllowFrom,
     }
 
     private readonly record struct LongOption(string Name, Opt Id);
@@ -139,6 +139,7 @@ public static class CommandLine
         new("--worker-tmp-dir", Opt.WorkerTmpDir),
         new("--reload-engine", Opt.ReloadEngine),
         new("--disable-redirect-access-to-syslog", Opt.DisableRedirectAccessToSyslog),
+        new("--proxy-allow-from", Opt.ProxyAllowFrom),
     ];
 
     /// <summary>
@@ -161,7 +162,6 @@ public static class CommandLine
         ("--ciphers", "cipher suites are the system's OpenSSL defaults"),
         ("--do-handshake-on-connect", "TLS handshakes are always done on connect"),
         ("--suppress-ragged-eofs", "TLS connections are always read that way"),
-        ("--proxy-allow-from", "PROXY protocol headers are accepted from --forwarded-allow-ips"),
         ("--spew", "there is no line tracing"),
     ];
 
@@ -247,6 +247,7 @@ public static class CommandLine
         Opt.WorkerTmpDir => "--worker-tmp-dir",
         Opt.ReloadEngine => "--reload-engine",
         Opt.DisableRedirectAccessToSyslog => "--disable-redirect-access-to-syslog",
+        Opt.ProxyAllowFrom => "--proxy-allow-from",
         _ => throw new ArgumentOutOfRangeException(nameof(opt)),
     };
 
@@ -656,6 +657,13 @@ public static class CommandLine
                 case Opt.ProxyProtocol:
                     options = options with { ProxyProtocol = true };
                     return null;
+                case Opt.ProxyAllowFrom:
+                {
+                    TrustedProxies? trusted = TrustedProxies.Parse(value, out string? error);
+                    if (trusted is null) return Fail($"{name}: {error}");
+                    options = options with { ProxyAllowFrom = trusted };
+                    return null;
+                }
 
                 case Opt.StatsdHost:
                 {
@@ -1319,6 +1327,8 @@ public static class CommandLine
                                              [{TrustedProxies.DefaultText}]
               --proxy-protocol               Accept a PROXY protocol v1 or v2 header at the start of
                                              connections from those proxies. [off]
+              --proxy-allow-from STRING      The peers whose PROXY header is accepted, if not those of
+                                             --forwarded-allow-ips. Same form.
 
             TLS:
               --certfile FILE                PEM certificate (chain): every listener then speaks TLS,

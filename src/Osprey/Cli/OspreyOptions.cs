@@ -93,6 +93,11 @@ public sealed record OspreyOptions
     /// </summary>
     public Wsgi.TrustedProxies ForwardedAllowIps { get; init; } = Wsgi.TrustedProxies.Default;
     public bool ProxyProtocol { get; init; }
+    /// <summary>
+    /// Peers whose PROXY protocol header is accepted (<c>--proxy-allow-from</c>, gunicorn's proxy_allow_ips);
+    /// null for the <see cref="ForwardedAllowIps"/> peers.
+    /// </summary>
+    public Wsgi.TrustedProxies? ProxyAllowFrom { get; init; }
 
     /// <summary>Where StatsD metrics go (<c>--statsd-host</c>: HOST:PORT or unix:PATH), or null for none.</summary>
     public string? StatsdHost { get; init; }

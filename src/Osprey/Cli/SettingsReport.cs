@@ -49,6 +49,7 @@ internal static class SettingsReport
             ("pidfile", Quote(o.PidFile)),
             ("preload_app", Bool(o.Preload)),
             ("proc_name", Quote(o.Name)),
+            ("proxy_allow_ips", List((o.ProxyAllowFrom ?? o.ForwardedAllowIps).Text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))),
             ("proxy_protocol", Bool(o.ProxyProtocol)),
             ("python", Quote(o.Python)),
             ("pythonpath", Quote(o.PythonPath.Count == 0 ? null : string.Join(',', o.PythonPath))),

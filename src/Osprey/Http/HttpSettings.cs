@@ -20,8 +20,8 @@ public sealed record HttpSettings(
     /// <summary>A body slower than <see cref="MinRequestBodyRate"/> is refused only after this long, so a slow start is no offence (Kestrel's default grace).</summary>
     public static readonly TimeSpan BodyRateGracePeriod = TimeSpan.FromSeconds(5);
 
-    /// <summary>Peers trusted to send a PROXY protocol header (<c>--forwarded-allow-ips</c>).</summary>
-    public Wsgi.TrustedProxies ForwardedAllowIps { get; init; } = Wsgi.TrustedProxies.Default;
+    /// <summary>Peers trusted to send a PROXY protocol header (<c>--proxy-allow-from</c>, else <c>--forwarded-allow-ips</c>).</summary>
+    public Wsgi.TrustedProxies ProxyAllowFrom { get; init; } = Wsgi.TrustedProxies.Default;
 
     /// <summary><c>--proxy-protocol</c>: a connection from a trusted peer may start with a PROXY v1 or v2 header.</summary>
     public bool ProxyProtocol { get; init; }

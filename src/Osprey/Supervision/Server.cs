@@ -98,7 +98,7 @@ public static class Server
             MaxConnections: options.MaxConnections,
             Backlog: options.Backlog)
         {
-            ForwardedAllowIps = options.ForwardedAllowIps,
+            ProxyAllowFrom = options.ProxyAllowFrom ?? options.ForwardedAllowIps,
             ProxyProtocol = options.ProxyProtocol,
             Tls = tls,
         };

@@ -215,6 +215,8 @@ public sealed class ConfigArgumentsTests
         Assert.True(options.Initgroups);
         Assert.Equal(tmp, options.WorkerTmpDir);
         Assert.Equal("inotify", options.ReloadEngine);
+        Assert.Null(options.ProxyAllowFrom);
+        Assert.Equal("10.0.0.1,10.0.0.2", Ok(["app"], Translate("""{"proxy_allow_ips": ["10.0.0.1", "10.0.0.2"]}""")).ProxyAllowFrom?.Text);
 
         // gunicorn's default for sendfile is None: sendfile where it can be used.
         Assert.True(Ok(["app"], Translate("""{"sendfile": true}""")).Sendfile);

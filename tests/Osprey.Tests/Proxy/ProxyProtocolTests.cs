@@ -218,6 +218,20 @@ public sealed class ProxyProtocolTests(ServerPool pool) : IClassFixture<ServerPo
         Assert.Equal("127.0.0.1", Str(env, "REMOTE_ADDR"));
     }
 
+    /// <summary>gunicorn's --proxy-allow-from: its own list of the peers whose PROXY header is accepted.</summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Proxy_allow_from_decides_whose_proxy_header_is_accepted(string engine)
+    {
+        var (env, _) = await ThroughProxyAsync(engine, Ascii(V1Tcp4),
+            ["--proxy-protocol", "--forwarded-allow-ips", "192.0.2.1", "--proxy-allow-from", "127.0.0.1"]);
+        Assert.Equal("203.0.113.5", Str(env, "REMOTE_ADDR"));
+
+        OspreyServer server = await pool.GetAsync(engine, App, "--proxy-protocol", "--proxy-allow-from", "192.0.2.1");
+        using RawHttpConnection connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync([.. Ascii(V1Tcp4), .. RawHttp.Get("/", server.Port)]);
+        Assert.Equal(400, (await connection.ReadResponseAsync()).StatusCode);
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Without_the_option_a_proxy_header_is_a_bad_request_even_from_a_trusted_peer(string engine)
     {

@@ -18,7 +18,7 @@ internal static class KestrelProxyProtocol
     /// same --header-timeout of its own: a peer that connects and stalls is cut.
     /// </summary>
     public static Func<ConnectionDelegate, ConnectionDelegate> Middleware(HttpSettings settings) =>
-        next => context => OnConnectionAsync(context, next, settings.ForwardedAllowIps, settings.HeaderTimeout);
+        next => context => OnConnectionAsync(context, next, settings.ProxyAllowFrom, settings.HeaderTimeout);
 
     private static async Task OnConnectionAsync(ConnectionContext context, ConnectionDelegate next, TrustedProxies trusted, TimeSpan headerTimeout)
     {

@@ -197,7 +197,7 @@ public sealed class LeanEngine : IHttpEngine
             }
             _openConnections++;
             LeanConnection connection = _free.Count > 0 ? _free.Pop() : new LeanConnection(this, _settings);
-            bool expectProxyHeader = _settings.ProxyProtocol && _settings.ForwardedAllowIps.ContainsPeer(remote);
+            bool expectProxyHeader = _settings.ProxyProtocol && _settings.ProxyAllowFrom.ContainsPeer(remote);
             connection.Open(fd, ++_generation, remote, remotePort, local, localPort, expectProxyHeader);
             if (fd >= _byFd.Length)
             {
