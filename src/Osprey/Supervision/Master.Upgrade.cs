@@ -172,6 +172,7 @@ public sealed partial class Master
         }
         Log.Info($"Master has been promoted: the master it replaced (pid {_upgradeParent}) is gone");
         _upgradeParent = 0;
+        SystemdNotify.Send($"MAINPID={Environment.ProcessId}\nSTATUS=osprey master [{_name}] serving, promoted after USR2");
         if (_options.PidFile is { } pidFile)
         {
             if (WritePidFile(pidFile) is string error)
@@ -243,6 +244,10 @@ public sealed partial class Master
             else start.Environment[name] = value;
         }
         start.Environment[UpgradeFromVariable] = Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
+        if (SystemdNotify.Socket is { } notifySocket)
+        {
+            start.Environment["NOTIFY_SOCKET"] = notifySocket;
+        }
         start.Environment[UpgradeListenersVariable] = listeners.ToString();
 
         Process child;

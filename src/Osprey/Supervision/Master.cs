@@ -105,6 +105,7 @@ public sealed partial class Master
         // Before anything is opened or bound: this may replace the process (see the method).
         string? signalWarning = Posix.ReexecIfControlSignalsIgnored(argv.Skip(1).ToArray());
         ClearUpgradeVariables();
+        SystemdNotify.TakeSocket();
         Daemon.DetachMaster(options.EnableStdioInheritance);
         if (signalWarning is not null)
         {
@@ -566,6 +567,11 @@ public sealed partial class Master
 
     private void Stop(bool graceful)
     {
+        // Not for a master that handed its sockets to a new one: the service goes on.
+        if (!UpgradeChildAlive)
+        {
+            SystemdNotify.Send("STOPPING=1");
+        }
         _stopping = true;
         _stopDeadline = DateTime.UtcNow + TimeSpan.FromSeconds(graceful ? _options.GracefulTimeout : 0);
         foreach (WorkerHandle worker in _workers.Values)
@@ -977,6 +983,11 @@ public sealed partial class Master
                 if (!_everReady)
                 {
                     Daemon.ReportReady();
+                    // MAINPID also covers --daemon (systemd started the command, not this process); a master
+                    // started by USR2 claims it only once the one it replaces is gone.
+                    SystemdNotify.Send(UpgradeParentAlive
+                        ? $"READY=1\nSTATUS=osprey master [{_name}] serving beside the master it replaces"
+                        : $"READY=1\nSTATUS=osprey master [{_name}] serving\nMAINPID={Environment.ProcessId}");
                 }
                 _everReady = true;
                 Log.Debug($"Worker ready (pid:{worker.Pid}, slot {worker.Slot}, generation {worker.Generation})");

@@ -247,4 +247,57 @@ public sealed class UpgradeTests : IDisposable
         }
         Assert.Contains($"Listening at: fd://3", await output, StringComparison.Ordinal);
     }
+
+    /// <summary>
+    /// systemd's Type=notify, as gunicorn speaks it: READY=1 once a worker serves, MAINPID from a master
+    /// started by USR2 once it is promoted, STOPPING=1 on TERM; the workers do not see NOTIFY_SOCKET.
+    /// </summary>
+    [Fact]
+    public async Task Systemd_is_told_when_the_server_is_ready_who_the_master_is_and_when_it_stops()
+    {
+        string path = Path.Combine(_dir.Path, "notify.sock");
+        using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        notify.Bind(new UnixDomainSocketEndPoint(path));
+        var messages = new List<string>();
+        async Task<string> NextAsync()
+        {
+            var buffer = new byte[4096];
+            using var timeout = new CancellationTokenSource(Eventually);
+            int n = await notify.ReceiveAsync(buffer, SocketFlags.None, timeout.Token);
+            string message = Encoding.UTF8.GetString(buffer, 0, n);
+            messages.Add(message);
+            return message;
+        }
+
+        string pidFile = Path.Combine(_dir.Path, "osprey.pid");
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "workers_app:app", Args = ["--pid", pidFile], Environment = new Dictionary<string, string?> { ["NOTIFY_SOCKET"] = path },
+        });
+        string ready = await NextAsync();
+        Assert.Contains("READY=1", ready, StringComparison.Ordinal);
+        Assert.Contains($"MAINPID={server.ProcessId}", ready, StringComparison.Ordinal);
+        using var client = NewClient();
+        int worker = (await GetPidAsync(client, server.Port))!.Value;
+        Assert.DoesNotContain("NOTIFY_SOCKET=", File.ReadAllText($"/proc/{worker}/environ"), StringComparison.Ordinal);
+        Assert.Contains("NOTIFY_SOCKET=", File.ReadAllText($"/proc/{server.ProcessId}/environ"), StringComparison.Ordinal);
+
+        Signal(server.ProcessId, SIGUSR2);
+        string newReady = await NextAsync();
+        Assert.Contains("READY=1", newReady, StringComparison.Ordinal);
+        Assert.DoesNotContain("MAINPID", newReady, StringComparison.Ordinal);
+        int newMaster = ReadPid(pidFile + ".2")!.Value;
+        try
+        {
+            Signal(server.ProcessId, SIGTERM);
+            string promoted = await NextAsync();
+            Assert.Contains($"MAINPID={newMaster}", promoted, StringComparison.Ordinal);
+            Signal(newMaster, SIGTERM);
+            Assert.Contains("STOPPING=1", await NextAsync(), StringComparison.Ordinal);
+        }
+        finally
+        {
+            if (IsAlive(newMaster)) Signal(newMaster, SIGKILL);
+        }
+    }
 }
