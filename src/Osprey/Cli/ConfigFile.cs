@@ -54,7 +54,7 @@ public static class ConfigFile
     /// <summary>The hooks gunicorn's master calls, which Osprey's master has a Python process of its own call.</summary>
     private static readonly HashSet<string> MasterHookNames = new(StringComparer.Ordinal)
     {
-        "on_starting", "when_ready", "pre_fork", "child_exit", "nworkers_changed", "on_reload", "on_exit",
+        "on_starting", "when_ready", "pre_fork", "child_exit", "nworkers_changed", "on_reload", "on_exit", "pre_exec",
     };
 
     // Runs the file as gunicorn does (exec with __file__ set, in the current directory) and prints

@@ -250,6 +250,9 @@ public sealed partial class Master
         }
         start.Environment[UpgradeListenersVariable] = listeners.ToString();
 
+        // gunicorn calls it in the new master's process just before exec; here the hook process calls it as
+        // the new master starts (which does not wait for it).
+        _hooks?.Call("pre_exec", _targetWorkers);
         Process child;
         foreach (int fd in fds) Posix.SetInheritable(fd, true);
         try

@@ -300,4 +300,36 @@ public sealed class UpgradeTests : IDisposable
             if (IsAlive(newMaster)) Signal(newMaster, SIGKILL);
         }
     }
+
+    /// <summary>The configuration's pre_exec(server) is called on USR2, as the new master starts.</summary>
+    [Fact]
+    public async Task USR2_calls_the_configurations_pre_exec_hook()
+    {
+        string marker = Path.Combine(_dir.Path, "pre_exec.txt");
+        string pidFile = Path.Combine(_dir.Path, "osprey.pid");
+        string config = _dir.Write("hooks.conf.py", $$"""
+            def pre_exec(server):
+                with open({{System.Text.Json.JsonSerializer.Serialize(marker)}}, "w") as f:
+                    f.write(str(server.pid))
+            """);
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "workers_app:app", Args = ["--config", config, "--pid", pidFile],
+        });
+        Assert.DoesNotContain("pre_exec", server.ErrorLog, StringComparison.Ordinal);
+        int newMaster = 0;
+        try
+        {
+            Signal(server.ProcessId, SIGUSR2);
+            Assert.True(await EventuallyAsync(() => Task.FromResult(File.Exists(marker) && File.ReadAllText(marker).Length > 0), Eventually),
+                server.ErrorLog);
+            Assert.Equal(server.ProcessId.ToString(CultureInfo.InvariantCulture), File.ReadAllText(marker));
+            Assert.True(await EventuallyAsync(() => Task.FromResult(ReadPid(pidFile + ".2") is int), Eventually));
+            newMaster = ReadPid(pidFile + ".2")!.Value;
+        }
+        finally
+        {
+            if (newMaster != 0 && IsAlive(newMaster)) Signal(newMaster, SIGKILL);
+        }
+    }
 }
