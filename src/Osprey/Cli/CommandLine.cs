@@ -157,12 +157,22 @@ public static class CommandLine
         ("--log-syslog-prefix", "Osprey does not log to syslog; under systemd, stderr goes to the journal"),
         ("--log-syslog-facility", "Osprey does not log to syslog; under systemd, stderr goes to the journal"),
         ("--paste", "PasteDeploy files are not read; name the application as MODULE:APP"),
+        ("--paster", "PasteDeploy files are not read; name the application as MODULE:APP"),
         ("--paste-global", "PasteDeploy files are not read; name the application as MODULE:APP"),
         ("--ssl-version", "TLS versions are the system's (TLS 1.2 and 1.3)"),
         ("--ciphers", "cipher suites are the system's OpenSSL defaults"),
         ("--do-handshake-on-connect", "TLS handshakes are always done on connect"),
         ("--suppress-ragged-eofs", "TLS connections are always read that way"),
         ("--spew", "there is no line tracing"),
+        // gunicorn's switches to loosen its request parser: Kestrel's parser, which Osprey uses, has none.
+        ("--strip-header-spaces", "requests are parsed strictly by Kestrel's parser, which has no such switch"),
+        ("--tolerate-dangerous-framing", "requests are parsed strictly by Kestrel's parser, which has no such switch"),
+        ("--permit-unconventional-http-method", "requests are parsed strictly by Kestrel's parser, which has no such switch"),
+        ("--permit-unconventional-http-version", "requests are parsed strictly by Kestrel's parser, which has no such switch"),
+        ("--casefold-http-method", "requests are parsed strictly by Kestrel's parser, which has no such switch"),
+        ("--permit-obsolete-folding", "requests are parsed strictly by Kestrel's parser, which has no such switch"),
+        ("--header-map", "header names with '_' are always dropped, as gunicorn's default (drop) does"),
+        ("--forwarder-headers", "the proxy headers read are fixed: Forwarded and X-Forwarded-For/-Proto/-Host/-Ssl/-Protocol"),
     ];
 
     private static Opt? ShortOption(char c) => c switch

@@ -608,6 +608,9 @@ public sealed class CommandLineTests
     [InlineData("--paste", "app.ini")]
     [InlineData("--ciphers", "ECDHE")]
     [InlineData("--ssl-version", "2")]
+    [InlineData("--paster", "app.ini")]
+    [InlineData("--tolerate-dangerous-framing")]
+    [InlineData("--header-map", "dangerous")]
     public void A_gunicorn_option_osprey_lacks_is_named_with_why(params string[] option)
     {
         string message = Err([.. option, "app"]);
