@@ -103,6 +103,20 @@ internal static class ProcessTools
         }
     }
 
+    /// <summary>The body of a whole HTTP/1.1 response as read off a socket.</summary>
+    public static string BodyOf(string response) => response[(response.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..];
+
+    /// <summary>GET over a unix socket (Connection: close); the whole response as text.</summary>
+    public static async Task<string> UnixGetAsync(string path, string target)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await socket.ConnectAsync(new UnixDomainSocketEndPoint(path));
+        await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes($"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        using var stream = new NetworkStream(socket);
+        using var reader = new StreamReader(stream);
+        return await reader.ReadToEndAsync();
+    }
+
     public static HttpClient NewClient(TimeSpan? timeout = null) =>
         new(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.Zero }) { Timeout = timeout ?? TimeSpan.FromSeconds(30) };
 }

@@ -32,18 +32,6 @@ public sealed class UpgradeTests : IDisposable
         }
     }
 
-    private static async Task<string> UnixGetAsync(string path, string target)
-    {
-        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        await socket.ConnectAsync(new UnixDomainSocketEndPoint(path));
-        await socket.SendAsync(Encoding.ASCII.GetBytes($"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
-        using var stream = new NetworkStream(socket);
-        using var reader = new StreamReader(stream);
-        string response = await reader.ReadToEndAsync();
-        Assert.StartsWith("HTTP/1.1 200 ", response, StringComparison.Ordinal);
-        return response[(response.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..];
-    }
-
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task USR2_then_TERM_to_the_old_master_hands_the_sockets_over_without_failing_a_request(string engine)
     {
@@ -82,7 +70,9 @@ public sealed class UpgradeTests : IDisposable
             Assert.All(oldWorkers, pid => Assert.False(IsAlive(pid)));
             Assert.Contains("Master has been promoted", server.ErrorLog, StringComparison.Ordinal);
             // The old master left the unix socket file to the new one, which answers on it.
-            Assert.Contains(int.Parse(await UnixGetAsync(unixSocket, "/pid"), CultureInfo.InvariantCulture), newWorkers);
+            string response = await UnixGetAsync(unixSocket, "/pid");
+            Assert.StartsWith("HTTP/1.1 200 ", response, StringComparison.Ordinal);
+            Assert.Contains(int.Parse(BodyOf(response), CultureInfo.InvariantCulture), newWorkers);
 
             Signal(newMaster, SIGTERM);
             Assert.True(await EventuallyAsync(() => Task.FromResult(!IsAlive(newMaster)), Eventually));

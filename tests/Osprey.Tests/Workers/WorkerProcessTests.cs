@@ -434,18 +434,6 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         Assert.NotEqual(BodyOf(slow), BodyOf(next));
     }
 
-    private static string BodyOf(string response) => response[(response.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..];
-
-    private static async Task<string> UnixGetAsync(string path, string target)
-    {
-        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        await socket.ConnectAsync(new UnixDomainSocketEndPoint(path));
-        await socket.SendAsync(Encoding.ASCII.GetBytes($"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
-        using var stream = new NetworkStream(socket);
-        using var reader = new StreamReader(stream);
-        return await reader.ReadToEndAsync();
-    }
-
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Workers_sharing_log_files_do_not_overwrite_each_others_lines(string engine)
     {
