@@ -131,7 +131,7 @@ public sealed partial class Master
                 if (_binds[i] is BindAddress.Tcp tcp)
                 {
                     sockets[i] = _inheritedSlots.TryGetValue(tcp.Original, out int[]? fds) && slot < fds.Length
-                        ? new Socket(new SafeSocketHandle(fds[slot], ownsHandle: true))
+                        ? Listening(new Socket(new SafeSocketHandle(fds[slot], ownsHandle: true)))
                         // A bind the replaced master did not have: listening now, as the slot is already in the
                         // other binds' groups (its connections wait in the backlog for the first worker).
                         : Listeners.BindOne(tcp, _options.Backlog, reusePort: true, listen: true);
@@ -157,6 +157,13 @@ public sealed partial class Master
         {
             Log.Info($"Took over {slots} listening socket{(slots == 1 ? "" : "s")} per TCP bind from the master this one replaces (pid {_upgradeParent})");
         }
+    }
+
+    /// <summary>An inherited socket listening: already so, or one whose worker in the replaced master was still booting.</summary>
+    private Socket Listening(Socket socket)
+    {
+        socket.Listen(_options.Backlog);
+        return socket;
     }
 
     private bool UpgradeParentAlive => _upgradeParent != 0;
@@ -213,9 +220,11 @@ public sealed partial class Master
                 listeners.Append(CultureInfo.InvariantCulture, $"{(_socketActivated ? "activated" : "shared")}\t{original}\t{fd}\n");
                 continue;
             }
-            // Only the sockets in the port's group (those listen() was called on), in its order.
+            // Those in the port's group first, in its order; then those whose worker is still booting (not listening
+            // yet), which the new master makes listen at once, in this order: so it knows the group's order, and it
+            // holds every socket this master may close, whose queued connections would otherwise be reset.
             var slotFds = new List<int>();
-            foreach (int slot in _steering.GroupOrder)
+            foreach (int slot in _steering.GroupOrder.Concat(_slotSockets.Keys.Where(s => !_steering.IsListening(s)).Order()))
             {
                 if (_slotSockets.TryGetValue(slot, out Socket?[]? sockets) && sockets[i] is { } socket)
                 {
