@@ -32,17 +32,8 @@ internal static class Daemon
         // Without -R the copy's stdio are pipes to this command, which relays them until the copy is
         // ready: had it the terminal's (or a caller's pipes) itself, the duplicates .NET keeps of
         // them would hold them open for the daemon's whole life. With -R that is what is asked for.
-        var start = new ProcessStartInfo(Environment.ProcessPath ?? throw new IOException("cannot find the osprey executable"))
-        {
-            UseShellExecute = false,
-            RedirectStandardInput = !keepStandardStreams,
-            RedirectStandardOutput = !keepStandardStreams,
-            RedirectStandardError = !keepStandardStreams,
-        };
-        for (int i = 1; i < argv.Count; i++)
-        {
-            start.ArgumentList.Add(argv[i]);
-        }
+        ProcessStartInfo start = Master.StartInfoOfThisExecutable(argv);
+        start.RedirectStandardInput = start.RedirectStandardOutput = start.RedirectStandardError = !keepStandardStreams;
         start.Environment[ReadyVariable] = theirs.ToString(CultureInfo.InvariantCulture);
         Process master;
         Posix.SetInheritable(theirs, true);

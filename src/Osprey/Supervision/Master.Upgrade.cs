@@ -238,14 +238,7 @@ public sealed partial class Master
             }
         }
 
-        var start = new ProcessStartInfo(Environment.ProcessPath ?? throw new IOException("cannot find the osprey executable"))
-        {
-            UseShellExecute = false,
-        };
-        for (int i = 1; i < _argv.Count; i++)
-        {
-            start.ArgumentList.Add(_argv[i]);
-        }
+        ProcessStartInfo start = StartInfoOfThisExecutable(_argv);
         // The environment this master started with, not the one -e made of it.
         foreach ((string name, string? value) in _environmentBefore)
         {

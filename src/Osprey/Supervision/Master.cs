@@ -345,6 +345,20 @@ public sealed partial class Master
         return _exitCode;
     }
 
+    /// <summary>This executable again, with the arguments after <paramref name="argv"/>[0] (workers, a daemon's master, a USR2 master).</summary>
+    internal static ProcessStartInfo StartInfoOfThisExecutable(IReadOnlyList<string> argv)
+    {
+        var start = new ProcessStartInfo(Environment.ProcessPath ?? throw new IOException("cannot find the osprey executable"))
+        {
+            UseShellExecute = false,
+        };
+        for (int i = 1; i < argv.Count; i++)
+        {
+            start.ArgumentList.Add(argv[i]);
+        }
+        return start;
+    }
+
     /// <summary>Whether the pid file still names this process (a promoted new master may have taken it over).</summary>
     private static bool HoldsOwnPid(string path)
     {
@@ -1164,14 +1178,7 @@ public sealed partial class Master
         }
         else
         {
-            start = new ProcessStartInfo(Environment.ProcessPath ?? throw new IOException("cannot find the osprey executable"))
-            {
-                UseShellExecute = false,
-            };
-            for (int i = 1; i < _argv.Count; i++)
-            {
-                start.ArgumentList.Add(_argv[i]);
-            }
+            start = StartInfoOfThisExecutable(_argv);
         }
         start.Environment[WorkerContext.EnvironmentVariable] = context.Encode();
 
