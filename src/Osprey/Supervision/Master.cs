@@ -790,12 +790,14 @@ public sealed partial class Master
                 state.NextSpawn = now + Backoff(state.Failures);
             }
         }
-        // Slots above the target (after TTOU) give their sockets back once nobody serves them.
+        // Slots above the target (after TTOU) give their sockets back once nobody serves them. Not with no
+        // workers at all (WINCH): as gunicorn's master, this one keeps listening, so that the port stays
+        // Osprey's and the connections made meanwhile wait in the backlog for the workers a HUP starts.
         foreach (int slot in _slotSockets.Keys.ToArray())
         {
             // Not while the master this one replaces lives: it holds the same sockets, so they would not
             // leave their groups, and steering would lose count of them.
-            if (slot >= _targetWorkers && !_workers.Values.Any(w => w.Slot == slot) && !UpgradeParentAlive)
+            if (slot >= _targetWorkers && _targetWorkers > 0 && !_workers.Values.Any(w => w.Slot == slot) && !UpgradeParentAlive)
             {
                 CloseSlot(slot);
             }

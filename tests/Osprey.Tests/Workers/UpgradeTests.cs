@@ -149,8 +149,16 @@ public sealed class UpgradeTests : IDisposable
             await WaitForChildrenAsync(master, 0, Eventually);
             Assert.True(IsAlive(master));
 
+            // As gunicorn's master, this one keeps the port while no worker runs: a request made now waits
+            // in the backlog and is answered once HUP has started the workers again.
+            using var waiting = await RawHttpConnection.OpenAsync(port);
+            await waiting.SendAsync($"GET /pid HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+            await Task.Delay(500);
+            Assert.Empty(Children(master));
             Signal(master, SIGHUP);
-            await WaitForChildrenAsync(master, 2, Eventually);
+            RawHttpResponse answered = await waiting.ReadResponseAsync(timeout: Eventually);
+            Assert.True(answered.StatusCode == 200, File.ReadAllText(log));
+            Assert.Contains(int.Parse(answered.BodyText, CultureInfo.InvariantCulture), await WaitForChildrenAsync(master, 2, Eventually));
             using var client = NewClient();
             Assert.True(await EventuallyAsync(async () => (await TryGetPidAsync(client, port, "/pid")).Pid is int, Eventually), File.ReadAllText(log));
         }
