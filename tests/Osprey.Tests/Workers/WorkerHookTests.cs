@@ -73,9 +73,10 @@ public sealed class WorkerHookTests : IDisposable
             }
             Assert.DoesNotContain("hooks are not run", server.ErrorLog, StringComparison.Ordinal);
             Signal(master, SIGTERM);
+            // The worker's last line, so that the process tree is not killed between the hook and that line.
             foreach (int worker in workers)
             {
-                await server.WaitForLogAsync($"[{worker}] [WARNING] worker_exit hook ran in {worker}", Eventually);
+                await server.WaitForLogAsync($"[{worker}] [INFO] Worker exiting (pid: {worker})", Eventually);
             }
         }
         finally
@@ -86,8 +87,8 @@ public sealed class WorkerHookTests : IDisposable
         foreach (int worker in workers)
         {
             string log = server.ErrorLog;
-            Assert.True(log.IndexOf($"worker_exit hook ran in {worker}", StringComparison.Ordinal)
-                < log.IndexOf($"Worker exiting (pid: {worker})", StringComparison.Ordinal), log);
+            int hook = log.IndexOf($"[{worker}] [WARNING] worker_exit hook ran in {worker}", StringComparison.Ordinal);
+            Assert.True(hook >= 0 && hook < log.IndexOf($"Worker exiting (pid: {worker})", StringComparison.Ordinal), log);
         }
     }
 
