@@ -190,15 +190,24 @@ def tree_cpu_ticks(root):
     return total
 
 
+def rss_kb(pid):
+    try:
+        with open("/proc/%d/statm" % pid) as f:
+            return int(f.read().split()[1]) * PAGE_KB  # resident pages == VmRSS
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def tree_rss_kb(root):
-    total = 0
-    for pid in tree_pids(root):
-        try:
-            with open("/proc/%d/statm" % pid) as f:
-                total += int(f.read().split()[1]) * PAGE_KB  # resident pages == VmRSS
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
+    return sum(rss_kb(pid) for pid in tree_pids(root))
+
+
+def worker_rss_kb(root):
+    """VmRSS of the process that serves: the largest child of a master, or the root itself when
+    it has no children (uWSGI without --master, Waitress, the floors). The issue's memory target
+    is per worker, and a tree sum counts the master and every page the two share twice."""
+    children = [pid for pid in tree_pids(root) if pid != root]
+    return max((rss_kb(pid) for pid in children), default=0) or rss_kb(root)
 
 
 class RssSampler(threading.Thread):
@@ -392,6 +401,7 @@ def measured_run(server, port, scenario, conns, duration, client_cpu, app_us):
     w, raw_out = run_wrk(port, scenario, conns, duration, client_cpu)
     c1 = tree_cpu_ticks(server.proc.pid) if server.alive() else None
     rss_kb = sampler.end_window()
+    worker_kb = worker_rss_kb(server.proc.pid)
     if w is None:
         return {"error": raw_out, "server_alive": server.alive()}
     cpu_s = None if c1 is None else (c1 - c0) / CLK_TCK
@@ -415,6 +425,7 @@ def measured_run(server, port, scenario, conns, duration, client_cpu, app_us):
         "req_per_cpu_s": (w["requests"] / cpu_s) if cpu_s else None,
         "cpu_us_per_req": (cpu_s * 1e6 / w["requests"]) if cpu_s and w["requests"] else None,
         "peak_rss_mb": rss_kb / 1024.0,
+        "worker_rss_mb": worker_kb / 1024.0,
         "client_cpu_s": w["client_cpu_s"],
         "client_cpu_pct": w["client_cpu_s"] / dur_s * 100.0 if dur_s else 0.0,
         "server_alive": server.alive(),
@@ -498,6 +509,7 @@ def measure_row(server, port, scenario, conns, args, client_cpu, app_us, log):
         "reported": dict(rep),
         "spread_pct": spread_pct([headline(r) for r in good]),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in good),
+        "worker_rss_mb": max(r.get("worker_rss_mb", 0.0) for r in good),
     })
     if "error" in runs[-1]:
         row["note"] = "run %d failed, reported from the earlier run(s): %s" % (len(runs), runs[-1]["error"])
@@ -744,7 +756,7 @@ def write_summary(data, path):
         head += [b[1] for b in BASELINES]
         if ovh:
             head.append("server overhead µs/req")
-        head += ["peak RSS MB", "start→first ms", "wrk CPU %", "runs"]
+        head += ["peak RSS MB", "worker RSS MB", "start→first ms", "wrk CPU %", "runs"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "|".join(["---"] * 2 + ["--:"] * (len(head) - 2)) + "|")
         base = {}
@@ -781,6 +793,7 @@ def write_summary(data, path):
                         so = rep.get("server_overhead_us")
                         cells.append("%.1f" % so if so is not None else "–")
                     cells.append("%.1f" % r["peak_rss_mb"])
+                    cells.append("%.1f" % r["worker_rss_mb"] if r.get("worker_rss_mb") else "–")
                     cells.append("%.0f" % r["startup_ms"] if r.get("startup_ms") else "–")
                     cells.append("%.0f" % rep["client_cpu_pct"] if "client_cpu_pct" in rep else "–")
                     nruns = len([x for x in r["runs"] if "error" not in x])
