@@ -211,29 +211,33 @@ def worker_rss_kb(root):
 
 
 class RssSampler(threading.Thread):
-    """Samples the tree's summed VmRSS every 100 ms; windows report their max."""
+    """Samples the tree's summed VmRSS every 100 ms while a window is open; a window reports its
+    max. Between windows it sleeps: the servers of a scenario are up together, and the samplers of
+    the idle ones would only add load to the client's CPU, where the runner runs."""
 
     def __init__(self, root):
         super().__init__(daemon=True)
         self.root = root
         self.stop_event = threading.Event()
+        self.open = threading.Event()
         self.lock = threading.Lock()
         self.window_max = 0
-        self.overall_max = 0
 
     def run(self):
         while not self.stop_event.is_set():
-            kb = tree_rss_kb(self.root)
-            with self.lock:
-                self.window_max = max(self.window_max, kb)
-                self.overall_max = max(self.overall_max, kb)
-            self.stop_event.wait(0.1)
+            if self.open.wait(0.5) and not self.stop_event.is_set():
+                kb = tree_rss_kb(self.root)
+                with self.lock:
+                    self.window_max = max(self.window_max, kb)
+                self.stop_event.wait(0.1)
 
     def start_window(self):
         with self.lock:
             self.window_max = tree_rss_kb(self.root)
+        self.open.set()
 
     def end_window(self):
+        self.open.clear()
         kb = tree_rss_kb(self.root)
         with self.lock:
             return max(self.window_max, kb)
@@ -473,26 +477,32 @@ def headline(run):
     return run.get("req_per_cpu_s") or 0.0
 
 
-def measure_row(server, port, scenario, conns, args, client_cpu, app_us, log):
-    runs = []
-    converged = False
-    for i in range(args.max_runs):
-        settle(server)
-        r = measured_run(server, port, scenario, conns, args.duration, client_cpu, app_us)
-        if "error" not in r and not r["server_alive"]:
-            r["error"] = "server died during the run (%s); log: %s" % (
-                server.exit_status(), server.log_tail())
-        runs.append(r)
-        if "error" in r:
-            log("    run %d: ERROR %s" % (i + 1, r["error"]))
-            break
-        log("    run %d: %9.0f req/s  p50 %s  p99 %s  cpu %5.2fs  %8s req/CPU-s  err %d/%d  rss %.0f MB  wrk %.0f%%"
-            % (i + 1, r["rps"], fmt_lat(r["p50_us"]), fmt_lat(r["p99_us"]), r["cpu_s"] or 0,
-               fmt_num(r["req_per_cpu_s"]), r["socket_errors"], r["non2xx"], r["peak_rss_mb"],
-               r["client_cpu_pct"]))
-        if len(runs) >= 2 and "error" not in runs[-2] and runs_agree(runs[-2], runs[-1], args.tolerance):
-            converged = True
-            break
+def next_run(server, port, scenario, conns, args, client_cpu, app_us, log, runs):
+    """One measured run of a row, appended to runs. True when the row is done: the run failed,
+    or it agrees with the one before."""
+    settle(server)
+    r = measured_run(server, port, scenario, conns, args.duration, client_cpu, app_us)
+    if "error" not in r and not r["server_alive"]:
+        r["error"] = "server died during the run (%s); log: %s" % (
+            server.exit_status(), server.log_tail())
+    runs.append(r)
+    label = "%-16s run %d" % (server.name, len(runs))
+    if "error" in r:
+        log("    %s: ERROR %s" % (label, r["error"]))
+        return True
+    log("    %s: %9.0f req/s  p50 %s  p99 %s  cpu %5.2fs  %8s req/CPU-s  err %d/%d  rss %.0f MB  wrk %.0f%%"
+        % (label, r["rps"], fmt_lat(r["p50_us"]), fmt_lat(r["p99_us"]), r["cpu_s"] or 0,
+           fmt_num(r["req_per_cpu_s"]), r["socket_errors"], r["non2xx"], r["peak_rss_mb"],
+           r["client_cpu_pct"]))
+    return converged_runs(runs, args)
+
+
+def converged_runs(runs, args):
+    return (len(runs) >= 2 and "error" not in runs[-1] and "error" not in runs[-2]
+            and runs_agree(runs[-2], runs[-1], args.tolerance))
+
+
+def make_row(server, scenario, conns, runs, converged):
     good = [r for r in runs if "error" not in r]
     row = {"server": server.name, "scenario": scenario, "connections": conns,
            "startup_ms": server.startup_ms, "runs": runs, "converged": converged}
@@ -718,10 +728,13 @@ def write_summary(data, path):
                     v.get("django", "?"), v.get("wrk", "wrk")))
     o = meta.get("options", {})
     lines.append("- Mode: %s; %s s per measured run, %s s warm-up; up to %s runs per row until two "
-                 "consecutive runs agree within %d%% on req/s and on req/CPU-s; net.core.somaxconn=%s"
+                 "consecutive runs agree within %d%% on req/s and on req/CPU-s%s; net.core.somaxconn=%s"
                  % ("QUICK (smoke test, not for publishing)" if o.get("quick") else "full",
                     o.get("duration"), o.get("warmup"), o.get("max_runs"),
-                    round(o.get("tolerance", 0.1) * 100), meta.get("somaxconn")))
+                    round(o.get("tolerance", 0.1) * 100),
+                    "; the servers of a scenario run in turn, one run each per round"
+                    if o.get("interleaved") else "",
+                    meta.get("somaxconn")))
     lines.append("- Setup: each server runs one worker process pinned to CPU 0 (`taskset -c 0`); "
                  "wrk runs pinned to CPU 1 (`taskset -c 1 wrk -t1 -cC -dD --latency`). "
                  "The machine is shared, so absolute numbers wobble; compare within one run.")
@@ -986,7 +999,8 @@ def main(argv=None):
                      notes=notes, server_cpu=server_cpu, client_cpu=client_cpu,
                      options={"quick": args.quick, "duration": args.duration, "warmup": args.warmup,
                               "max_runs": args.max_runs, "tolerance": args.tolerance,
-                              "osprey_threads": args.osprey_threads, "connections": conn_override},
+                              "osprey_threads": args.osprey_threads, "connections": conn_override,
+                              "interleaved": True},
                      raw_path=os.path.relpath(raw_path, ROOT), log_dir=os.path.relpath(log_dir, ROOT)),
         "rows": [],
         "pull": [],
@@ -998,7 +1012,7 @@ def main(argv=None):
             json.dump(data, f, indent=1)
         write_summary(data, args.summary)
 
-    current = {"server": None}
+    current = []  # servers started and not yet stopped
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt
@@ -1009,42 +1023,62 @@ def main(argv=None):
         for sc in scenarios:
             spec = SCENARIOS[sc]
             conns_list = conn_override or spec["conns"]
-            for name in servers:
-                log("== %s / %s" % (sc, name))
-                port = free_port()
-                ctx["scenario"] = sc
-                try:
-                    argv_, cwd = server_command(name, spec["app"], port, ctx)
-                except Skip as exc:
-                    log("  skipped: %s" % exc)
-                    data["skipped"].append({"server": name, "scenario": sc, "reason": str(exc)})
-                    continue
-                srv = Server(name, argv_, cwd, os.path.join(log_dir, "%s-%s.log" % (sc, name)),
-                             server_cpu)
-                current["server"] = srv
-                try:
+            # Every server of the scenario is started (one after the other, so each start is timed
+            # alone) and stays up; then the rows are measured in rounds, one run of each server in
+            # turn. A slow spell of the shared machine then falls on the runs of every server alike
+            # instead of on one server's whole row.
+            up = []
+            try:
+                for name in servers:
+                    port = free_port()
+                    ctx["scenario"] = sc
+                    try:
+                        argv_, cwd = server_command(name, spec["app"], port, ctx)
+                    except Skip as exc:
+                        log("== %s / %s: skipped: %s" % (sc, name, exc))
+                        data["skipped"].append({"server": name, "scenario": sc, "reason": str(exc)})
+                        continue
+                    srv = Server(name, argv_, cwd, os.path.join(log_dir, "%s-%s.log" % (sc, name)),
+                                 server_cpu)
+                    current.append(srv)
                     try:
                         ms = srv.start(port, args.start_timeout)
                     except Skip as exc:
-                        log("  skipped: failed to start: %s" % exc)
+                        log("== %s / %s: skipped: failed to start: %s" % (sc, name, exc))
                         data["skipped"].append({"server": name, "scenario": sc,
                                                 "reason": "failed to start: %s" % exc})
+                        srv.stop()
                         continue
-                    log("  up in %.0f ms (pid %d, port %d)" % (ms, srv.proc.pid, port))
+                    log("== %s / %s: up in %.0f ms (pid %d, port %d)" % (sc, name, ms, srv.proc.pid, port))
                     run_wrk(port, sc, conns_list[0], args.warmup, client_cpu)  # warm-up, discarded
-                    for c in conns_list:
-                        if not srv.alive():
-                            data["rows"].append({"server": name, "scenario": sc, "connections": c,
-                                                 "status": "failed", "runs": [], "converged": False,
-                                                 "startup_ms": ms,
-                                                 "note": "server not running (%s): %s"
-                                                         % (srv.exit_status(), srv.log_tail())})
-                            continue
-                        log("  %d connections" % c)
-                        row = measure_row(srv, port, sc, c, args, client_cpu, app_us.get(sc), log)
+                    up.append((srv, port))
+                for c in conns_list:
+                    log("== %s, %d connections" % (sc, c))
+                    runs = {srv.name: [] for srv, _ in up}
+                    done = {srv.name: False for srv, _ in up}
+                    for _ in range(args.max_runs):
+                        for srv, port in up:
+                            if done[srv.name]:
+                                continue
+                            if not srv.alive():
+                                done[srv.name] = True
+                                continue
+                            done[srv.name] = next_run(srv, port, sc, c, args, client_cpu,
+                                                      app_us.get(sc), log, runs[srv.name])
+                    for srv, _ in up:
+                        if runs[srv.name]:
+                            row = make_row(srv, sc, c, runs[srv.name], converged_runs(runs[srv.name], args))
+                        else:
+                            row = {"server": srv.name, "scenario": sc, "connections": c,
+                                   "status": "failed", "runs": [], "converged": False,
+                                   "startup_ms": srv.startup_ms,
+                                   "note": "server not running (%s): %s" % (srv.exit_status(), srv.log_tail())}
                         data["rows"].append(row)
-                        save()
-                    if spec.get("throughput") and ctx.get("pull_bin") and srv.alive():
+                    save()
+                if spec.get("throughput") and ctx.get("pull_bin"):
+                    for srv, port in up:
+                        if not srv.alive():
+                            continue
                         # Repeated like a wrk row: until two runs agree, else the median and the spread.
                         tries = []
                         for _ in range(args.max_runs):
@@ -1055,29 +1089,29 @@ def main(argv=None):
                                 break
                         good = [t for t in tries if "error" not in t]
                         pull = (sorted(good, key=lambda t: t["gbps"])[(len(good) - 1) // 2] if good else tries[-1])
-                        pull = dict(pull, server=name, scenario=sc, runs=len(good),
+                        pull = dict(pull, server=srv.name, scenario=sc, runs=len(good),
                                     spread_pct=spread_pct([t["gbps"] for t in good]),
                                     converged=len(good) >= 2 and agree(good[-2]["gbps"], good[-1]["gbps"],
                                                                         args.tolerance))
                         data["pull"].append(pull)
                         if "error" in pull:
-                            log("  pull client: ERROR %s" % pull["error"])
+                            log("    %-16s pull client: ERROR %s" % (srv.name, pull["error"]))
                         else:
-                            log("  pull client: %.2f GB/s, server %.0f%% CPU, %.2f CPU-s per GB, client %.0f%% CPU"
-                                % (pull["gbps"], pull["server_cpu_pct"] or 0, pull["cpu_s_per_gb"] or 0,
+                            log("    %-16s pull client: %.2f GB/s, server %.0f%% CPU, %.2f CPU-s per GB, client %.0f%% CPU"
+                                % (srv.name, pull["gbps"], pull["server_cpu_pct"] or 0, pull["cpu_s_per_gb"] or 0,
                                    pull["client_cpu_pct"] or 0))
                         save()
-                finally:
-                    srv.stop()
-                    current["server"] = None
+            finally:
+                while current:
+                    current.pop().stop()
             save()
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted; stopping")
         data["meta"]["notes"].append("run interrupted; results are partial")
     finally:
-        if current["server"] is not None:
-            current["server"].stop()
+        while current:
+            current.pop().stop()
         save()
     log("raw results: %s" % os.path.relpath(raw_path, ROOT))
     log("summary:     %s" % os.path.relpath(args.summary, ROOT))
