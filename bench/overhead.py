@@ -8,6 +8,12 @@ bench/run.py measures). run.py subtracts this from a server's CPU per request to
 estimate the server's own per-request overhead.
 
 Usage: /usr/bin/python3 bench/overhead.py [--iterations N] [--json] [app ...]
+       /usr/bin/python3 bench/overhead.py --probe APP   (run.py's machine-speed probe)
+
+With --probe, it loads one app, then answers each line read from stdin with the µs per
+call of a loop of about half a CPU-second: run.py asks it at every round, on the servers'
+CPU, to see how fast the machine itself is at that moment (a shared machine has slow
+spells that no server causes).
 """
 
 import argparse
@@ -80,7 +86,7 @@ def start_response(status, headers, exc_info=None):
     return None
 
 
-def measure(name, iterations):
+def load(name):
     module, attr, method, nbody = APPS[name]
     app = getattr(importlib.import_module(module), attr)
     body = b"p" * nbody
@@ -95,6 +101,28 @@ def measure(name, iterations):
             close = getattr(it, "close", None)
             if close is not None:
                 close()
+
+    return one
+
+
+def probe(name):
+    one = load(name)
+    for _ in range(2000):
+        one()
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        calls = 0
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.5:
+            for _ in range(200):
+                one()
+            calls += 200
+        print("%.3f" % ((time.process_time() - t0) / calls * 1e6), flush=True)
+    return 0
+
+
+def measure(name, iterations):
+    one = load(name)
 
     for _ in range(min(iterations, 2000)):  # warm-up (imports, caches)
         one()
@@ -113,6 +141,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", "-n", type=int, default=20000)
     ap.add_argument("--json", action="store_true", help="print one JSON object {app: us_per_call}")
+    ap.add_argument("--probe", metavar="APP", choices=list(APPS),
+                    help="answer each stdin line with one timing of APP (run.py's machine-speed probe)")
     ap.add_argument("apps", nargs="*", help="subset of: " + ", ".join(APPS))
     args = ap.parse_args(argv)
     names = args.apps or list(APPS)
@@ -121,6 +151,8 @@ def main(argv=None):
             ap.error("unknown app %r" % n)
     sys.path.insert(0, APPS_DIR)
     os.chdir(APPS_DIR)
+    if args.probe:
+        return probe(args.probe)
     results = {}
     for n in names:
         results[n] = round(measure(n, args.iterations), 3)
