@@ -849,6 +849,14 @@ def write_summary(data, path):
                         notes.append("%s @%d: %s" % (s, c, r.get("note", "")))
                         continue
                     rep = r["reported"]
+                    if not rep["socket_errors"] and not rep["non2xx"]:
+                        # The reported run is the best one: errors of the others must not vanish with it.
+                        erring = ["run %d: %s socket, %d non-2xx" % (i + 1, fmt_err(run), run["non2xx"])
+                                  for i, run in enumerate(r["runs"])
+                                  if "error" not in run and (run["socket_errors"] or run["non2xx"])]
+                        if erring:
+                            notes.append("%s @%d: the reported run had no errors; %s"
+                                         % (s, c, "; ".join(erring)))
                     cells = [s, str(c), fmt_num(rep["rps"])]
                     if thr:
                         cells.append("%.2f" % rep["gbps"])
