@@ -113,7 +113,7 @@ public sealed partial class Master
         }
         try
         {
-            Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog, options.CaptureOutput);
+            Log.Configure(Server.ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog, options.CaptureOutput);
         }
         catch (IOException e)
         {
@@ -388,7 +388,7 @@ public sealed partial class Master
 
     private void StartHooks() =>
         _hooks = _hookSource is null ? null : MasterHooks.Start(_hookSource,
-            Python.PythonInstallation.ChooseInterpreter(_options.Python), ToSeverity(_options.LogLevel), _name, _targetWorkers);
+            Python.PythonInstallation.ChooseInterpreter(_options.Python), Server.ToSeverity(_options.LogLevel), _name, _targetWorkers);
 
     /// <summary>
     /// Runs the interpreter to ask where it lives (this loads no Python here), with the environment and
@@ -656,7 +656,7 @@ public sealed partial class Master
         {
             try
             {
-                Log.Configure(ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog, options.CaptureOutput);
+                Log.Configure(Server.ToSeverity(options.LogLevel), options.ErrorLog, options.AccessLog, options.CaptureOutput);
                 GiveLogFilesTo(_runAs);
             }
             catch (IOException e)
@@ -1357,15 +1357,6 @@ public sealed partial class Master
         {
         }
     }
-
-    private static Severity ToSeverity(Cli.LogLevel level) => level switch
-    {
-        Cli.LogLevel.Debug => Severity.Debug,
-        Cli.LogLevel.Info => Severity.Info,
-        Cli.LogLevel.Warning => Severity.Warning,
-        Cli.LogLevel.Error => Severity.Error,
-        _ => Severity.Critical,
-    };
 
     private sealed class SlotState
     {

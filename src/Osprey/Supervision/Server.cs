@@ -284,7 +284,7 @@ public static class Server
     /// </summary>
     public static void RequestRecycle(string reason) => WorkerLifecycle.RequestRecycle(reason);
 
-    private static Severity ToSeverity(Cli.LogLevel level) => level switch
+    internal static Severity ToSeverity(Cli.LogLevel level) => level switch
     {
         Cli.LogLevel.Debug => Severity.Debug,
         Cli.LogLevel.Info => Severity.Info,
