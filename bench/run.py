@@ -516,7 +516,7 @@ def headline(run):
 
 def next_run(server, port, scenario, conns, args, client_cpu, app_us, log, runs):
     """One measured run of a row, appended to runs. True when the row is done: the run failed,
-    or it agrees with the one before."""
+    or the row's two best runs now agree (converged_runs)."""
     settle(server)
     r = measured_run(server, port, scenario, conns, args.duration, client_cpu, app_us)
     if "error" not in r and not r["server_alive"]:
