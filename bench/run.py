@@ -540,6 +540,13 @@ def best_two(items, key):
     return ranked[:2] if len(ranked) >= 2 else None
 
 
+def reported(good, key, converged):
+    """The figure a row reports: its best run when it converged, else its median run (the lower
+    one for an even count)."""
+    ranked = sorted(good, key=key)
+    return ranked[-1] if converged else ranked[(len(ranked) - 1) // 2]
+
+
 def converged_runs(runs, args):
     """A row is done when its two best runs agree. The machine is shared: a slow spell (a pure-
     Python loop on an idle machine slows by up to a third for half a minute, see bench/README.md)
@@ -559,10 +566,7 @@ def make_row(server, scenario, conns, runs, converged):
         row["status"] = "failed"
         row["note"] = runs[-1].get("error", "no run") if runs else "no run"
         return row
-    if converged:
-        rep = max(good, key=headline)
-    else:
-        rep = sorted(good, key=headline)[(len(good) - 1) // 2]  # median req/CPU-s (lower)
+    rep = reported(good, headline, converged)
     row.update({
         "status": "ok",
         "reported": dict(rep),
@@ -1169,10 +1173,7 @@ def main(argv=None):
                                 converged = True
                                 break
                         good = [t for t in tries if "error" not in t]
-                        if converged:
-                            pull = max(good, key=lambda t: t["gbps"])
-                        else:
-                            pull = (sorted(good, key=lambda t: t["gbps"])[(len(good) - 1) // 2] if good else tries[-1])
+                        pull = reported(good, lambda t: t["gbps"], converged) if good else tries[-1]
                         pull = dict(pull, server=srv.name, scenario=sc, runs=len(good),
                                     spread_pct=spread_pct([t["gbps"] for t in good]), converged=converged)
                         data["pull"].append(pull)
