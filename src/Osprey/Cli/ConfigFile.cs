@@ -48,7 +48,7 @@ public static class ConfigFile
     /// <summary>The hooks gunicorn calls in a worker, which Osprey's workers call too (they have Python).</summary>
     private static readonly HashSet<string> WorkerHooks = new(StringComparer.Ordinal)
     {
-        "post_fork", "post_worker_init", "worker_exit", "pre_request", "post_request",
+        "post_fork", "post_worker_init", "worker_exit", "pre_request", "post_request", "worker_int", "worker_abort",
     };
 
     /// <summary>The hooks gunicorn's master calls, which Osprey's master has a Python process of its own call.</summary>
@@ -111,7 +111,7 @@ public static class ConfigFile
     };
 
     // Server hooks are Python callables that gunicorn's master and workers call. Those in WorkerHooks
-    // and MasterHookNames are run; the per-request ones and those tied to gunicorn's internals are not.
+    // and MasterHookNames are run; the one tied to gunicorn's internals (ssl_context) is not.
     private static readonly HashSet<string> Hooks = new(StringComparer.Ordinal)
     {
         "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init", "worker_int",

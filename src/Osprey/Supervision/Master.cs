@@ -74,6 +74,8 @@ public sealed partial class Master
     private int _generation = 1;
     private bool _everReady;
     private bool _stopping;
+    /// <summary>The stop under way is a quick one (INT, QUIT): one more INT or QUIT kills the workers at once.</summary>
+    private bool _quickStop;
     private DateTime _stopDeadline;
     private int _exitCode;
     private DateTime _nextMemoryCheck;
@@ -495,17 +497,22 @@ public sealed partial class Master
             _ => signal.ToString(CultureInfo.InvariantCulture),
         };
         Log.Info($"Handling signal: {name}");
-        if (_stopping && signal is not 3)
+        if (_stopping)
         {
+            // INT or QUIT during a graceful stop makes it quick; again during a quick one (Ctrl-C twice), immediate.
+            if (signal is 2 or 3)
+            {
+                Stop(_quickStop ? StopMode.Kill : StopMode.Quick);
+            }
             return;
         }
         switch (signal)
         {
-            case 15 or 2:
-                Stop(graceful: true);
+            case 15:
+                Stop(StopMode.Graceful);
                 break;
-            case 3:
-                Stop(graceful: false);
+            case 2 or 3:
+                Stop(StopMode.Quick);
                 break;
             case 1:
                 Reload();
@@ -579,19 +586,53 @@ public sealed partial class Master
         }
     }
 
-    private void Stop(bool graceful)
+    private enum StopMode
+    {
+        /// <summary>TERM: workers stop accepting and finish what is in flight within --graceful-timeout.</summary>
+        Graceful,
+        /// <summary>
+        /// INT, QUIT (gunicorn's quick shutdown): workers get QUIT and exit at once, after only the
+        /// configuration's worker_int and worker_exit hooks, which --graceful-timeout bounds.
+        /// </summary>
+        Quick,
+        /// <summary>SIGKILL now: a start that failed, or a second INT or QUIT.</summary>
+        Kill,
+    }
+
+    private void Stop(StopMode mode)
     {
         // Not for a master that handed its sockets to a new one: the service goes on.
-        if (!UpgradeChildAlive)
+        if (!UpgradeChildAlive && !_stopping)
         {
             SystemdNotify.Send("STOPPING=1");
         }
+        TimeSpan grace = mode switch
+        {
+            StopMode.Graceful => TimeSpan.FromSeconds(_options.GracefulTimeout),
+            // The worker's own bound on its hooks, and a little more for it to exit.
+            StopMode.Quick => TimeSpan.FromSeconds(Math.Max(1, _options.GracefulTimeout) + 2),
+            _ => TimeSpan.Zero,
+        };
+        DateTime deadline = DateTime.UtcNow + grace;
+        // Making a stop quicker never moves its deadline later.
+        _stopDeadline = _stopping && _stopDeadline < deadline ? _stopDeadline : deadline;
         _stopping = true;
-        _stopDeadline = DateTime.UtcNow + TimeSpan.FromSeconds(graceful ? _options.GracefulTimeout : 0);
+        _quickStop = mode != StopMode.Graceful;
         foreach (WorkerHandle worker in _workers.Values)
         {
-            if (graceful) worker.Terminate();
-            else worker.Kill();
+            switch (mode)
+            {
+                case StopMode.Graceful:
+                    worker.Terminate();
+                    break;
+                // A worker still starting has no hooks to run and may not handle QUIT yet (its default dumps core).
+                case StopMode.Quick when worker.Ready:
+                    worker.Quit();
+                    break;
+                default:
+                    worker.Kill();
+                    break;
+            }
         }
     }
 
@@ -1009,7 +1050,8 @@ public sealed partial class Master
                 Log.Debug($"Worker ready (pid:{worker.Pid}, slot {worker.Slot}, generation {worker.Generation})");
                 if (_stopping)
                 {
-                    worker.Terminate();
+                    if (_quickStop) worker.Quit();
+                    else worker.Terminate();
                 }
                 break;
             case "hb":
@@ -1018,6 +1060,7 @@ public sealed partial class Master
                 {
                     worker.Requests = requests;
                 }
+                worker.ReportedExit |= verb == "exiting";
                 break;
             case "recycle":
                 if (!_stopping)
@@ -1055,7 +1098,9 @@ public sealed partial class Master
         int exitCode = worker.ExitCode();
         worker.Process.Dispose();
         string how = exitCode > 128 && exitCode < 128 + 65 ? $"was killed by signal {exitCode - 128}" : $"exited with code {exitCode}";
-        bool expected = worker.Draining || worker.KillSent || _stopping;
+        // A worker that said it was exiting stopped on a signal of its own (TERM, INT, QUIT sent to it, not to
+        // the master): replaced at once, like a recycled one, not counted as a crash.
+        bool expected = worker.Draining || worker.KillSent || worker.ReportedExit || _stopping;
 
         if (!worker.Ready)
         {
@@ -1089,7 +1134,7 @@ public sealed partial class Master
             // "App failed to load", rather than respawning forever.
             WriteFailure(worker);
             _exitCode = worker.FailureCode ?? (exitCode == 0 ? 1 : exitCode);
-            Stop(graceful: false);
+            Stop(StopMode.Kill);
             return;
         }
         bool oldKept = false;
@@ -1384,6 +1429,7 @@ public sealed partial class Master
         public bool Draining;
         public DateTime DrainDeadline;
         public bool KillSent;
+        public bool ReportedExit;
         public bool Exited;
         public bool ChannelClosed;
         public int? FailureCode;
@@ -1405,6 +1451,15 @@ public sealed partial class Master
         {
             KillSent = true;
             Posix.Kill(Pid, Posix.SIGKILL);
+        }
+
+        /// <summary>QUIT: the worker exits at once, running only its worker_int and worker_exit hooks.</summary>
+        public void Quit()
+        {
+            if (!KillSent)
+            {
+                Posix.Kill(Pid, Posix.SIGQUIT);
+            }
         }
 
         public int ExitCode()

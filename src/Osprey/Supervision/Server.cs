@@ -17,7 +17,7 @@ namespace Osprey.Supervision;
 /// </summary>
 public static class Server
 {
-    /// <param name="hooks">The configuration file's text, when it has worker hooks (post_fork, post_worker_init, pre_request, post_request, worker_exit).</param>
+    /// <param name="hooks">The configuration file's text, when it has worker hooks (post_fork, post_worker_init, pre_request, post_request, worker_exit, worker_int, worker_abort).</param>
     public static int Run(OspreyOptions options, IReadOnlyList<string> argv, WorkerContext context, HookSource? hooks = null)
     {
         Daemon.DetachWorker();
@@ -77,7 +77,7 @@ public static class Server
         RequestWatchdog? watchdog;
         try
         {
-            watchdog = options.Timeout > 0 ? new RequestWatchdog(TimeSpan.FromSeconds(options.Timeout), RequestRecycle) : null;
+            watchdog = options.Timeout > 0 ? new RequestWatchdog(TimeSpan.FromSeconds(options.Timeout), reason => OnRequestTimedOut(application, reason)) : null;
         }
         catch (PythonStartupException e)
         {
@@ -109,6 +109,8 @@ public static class Server
             return 0;
         }
         IHttpEngine engine = HttpEngines.Start(options.Engine, listeners, workers, settings);
+        WorkerLifecycle.PrepareQuickExit(() => workers.RequestCount, application.HasQuickExitHooks ? application.RunQuickExitHooks : null,
+            TimeSpan.FromSeconds(Math.Max(1, options.GracefulTimeout)));
         Log.Debug($"Worker boot: application loaded and engine started at {boot.ElapsedMilliseconds} ms");
         Log.Info($"Booting worker with pid: {Environment.ProcessId}");
         WorkerLifecycle.ReportReady();
@@ -283,6 +285,20 @@ public static class Server
     /// back): the master starts a replacement and drains this worker once it is ready.
     /// </summary>
     public static void RequestRecycle(string reason) => WorkerLifecycle.RequestRecycle(reason);
+
+    /// <summary>
+    /// The watchdog answered a request that ran past --timeout: the worker asks to be replaced and, as
+    /// gunicorn's worker does when its master aborts it for a timeout, runs the configuration's
+    /// worker_abort hook, once. On a thread of its own: the hook needs the GIL, which the hung code may hold.
+    /// </summary>
+    private static void OnRequestTimedOut(WsgiApplication application, string reason)
+    {
+        RequestRecycle(reason);
+        if (application.HasWorkerAbortHook)
+        {
+            new Thread(application.RunWorkerAbortHook) { IsBackground = true, Name = "osprey-abort-hook" }.Start();
+        }
+    }
 
     internal static Severity ToSeverity(Cli.LogLevel level) => level switch
     {

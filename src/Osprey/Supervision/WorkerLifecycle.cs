@@ -23,8 +23,13 @@ public static class WorkerLifecycle
     private static readonly ManualResetEventSlim s_listening = new();
     private static volatile bool s_masterGone;
     private static readonly List<PosixSignalRegistration> s_signals = [];
+    private static QuickExit? s_quickExit;
+    private static int s_quitting;
 
-    /// <summary>Set when the worker must stop gracefully: TERM/INT from the master, or the master is gone.</summary>
+    /// <summary>What a quick exit needs once the worker serves: its request count, and the configuration's hooks.</summary>
+    private sealed record QuickExit(Func<long> RequestCount, Action? Hooks, TimeSpan HookBound);
+
+    /// <summary>Set when the worker must stop gracefully: TERM from the master, or the master is gone.</summary>
     public static WaitHandle StopRequested => s_stop.WaitHandle;
 
     public static bool IsWorker => s_context is not null;
@@ -58,9 +63,9 @@ public static class WorkerLifecycle
         s_channel = new Socket(new SafeSocketHandle(context.ChannelFd, ownsHandle: true));
 
         PosixSignalHandler(PosixSignal.SIGTERM, () => s_stop.Set());
-        PosixSignalHandler(PosixSignal.SIGINT, () => s_stop.Set());
-        // QUIT means now: no drain, no waiting for Python threads that may hold the GIL.
-        PosixSignalHandler(PosixSignal.SIGQUIT, () => Posix.ExitNow(0));
+        // INT and QUIT mean now, as in gunicorn (Ctrl-C reaches every process of the terminal's group).
+        PosixSignalHandler(PosixSignal.SIGINT, () => QuitNow("INT"));
+        PosixSignalHandler(PosixSignal.SIGQUIT, () => QuitNow("QUIT"));
         // Meant for the master; a `kill -HUP -PGID` or a terminal must not stop or kill the workers.
         PosixSignalHandler(PosixSignal.SIGHUP, static () => { });
         PosixSignalHandler((PosixSignal)Posix.SIGTTIN, static () => { });
@@ -107,6 +112,41 @@ public static class WorkerLifecycle
         s_masterGone = true;
         s_listening.Set();
         s_stop.Set();
+    }
+
+    /// <summary>
+    /// Called once the worker serves. A quick exit then reports the requests served and first runs
+    /// <paramref name="hooks"/> (gunicorn's worker_int and worker_exit), if any, for at most
+    /// <paramref name="hookBound"/>: they need the GIL, which a stuck thread may never give up.
+    /// </summary>
+    public static void PrepareQuickExit(Func<long> requestCount, Action? hooks, TimeSpan hookBound) =>
+        s_quickExit = new QuickExit(requestCount, hooks, hookBound);
+
+    /// <summary>
+    /// INT or QUIT: gunicorn's quick exit. Requests in flight are cut off, nothing is drained; only the
+    /// configuration's worker_int and worker_exit hooks run first, as in gunicorn's worker. A second INT or
+    /// QUIT meanwhile (the master passes Ctrl-C's on) changes nothing: the first one's bound holds.
+    /// </summary>
+    private static void QuitNow(string signal)
+    {
+        if (Interlocked.Exchange(ref s_quitting, 1) != 0)
+        {
+            return;
+        }
+        QuickExit? quickExit = s_quickExit;
+        if (quickExit?.Hooks is { } hooks)
+        {
+            var thread = new Thread(() => hooks()) { IsBackground = true, Name = "osprey-quit-hooks" };
+            thread.Start();
+            if (!thread.Join(quickExit.HookBound))
+            {
+                Log.Warning($"The worker_int/worker_exit hooks did not finish within {quickExit.HookBound.TotalSeconds:0.#} s (--graceful-timeout); exiting without them");
+            }
+        }
+        long served = quickExit?.RequestCount() ?? 0;
+        Log.Info($"Worker exiting (pid: {Environment.ProcessId}) on {signal}: served {served} requests");
+        ReportExiting(served);
+        Posix.ExitNow(0);
     }
 
     /// <summary>

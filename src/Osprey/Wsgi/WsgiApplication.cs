@@ -32,7 +32,8 @@ public sealed record ApplicationSpec(
 /// gunicorn's worker hooks from the configuration: <c>post_fork(server, worker)</c> before the
 /// application is imported, <c>post_worker_init(worker)</c> after, <c>pre_request</c> and
 /// <c>post_request</c> around each request, <c>worker_exit(server, worker)</c> when the worker
-/// stops. The file (or the <c>python:MODULE</c> module's file) is run again in the
+/// stops, <c>worker_int(worker)</c> before that on a quick stop (INT, QUIT), <c>worker_abort(worker)</c>
+/// when a request times out. The file (or the <c>python:MODULE</c> module's file) is run again in the
 /// worker, from the text the master read (<paramref name="SourceBase64"/>).
 /// The <c>server</c> and <c>worker</c> objects carry what hooks use of gunicorn's: <c>pid</c>,
 /// <c>ppid</c>, <c>age</c>, <c>log</c> (lines go to the error log), <c>cfg</c> (the file's settings),
@@ -99,7 +100,7 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         sys.path.insert(0, cwd)
     for p in reversed(extra_paths):
         sys.path.insert(0, os.path.abspath(p))
-    worker_exit = request_begin = request_end = None
+    worker_exit = worker_int = worker_abort = request_begin = request_end = None
     if hooks is not None:
         path, source_base64, ppid, age, level, num_workers, proc_name = hooks
         namespace, cfg = _read_hooks(path, source_base64)
@@ -110,6 +111,15 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
             _run_hook("post_fork", namespace["post_fork"], server, worker)
         if callable(namespace.get("worker_exit")):
             worker_exit = lambda: namespace["worker_exit"](server, worker)
+        # As gunicorn's worker: not alive any more by the time either is called.
+        if callable(namespace.get("worker_int")):
+            def worker_int():
+                worker.alive = False
+                namespace["worker_int"](worker)
+        if callable(namespace.get("worker_abort")):
+            def worker_abort():
+                worker.alive = False
+                namespace["worker_abort"](worker)
         request_begin, request_end = _request_hooks(namespace, worker)
     try:
         module = importlib.import_module(module_name)
@@ -138,11 +148,14 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         worker.booted = True
         if callable(namespace.get("post_worker_init")):
             _run_hook("post_worker_init", namespace["post_worker_init"], worker)
-    return target, worker_exit, request_begin, request_end
+    return target, worker_exit, request_begin, request_end, worker_int, worker_abort
 """;
 
     private readonly PyRef _callable;
+    // Each run at most once; the one that takes it (under the GIL) runs it.
     private PyRef _workerExit;
+    private PyRef _workerInt;
+    private PyRef _workerAbort;
     private readonly PyRef _requestBegin;
     private readonly PyRef _requestEnd;
 
@@ -161,11 +174,13 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
     internal bool Sendfile { get; }
     internal PyBorrowed Callable => _callable.Borrow();
 
-    private WsgiApplication(PyRef callable, PyRef workerExit, PyRef requestBegin, PyRef requestEnd, WsgiTypes types,
-        EnvironBuilder environ, AccessLogFormat accessLogFormat, bool sendfile)
+    private WsgiApplication(PyRef callable, PyRef workerExit, PyRef workerInt, PyRef workerAbort, PyRef requestBegin, PyRef requestEnd,
+        WsgiTypes types, EnvironBuilder environ, AccessLogFormat accessLogFormat, bool sendfile)
     {
         _callable = callable;
         _workerExit = workerExit;
+        _workerInt = workerInt;
+        _workerAbort = workerAbort;
         _requestBegin = requestBegin;
         _requestEnd = requestEnd;
         Types = types;
@@ -193,6 +208,8 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
 
         PyRef callable;
         PyRef workerExit;
+        PyRef workerInt;
+        PyRef workerAbort;
         PyRef requestBegin;
         PyRef requestEnd;
         try
@@ -221,6 +238,8 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
             workerExit = OptionalItem(loaded.Borrow(), 1);
             requestBegin = OptionalItem(loaded.Borrow(), 2);
             requestEnd = OptionalItem(loaded.Borrow(), 3);
+            workerInt = OptionalItem(loaded.Borrow(), 4);
+            workerAbort = OptionalItem(loaded.Borrow(), 5);
         }
         catch (PythonException e)
         {
@@ -233,7 +252,8 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         }
         var environ = new EnvironBuilder(spec.RootPath, errors.Borrow(), types.FileWrapper.Type, spec.Multithread, spec.Multiprocess,
             spec.ForwardedAllowIps);
-        return new WsgiApplication(callable, workerExit, requestBegin, requestEnd, types, environ, spec.AccessLogFormat, spec.Sendfile);
+        return new WsgiApplication(callable, workerExit, workerInt, workerAbort, requestBegin, requestEnd, types, environ,
+            spec.AccessLogFormat, spec.Sendfile);
     }
 
     private static PyRef OptionalItem(PyBorrowed tuple, int index)
@@ -260,24 +280,57 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
     }
 
     /// <summary>The configuration's <c>worker_exit(server, worker)</c>, if it has one; what it raises is logged.</summary>
-    public void RunWorkerExitHook()
+    public void RunWorkerExitHook() => RunOnce(ref _workerExit, "worker_exit");
+
+    /// <summary>Whether a quick exit (INT, QUIT) has hooks to run: <c>worker_int</c>, <c>worker_exit</c>.</summary>
+    public bool HasQuickExitHooks => !_workerInt.IsNull || !_workerExit.IsNull;
+
+    /// <summary>
+    /// gunicorn's quick exit (INT, QUIT): <c>worker_int(worker)</c>, then <c>worker_exit(server, worker)</c>,
+    /// as gunicorn's worker calls them before its process ends; what they raise is logged.
+    /// </summary>
+    public void RunQuickExitHooks()
     {
-        if (_workerExit.IsNull)
+        RunOnce(ref _workerInt, "worker_int");
+        RunOnce(ref _workerExit, "worker_exit");
+    }
+
+    /// <summary>
+    /// <c>worker_abort(worker)</c>, if the configuration has it: gunicorn calls it when its master aborts a
+    /// worker whose request ran past --timeout; Osprey when its own watchdog times a request out.
+    /// </summary>
+    public bool HasWorkerAbortHook => !_workerAbort.IsNull;
+
+    public void RunWorkerAbortHook() => RunOnce(ref _workerAbort, "worker_abort");
+
+    private static void RunOnce(ref PyRef hook, string name)
+    {
+        if (hook.IsNull)
         {
             return;
         }
         using Gil.Acquired gil = Gil.Acquire();
+        // Taken under the GIL, so a second caller (a quick exit during a drain) finds nothing; the call
+        // itself may let other threads run.
+        PyRef taken = hook;
+        hook = default;
+        if (taken.IsNull)
+        {
+            return;
+        }
         try
         {
             using PyRef noArguments = Py.Tuple();
-            using PyRef result = _workerExit.Borrow().Call(noArguments.Borrow());
+            using PyRef result = taken.Borrow().Call(noArguments.Borrow());
         }
         catch (PythonException e)
         {
             e.ReleaseObjects();
-            Log.Error($"Exception in worker_exit hook\n{e.Traceback}");
+            Log.Error($"Exception in {name} hook\n{e.Traceback}");
         }
-        _workerExit.Dispose();
-        _workerExit = default;
+        finally
+        {
+            taken.Dispose();
+        }
     }
 }

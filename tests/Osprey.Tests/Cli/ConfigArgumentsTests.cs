@@ -179,7 +179,7 @@ public sealed class ConfigArgumentsTests
     public void Hooks_and_unsupported_settings_are_warnings_and_other_names_are_the_files_own()
     {
         var config = Translate("""
-            {"worker_int": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": false,
+            {"ssl_context": {"osprey-callable": true}, "helper": {"osprey-callable": true}, "daemon": false,
              "reload": false, "user": null, "syslog": true, "logconfig": "log.ini", "sendfile": null,
              "worker_class": null, "my_setting": 3}
             """);
@@ -188,7 +188,7 @@ public sealed class ConfigArgumentsTests
         Assert.Equal(
             [
                 "conf.py: not supported by Osprey, ignored: syslog, logconfig",
-                "conf.py: server hooks not run by Osprey: worker_int",
+                "conf.py: server hooks not run by Osprey: ssl_context",
             ],
             config.Warnings);
         Assert.Null(config.Hooks);
@@ -257,11 +257,14 @@ public sealed class ConfigArgumentsTests
         Assert.Equal(new HookSource("conf.py", "d2hlbg=="), config.MasterHooks);
     }
 
-    [Fact]
-    public void Worker_hooks_are_handed_to_the_workers_with_the_files_text()
+    [Theory]
+    [InlineData("post_fork")]
+    [InlineData("worker_int")]
+    [InlineData("worker_abort")]
+    public void Worker_hooks_are_handed_to_the_workers_with_the_files_text(string hook)
     {
-        var config = Translate("""
-            {"post_fork": {"osprey-callable": true}, "worker_exit": {"osprey-callable": true}, "osprey source": "cG9zdF9mb3Jr"}
+        var config = Translate($$"""
+            {"{{hook}}": {"osprey-callable": true}, "osprey source": "cG9zdF9mb3Jr"}
             """);
 
         Assert.Empty(config.Warnings);

@@ -111,6 +111,9 @@ public sealed class OspreyServer : IAsyncDisposable, IDisposable
 
     public bool HasExited => _process.HasExited;
 
+    /// <summary>The server's exit code, once it has exited.</summary>
+    public int ExitCode => _process.ExitCode;
+
     /// <summary>After the process has exited: waits until its stdout and stderr have been read to the end.</summary>
     public void WaitForOutput() => _process.WaitForExit();
 

@@ -74,11 +74,8 @@ public sealed class ConfigFileTests : IDisposable
             def when_ready(server):
                 pass
 
-            def worker_int(worker):
-                pass
-
-            def worker_abort(worker):
-                pass
+            def ssl_context(config, default_ssl_context_factory):
+                return default_ssl_context_factory()
 
             syslog = True
             logconfig = "logging.ini"
@@ -94,7 +91,7 @@ public sealed class ConfigFileTests : IDisposable
         var log = server.ErrorLog;
 
         // post_fork and when_ready are run, so they are not named.
-        Assert.Contains("server hooks not run by Osprey: worker_int, worker_abort\n", log, StringComparison.Ordinal);
+        Assert.Contains("server hooks not run by Osprey: ssl_context\n", log, StringComparison.Ordinal);
         // reload = False asks for nothing, so it is not named.
         Assert.Contains("not supported by Osprey, ignored: syslog, logconfig\n", log, StringComparison.Ordinal);
         Assert.Contains("--worker-class gevent is not a worker Osprey has", log, StringComparison.Ordinal);

@@ -60,14 +60,14 @@ public sealed class InterpreterHostTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task INT_to_a_worker_inside_the_interpreter_stops_it_gracefully_not_with_KeyboardInterrupt()
+    public async Task INT_to_a_worker_inside_the_interpreter_ends_it_as_gunicorn_does_not_with_KeyboardInterrupt()
     {
         await using var server = await OspreyServer.StartAsync(new OspreyServerOptions { App = "process_app:app" });
         int worker = (await DescribeAsync(server)).GetProperty("pid").GetInt32();
 
         Signal(worker, 2 /* SIGINT */);
 
-        await server.WaitForLogAsync($"Worker exiting (pid: {worker})", Eventually);
+        await server.WaitForLogAsync($"Worker exiting (pid: {worker}) on INT", Eventually);
         int replacement = (await WaitForChildrenAsync(server.ProcessId, 1, Eventually))[0];
         Assert.NotEqual(worker, replacement);
         Assert.DoesNotContain("KeyboardInterrupt", server.ErrorLog, StringComparison.Ordinal);

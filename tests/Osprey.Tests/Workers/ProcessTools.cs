@@ -12,11 +12,25 @@ namespace Osprey.Tests.Workers;
 internal static class ProcessTools
 {
     public const int SIGHUP = 1;
+    public const int SIGINT = 2;
     public const int SIGQUIT = 3;
     public const int SIGKILL = 9;
     public const int SIGTERM = 15;
     public const int SIGTTIN = 21;
     public const int SIGTTOU = 22;
+
+    /// <summary>Waits for the master to exit, and for its output to be read to the end.</summary>
+    public static async Task WaitForExitAsync(OspreyServer server, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!server.HasExited)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the master did not exit:\n" + server.ErrorLog);
+            await Task.Delay(50);
+        }
+        // Exited is not the same as all of its output read: the last log lines may still be in the pipe.
+        server.WaitForOutput();
+    }
 
     [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static extern int SysKill(int pid, int signal);

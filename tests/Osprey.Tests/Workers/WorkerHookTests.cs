@@ -134,6 +134,111 @@ public sealed class WorkerHookTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task Worker_int_and_worker_exit_run_on_a_quick_stop_with_the_stacks_of_gunicorns_example()
+    {
+        // worker_int as gunicorn's example configuration writes it: the stack of every thread.
+        var config = _dir.Write("int.conf.py", """
+            import sys, threading, traceback
+
+            def worker_int(worker):
+                worker.log.info("worker_int hook in %s alive=%s", worker.pid, worker.alive)
+                id2name = {th.ident: th.name for th in threading.enumerate()}
+                code = []
+                for thread_id, stack in sys._current_frames().items():
+                    code.append("# Thread: %s(%d)" % (id2name.get(thread_id, ""), thread_id))
+                    for filename, lineno, name, line in traceback.extract_stack(stack):
+                        code.append('File: "%s", line %d, in %s' % (filename, lineno, name))
+                worker.log.info("\n".join(code))
+
+            def worker_exit(server, worker):
+                server.log.info("worker_exit hook in %s", worker.pid)
+            """);
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "workers_app:app", Args = ["-c", config, "--graceful-timeout", "60"],
+        });
+        int worker = (await WaitForChildrenAsync(server.ProcessId, 1, Eventually))[0];
+        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
+        var slow = client.GetAsync($"http://127.0.0.1:{server.Port}/slow?s=30");
+        await Task.Delay(500);
+
+        Signal(server.ProcessId, SIGINT);
+        await WaitForExitAsync(server, TimeSpan.FromSeconds(20));
+
+        await Assert.ThrowsAnyAsync<Exception>(() => slow);
+        string log = server.ErrorLog;
+        int hook = log.IndexOf($"[{worker}] [INFO] worker_int hook in {worker} alive=False", StringComparison.Ordinal);
+        int exitHook = log.IndexOf($"[{worker}] [INFO] worker_exit hook in {worker}", StringComparison.Ordinal);
+        int exiting = log.IndexOf($"[{worker}] [INFO] Worker exiting (pid: {worker}) on QUIT", StringComparison.Ordinal);
+        Assert.True(hook >= 0 && hook < exitHook && exitHook < exiting, log);
+        // The request in flight, in the application's frame.
+        Assert.Matches(@"File: "".*workers_app\.py"", line \d+, in app", log);
+        Assert.Equal(0, server.ExitCode);
+    }
+
+    [Fact]
+    public async Task INT_makes_a_graceful_stop_quick_and_a_second_INT_kills_a_worker_int_hook_that_hangs()
+    {
+        var config = _dir.Write("hang.conf.py", """
+            import time
+
+            def worker_int(worker):
+                worker.log.info("worker_int hook started in %s", worker.pid)
+                time.sleep(120)
+            """);
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "workers_app:app", Args = ["-c", config, "--graceful-timeout", "60"],
+        });
+        int worker = (await WaitForChildrenAsync(server.ProcessId, 1, Eventually))[0];
+        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
+        var slow = client.GetAsync($"http://127.0.0.1:{server.Port}/slow?s=30");
+        await Task.Delay(500);
+
+        // TERM: the worker drains, so the slow request holds it.
+        Signal(server.ProcessId, SIGTERM);
+        await Task.Delay(1000);
+        Assert.False(server.HasExited);
+        // INT: quick now; the hook runs, and the master gives it --graceful-timeout.
+        Signal(server.ProcessId, SIGINT);
+        await server.WaitForLogAsync($"worker_int hook started in {worker}", Eventually);
+        await Task.Delay(1000);
+        Assert.False(server.HasExited);
+        // Ctrl-C twice: at once.
+        var second = DateTime.UtcNow;
+        Signal(server.ProcessId, SIGINT);
+        await WaitForExitAsync(server, TimeSpan.FromSeconds(10));
+
+        Assert.True(DateTime.UtcNow - second < TimeSpan.FromSeconds(10));
+        Assert.False(IsAlive(worker));
+        await Assert.ThrowsAnyAsync<Exception>(() => slow);
+    }
+
+    [Fact]
+    public async Task Worker_abort_runs_when_a_request_times_out()
+    {
+        var config = _dir.Write("abort.conf.py", """
+            def worker_abort(worker):
+                worker.log.warning("worker_abort hook in %s alive=%s", worker.pid, worker.alive)
+            """);
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "workers_app:app", Args = ["-c", config, "--timeout", "1", "--threads", "2"],
+        });
+        int worker = (await WaitForChildrenAsync(server.ProcessId, 1, Eventually))[0];
+
+        var first = RawHttp.GetAsync(server, "/slow?s=5");
+        var second = RawHttp.GetAsync(server, "/slow?s=5");
+        Assert.Equal(504, (await first).StatusCode);
+        Assert.Equal(504, (await second).StatusCode);
+
+        await server.WaitForLogAsync($"[{worker}] [WARNING] worker_abort hook in {worker} alive=False", Eventually);
+        await server.WaitForLogAsync($"Worker exiting (pid: {worker})", Eventually);
+        // Once per worker, as gunicorn's (whose worker exits after it), however many requests timed out.
+        Assert.Single(System.Text.RegularExpressions.Regex.Matches(server.ErrorLog, "worker_abort hook in"));
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Pre_request_and_post_request_see_each_request_and_its_response(string engine)
     {

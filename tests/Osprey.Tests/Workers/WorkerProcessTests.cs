@@ -284,9 +284,12 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         await WaitForExitAsync(server, Eventually);
     }
 
-    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
-    public async Task QUIT_stops_at_once(string engine)
+    public static TheoryData<string, string> QuickStopSignals => Engines.Cross(["INT", "QUIT"]);
+
+    [Theory, MemberData(nameof(QuickStopSignals))]
+    public async Task INT_and_QUIT_stop_at_once_as_in_gunicorn(string engine, string signal)
     {
+        // gunicorn's "quick shutdown": requests in flight are cut off, --graceful-timeout does not apply.
         await using var server = await StartAsync(engine, "-w", "2", "--graceful-timeout", "60");
         var workers = await WaitForChildrenAsync(server.ProcessId, 2, Eventually);
         await WaitAllReadyAsync(server, 2);
@@ -295,12 +298,18 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         await Task.Delay(500);
 
         var sent = DateTime.UtcNow;
-        Signal(server.ProcessId, SIGQUIT);
+        Signal(server.ProcessId, signal == "INT" ? SIGINT : SIGQUIT);
         await WaitForExitAsync(server, TimeSpan.FromSeconds(15));
 
         Assert.True(DateTime.UtcNow - sent < TimeSpan.FromSeconds(15));
         Assert.Null(await slow);
-        Assert.All(workers, pid => Assert.False(IsAlive(pid), $"worker {pid} outlived QUIT"));
+        Assert.All(workers, pid => Assert.False(IsAlive(pid), $"worker {pid} outlived {signal}"));
+        Assert.Equal(0, server.ExitCode);
+        foreach (int worker in workers)
+        {
+            Assert.Contains($"Worker exiting (pid: {worker}) on QUIT", server.ErrorLog, StringComparison.Ordinal);
+        }
+        Assert.DoesNotContain("[ERROR]", server.ErrorLog, StringComparison.Ordinal);
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
@@ -514,18 +523,6 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
             Assert.True(DateTime.UtcNow < deadline, $"worker {pid} never answered: {load}");
             await Task.Delay(25);
         }
-    }
-
-    private static async Task WaitForExitAsync(OspreyServer server, TimeSpan timeout)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (!server.HasExited)
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the master did not exit:\n" + server.ErrorLog);
-            await Task.Delay(50);
-        }
-        // Exited is not the same as all of its output read: the last log lines may still be in the pipe.
-        server.WaitForOutput();
     }
 
     private static int Count(string text, string what)
