@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text;
 using Osprey.Tests.Infrastructure;
 using static Osprey.Tests.Hostile.HostileSupport;
@@ -108,6 +109,50 @@ public sealed class LimitTests(ServerPool pool) : IClassFixture<ServerPool>
         Assert.Equal(body.Length, echoed.Json().GetProperty("length").GetInt32());
         await connection.SendAsync(RawHttp.Get("/", server.Port));
         Assert.Equal(200, (await connection.ReadResponseAsync()).StatusCode);
+    }
+
+    public static TheoryData<string, string> BlankLineCuts => Engines.Cross(["1", "2", "3"]);
+
+    /// <summary>
+    /// A head that arrives in pieces is served wherever the cut falls in its final CRLF CRLF, and a bare LF
+    /// blank line cut the same way is still refused: the lean engine searches each piece once, resuming
+    /// where a terminator could have begun, rather than the whole head again at every piece.
+    /// </summary>
+    [Theory, MemberData(nameof(BlankLineCuts))]
+    public async Task A_head_in_pieces_is_read_wherever_its_blank_line_is_cut(string engine, string cut)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App);
+        var lines = new StringBuilder("GET /pieces HTTP/1.1\r\nHost: h");
+        for (int i = 0; i < 20; i++)
+        {
+            lines.Append(CultureInfo.InvariantCulture, $"\r\nX-Piece-{i}: {new string('v', 60)}");
+        }
+        string head = lines.ToString();
+        int at = int.Parse(cut, CultureInfo.InvariantCulture);
+
+        foreach ((string terminator, int status) in new[] { ("\r\n\r\n", 200), ("\n\n", 400) })
+        {
+            using var connection = await RawHttpConnection.OpenAsync(server.Port);
+            for (int start = 0; start < head.Length; start += 300)
+            {
+                await connection.SendAsync(head.Substring(start, Math.Min(300, head.Length - start)));
+                await Task.Delay(20);
+            }
+            string end = terminator[..Math.Min(at, terminator.Length)];
+            await connection.SendAsync(end);
+            if (end.Length < terminator.Length)
+            {
+                await Task.Delay(50);
+                await connection.SendAsync(terminator[end.Length..]);
+            }
+            RawHttpResponse response = await connection.ReadResponseAsync();
+            Assert.True(response.StatusCode == status, $"{terminator.Replace("\r", "CR", StringComparison.Ordinal).Replace("\n", "LF", StringComparison.Ordinal)} cut after {at}: {response}");
+            if (status == 200)
+            {
+                Assert.Equal("ok GET /pieces", response.BodyText);
+            }
+        }
+        await AssertServesAsync(server);
     }
 
     /// <summary>A slow-loris client that keeps sending one byte at a time is cut off by the header timeout, measured from its first byte.</summary>

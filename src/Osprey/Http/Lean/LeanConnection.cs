@@ -65,6 +65,12 @@ internal sealed class LeanConnection : IHttpExchange
     private byte[] _input = [];
     private int _inputStart;
     private int _inputEnd;
+    /// <summary>
+    /// How far past <see cref="_inputStart"/> the search for the end of the head has looked: a head that
+    /// arrives in many small pieces is searched once, not again from its start at each piece (up to 1 MB
+    /// each time, which a client could make cost seconds of CPU).
+    /// </summary>
+    private int _headSearched;
     private byte[]? _staging;
     private int _stagingLength;
 
@@ -136,7 +142,7 @@ internal sealed class LeanConnection : IHttpExchange
         _localAddress = localAddress;
         _localPort = localPort;
         // The input buffer is rented by the first Receive: the one place that rents it.
-        _inputStart = _inputEnd = 0;
+        _inputStart = _inputEnd = _headSearched = 0;
         ServedRequest = false;
         _clientGone = false;
         _eventPending = 0;
@@ -360,6 +366,7 @@ internal sealed class LeanConnection : IHttpExchange
                 return false;
             case ProxyHeaderStatus.Parsed:
                 _inputStart += consumed;
+                _headSearched = 0;
                 if (header.Source is not null && header.Destination is not null)
                 {
                     (_remoteAddress, _remotePort) = (LeanEngine.FormatAddress(header.Source.Address), header.Source.Port);
@@ -392,11 +399,14 @@ internal sealed class LeanConnection : IHttpExchange
         {
             return StatusCodes.Status414UriTooLong;
         }
-        int headLength = HeadLength(data);
+        int headLength = HeadLength(data, _headSearched);
         if (headLength < 0)
         {
+            // The terminators are 2 and 3 bytes long: the next search starts where one could have begun.
+            _headSearched = Math.Max(0, data.Length - 2);
             return data.Length > MaxHeadSize ? StatusCodes.Status431RequestHeaderFieldsTooLarge : -1;
         }
+        _headSearched = 0;
 
         ResetRequest();
         var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(_input, _inputStart, headLength));
@@ -425,11 +435,17 @@ internal sealed class LeanConnection : IHttpExchange
     /// bare LF counts here, so that such a head reaches the parser, which refuses it (see Osprey.csproj),
     /// instead of waiting for a CRLF CRLF that may never come.
     /// </summary>
-    private static int HeadLength(ReadOnlySpan<byte> data)
+    /// <summary>
+    /// The head's length up to its blank line, or -1 while it is incomplete; <paramref name="from"/> is
+    /// where to start looking (nothing before it ends the head). A bare LF blank line counts too, so that the
+    /// parser sees it and refuses it.
+    /// </summary>
+    private static int HeadLength(ReadOnlySpan<byte> data, int from)
     {
-        int crlf = data.IndexOf("\n\r\n"u8);
-        int bare = (crlf >= 0 ? data[..crlf] : data).IndexOf("\n\n"u8);
-        return bare >= 0 ? bare + 2 : crlf >= 0 ? crlf + 3 : -1;
+        ReadOnlySpan<byte> unsearched = data[from..];
+        int crlf = unsearched.IndexOf("\n\r\n"u8);
+        int bare = (crlf >= 0 ? unsearched[..crlf] : unsearched).IndexOf("\n\n"u8);
+        return bare >= 0 ? from + bare + 2 : crlf >= 0 ? from + crlf + 3 : -1;
     }
 
     private void ResetRequest()
