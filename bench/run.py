@@ -1157,25 +1157,46 @@ def main(argv=None):
                         data["rows"].append(row)
                     save()
                 if spec.get("throughput") and ctx.get("pull_bin"):
-                    for srv, port in up:
-                        if not srv.alive():
-                            continue
-                        # Repeated like a wrk row: until the two best runs agree (then the best),
-                        # else the median and the spread.
-                        tries = []
-                        converged = False
-                        for _ in range(args.max_runs):
-                            tries.append(measure_pull(srv, port, args.duration, client_cpu, ctx["pull_bin"]))
-                            if "error" in tries[-1]:
-                                break
-                            top = best_two(tries, lambda t: t["gbps"])
+                    # In rounds like the wrk rows (one try of each server in turn, the machine probed
+                    # before each round), repeated until the two best tries agree (then the best), else
+                    # the median and the spread.
+                    pullers = [(srv, port) for srv, port in up if srv.alive()]
+                    tries = {srv.name: [] for srv, _ in pullers}
+                    converged = {srv.name: False for srv, _ in pullers}
+                    finished = {srv.name: False for srv, _ in pullers}
+                    for rnd in range(args.max_runs):
+                        if all(finished.values()):
+                            break
+                        machine_us = probe.sample()
+                        if machine_us is not None:
+                            log("  pull round %d: machine probe %.1f us per plain-loop Flask call" % (rnd + 1, machine_us))
+                            data["probes"].append({"scenario": sc, "pull": True, "round": rnd + 1,
+                                                   "us": machine_us, "time": round(time.time(), 1)})
+                        for srv, port in pullers:
+                            if finished[srv.name]:
+                                continue
+                            if not srv.alive():
+                                finished[srv.name] = True
+                                continue
+                            tried = measure_pull(srv, port, args.duration, client_cpu, ctx["pull_bin"])
+                            tried["machine_us"] = machine_us
+                            tries[srv.name].append(tried)
+                            if "error" in tried:
+                                finished[srv.name] = True
+                                continue
+                            log("    %-16s pull try %d: %.2f GB/s, %.2f CPU-s per GB"
+                                % (srv.name, len(tries[srv.name]), tried["gbps"], tried["cpu_s_per_gb"] or 0))
+                            top = best_two(tries[srv.name], lambda t: t["gbps"])
                             if top is not None and agree(top[0]["gbps"], top[1]["gbps"], args.tolerance):
-                                converged = True
-                                break
-                        good = [t for t in tries if "error" not in t]
-                        pull = reported(good, lambda t: t["gbps"], converged) if good else tries[-1]
+                                converged[srv.name] = finished[srv.name] = True
+                    for srv, _ in pullers:
+                        if not tries[srv.name]:
+                            continue
+                        good = [t for t in tries[srv.name] if "error" not in t]
+                        pull = reported(good, lambda t: t["gbps"], converged[srv.name]) if good else tries[srv.name][-1]
                         pull = dict(pull, server=srv.name, scenario=sc, runs=len(good),
-                                    spread_pct=spread_pct([t["gbps"] for t in good]), converged=converged)
+                                    spread_pct=spread_pct([t["gbps"] for t in good]), converged=converged[srv.name],
+                                    tries=tries[srv.name])
                         data["pull"].append(pull)
                         if "error" in pull:
                             log("    %-16s pull client: ERROR %s" % (srv.name, pull["error"]))
