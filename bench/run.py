@@ -579,6 +579,15 @@ def make_row(server, scenario, conns, runs, converged):
     return row
 
 
+def probe_round(probe, data, log, what, **where):
+    """Times the machine before a round of runs: logged, kept in the raw data (with `where`), returned."""
+    us = probe.sample()
+    if us is not None:
+        log("  %s: machine probe %.1f us per plain-loop Flask call" % (what, us))
+        data["probes"].append(dict(where, us=us, time=round(time.time(), 1)))
+    return us
+
+
 def measure_pull(server, port, duration, client_cpu, pull_bin):
     """The throughput scenario again with bench/client/pull.c, which reads in 1 MiB blocks,
     so that the server, not wrk, sets the pace: GB/s and the server's CPU-seconds per GB."""
@@ -1132,11 +1141,8 @@ def main(argv=None):
                     for rnd in range(args.max_runs):
                         if all(done.values()):
                             break
-                        machine_us = probe.sample()
-                        if machine_us is not None:
-                            log("  round %d: machine probe %.1f us per plain-loop Flask call" % (rnd + 1, machine_us))
-                            data["probes"].append({"scenario": sc, "connections": c, "round": rnd + 1,
-                                                   "us": machine_us, "time": round(time.time(), 1)})
+                        machine_us = probe_round(probe, data, log, "round %d" % (rnd + 1),
+                                                 scenario=sc, connections=c, round=rnd + 1)
                         for srv, port in up:
                             if done[srv.name]:
                                 continue
@@ -1167,11 +1173,8 @@ def main(argv=None):
                     for rnd in range(args.max_runs):
                         if all(finished.values()):
                             break
-                        machine_us = probe.sample()
-                        if machine_us is not None:
-                            log("  pull round %d: machine probe %.1f us per plain-loop Flask call" % (rnd + 1, machine_us))
-                            data["probes"].append({"scenario": sc, "pull": True, "round": rnd + 1,
-                                                   "us": machine_us, "time": round(time.time(), 1)})
+                        machine_us = probe_round(probe, data, log, "pull round %d" % (rnd + 1),
+                                                 scenario=sc, pull=True, round=rnd + 1)
                         for srv, port in pullers:
                             if finished[srv.name]:
                                 continue

@@ -134,6 +134,29 @@ public sealed class WorkerHookTests : IDisposable
         }
     }
 
+    private static readonly HttpClient s_client = new() { Timeout = TimeSpan.FromSeconds(60) };
+
+    /// <summary>One worker of workers_app with <paramref name="config"/> and --graceful-timeout 60, serving a 30 s request.</summary>
+    private static async Task<(OspreyServer Server, int Worker, Task<HttpResponseMessage> Slow)> StartWithSlowRequestAsync(string config)
+    {
+        var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "workers_app:app", Args = ["-c", config, "--graceful-timeout", "60"],
+        });
+        try
+        {
+            int worker = (await WaitForChildrenAsync(server.ProcessId, 1, Eventually))[0];
+            var slow = s_client.GetAsync($"http://127.0.0.1:{server.Port}/slow?s=30");
+            await Task.Delay(500);
+            return (server, worker, slow);
+        }
+        catch
+        {
+            await server.DisposeAsync();
+            throw;
+        }
+    }
+
     [Fact]
     public async Task Worker_int_and_worker_exit_run_on_a_quick_stop_with_the_stacks_of_gunicorns_example()
     {
@@ -154,14 +177,8 @@ public sealed class WorkerHookTests : IDisposable
             def worker_exit(server, worker):
                 server.log.info("worker_exit hook in %s", worker.pid)
             """);
-        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
-        {
-            App = "workers_app:app", Args = ["-c", config, "--graceful-timeout", "60"],
-        });
-        int worker = (await WaitForChildrenAsync(server.ProcessId, 1, Eventually))[0];
-        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
-        var slow = client.GetAsync($"http://127.0.0.1:{server.Port}/slow?s=30");
-        await Task.Delay(500);
+        (OspreyServer server, int worker, Task<HttpResponseMessage> slow) = await StartWithSlowRequestAsync(config);
+        await using OspreyServer stopped = server;
 
         Signal(server.ProcessId, SIGINT);
         await WaitForExitAsync(server, TimeSpan.FromSeconds(20));
@@ -187,14 +204,8 @@ public sealed class WorkerHookTests : IDisposable
                 worker.log.info("worker_int hook started in %s", worker.pid)
                 time.sleep(120)
             """);
-        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
-        {
-            App = "workers_app:app", Args = ["-c", config, "--graceful-timeout", "60"],
-        });
-        int worker = (await WaitForChildrenAsync(server.ProcessId, 1, Eventually))[0];
-        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
-        var slow = client.GetAsync($"http://127.0.0.1:{server.Port}/slow?s=30");
-        await Task.Delay(500);
+        (OspreyServer server, int worker, Task<HttpResponseMessage> slow) = await StartWithSlowRequestAsync(config);
+        await using OspreyServer stopped = server;
 
         // TERM: the worker drains, so the slow request holds it.
         Signal(server.ProcessId, SIGTERM);
