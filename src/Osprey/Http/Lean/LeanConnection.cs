@@ -431,14 +431,10 @@ internal sealed class LeanConnection : IHttpExchange
     }
 
     /// <summary>
-    /// The length of the head up to its first empty line, or -1 when that has not arrived. A line ending in a
-    /// bare LF counts here, so that such a head reaches the parser, which refuses it (see Osprey.csproj),
-    /// instead of waiting for a CRLF CRLF that may never come.
-    /// </summary>
-    /// <summary>
-    /// The head's length up to its blank line, or -1 while it is incomplete; <paramref name="from"/> is
-    /// where to start looking (nothing before it ends the head). A bare LF blank line counts too, so that the
-    /// parser sees it and refuses it.
+    /// The length of the head up to its first empty line, or -1 when that has not arrived; nothing before
+    /// <paramref name="from"/> ends it (already searched). A line ending in a bare LF counts here, so that
+    /// such a head reaches the parser, which refuses it (see Osprey.csproj), instead of waiting for a
+    /// CRLF CRLF that may never come.
     /// </summary>
     private static int HeadLength(ReadOnlySpan<byte> data, int from)
     {
