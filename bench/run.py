@@ -588,6 +588,25 @@ def probe_round(probe, data, log, what, **where):
     return us
 
 
+def in_rounds(up, max_runs, start_round, step):
+    """Measures the servers of `up` in rounds, one step of each in turn, so that a slow spell of the
+    shared machine falls on every server alike. Each round begins with start_round(n) (n from 1), whose
+    result goes to that round's steps: step(server, port, it) returns True once the server is done.
+    Stops when every server is done (a server that died is) or after max_runs rounds."""
+    done = {srv.name: False for srv, _ in up}
+    for rnd in range(1, max_runs + 1):
+        if all(done.values()):
+            break
+        started = start_round(rnd)
+        for srv, port in up:
+            if done[srv.name]:
+                continue
+            if not srv.alive():
+                done[srv.name] = True
+                continue
+            done[srv.name] = step(srv, port, started)
+
+
 def measure_pull(server, port, duration, client_cpu, pull_bin):
     """The throughput scenario again with bench/client/pull.c, which reads in 1 MiB blocks,
     so that the server, not wrk, sets the pace: GB/s and the server's CPU-seconds per GB."""
@@ -1137,21 +1156,16 @@ def main(argv=None):
                 for c in conns_list:
                     log("== %s, %d connections" % (sc, c))
                     runs = {srv.name: [] for srv, _ in up}
-                    done = {srv.name: False for srv, _ in up}
-                    for rnd in range(args.max_runs):
-                        if all(done.values()):
-                            break
-                        machine_us = probe_round(probe, data, log, "round %d" % (rnd + 1),
-                                                 scenario=sc, connections=c, round=rnd + 1)
-                        for srv, port in up:
-                            if done[srv.name]:
-                                continue
-                            if not srv.alive():
-                                done[srv.name] = True
-                                continue
-                            done[srv.name] = next_run(srv, port, sc, c, args, client_cpu,
-                                                      app_us.get(sc), log, runs[srv.name])
-                            runs[srv.name][-1]["machine_us"] = machine_us
+
+                    def wrk_run(srv, port, machine_us):
+                        done = next_run(srv, port, sc, c, args, client_cpu, app_us.get(sc), log, runs[srv.name])
+                        runs[srv.name][-1]["machine_us"] = machine_us
+                        return done
+
+                    in_rounds(up, args.max_runs,
+                              lambda rnd: probe_round(probe, data, log, "round %d" % rnd,
+                                                      scenario=sc, connections=c, round=rnd),
+                              wrk_run)
                     for srv, _ in up:
                         if runs[srv.name]:
                             row = make_row(srv, sc, c, runs[srv.name], converged_runs(runs[srv.name], args))
@@ -1169,29 +1183,23 @@ def main(argv=None):
                     pullers = [(srv, port) for srv, port in up if srv.alive()]
                     tries = {srv.name: [] for srv, _ in pullers}
                     converged = {srv.name: False for srv, _ in pullers}
-                    finished = {srv.name: False for srv, _ in pullers}
-                    for rnd in range(args.max_runs):
-                        if all(finished.values()):
-                            break
-                        machine_us = probe_round(probe, data, log, "pull round %d" % (rnd + 1),
-                                                 scenario=sc, pull=True, round=rnd + 1)
-                        for srv, port in pullers:
-                            if finished[srv.name]:
-                                continue
-                            if not srv.alive():
-                                finished[srv.name] = True
-                                continue
-                            tried = measure_pull(srv, port, args.duration, client_cpu, ctx["pull_bin"])
-                            tried["machine_us"] = machine_us
-                            tries[srv.name].append(tried)
-                            if "error" in tried:
-                                finished[srv.name] = True
-                                continue
-                            log("    %-16s pull try %d: %.2f GB/s, %.2f CPU-s per GB"
-                                % (srv.name, len(tries[srv.name]), tried["gbps"], tried["cpu_s_per_gb"] or 0))
-                            top = best_two(tries[srv.name], lambda t: t["gbps"])
-                            if top is not None and agree(top[0]["gbps"], top[1]["gbps"], args.tolerance):
-                                converged[srv.name] = finished[srv.name] = True
+
+                    def pull_try(srv, port, machine_us):
+                        tried = measure_pull(srv, port, args.duration, client_cpu, ctx["pull_bin"])
+                        tried["machine_us"] = machine_us
+                        tries[srv.name].append(tried)
+                        if "error" in tried:
+                            return True
+                        log("    %-16s pull try %d: %.2f GB/s, %.2f CPU-s per GB"
+                            % (srv.name, len(tries[srv.name]), tried["gbps"], tried["cpu_s_per_gb"] or 0))
+                        top = best_two(tries[srv.name], lambda t: t["gbps"])
+                        converged[srv.name] = top is not None and agree(top[0]["gbps"], top[1]["gbps"], args.tolerance)
+                        return converged[srv.name]
+
+                    in_rounds(pullers, args.max_runs,
+                              lambda rnd: probe_round(probe, data, log, "pull round %d" % rnd,
+                                                      scenario=sc, pull=True, round=rnd),
+                              pull_try)
                     for srv, _ in pullers:
                         if not tries[srv.name]:
                             continue
