@@ -1,7 +1,9 @@
 """The process-model tests' application: every answer names the worker process that served it.
 
 /pid            the worker's pid
-/slow?s=SECONDS sleeps (releasing the GIL), then answers its pid
+/slow?s=SECONDS says "slow request started" on wsgi.errors, sleeps (releasing the GIL), then
+                answers its pid: a test that must act while requests are in flight waits for the
+                line, not for a fixed time that a loaded machine may not keep to
 /hang-gil       blocks in C for 60 s WITHOUT releasing the GIL (libc sleep through ctypes.PyDLL,
                 which keeps the GIL held during the call): the worker's Python is wedged
 /grow?mb=N      keeps N more megabytes alive in this worker (for --max-worker-memory)
@@ -25,6 +27,8 @@ def app(environ, start_response):
     path = environ.get('PATH_INFO', '')
     query = parse_qs(environ.get('QUERY_STRING', ''))
     if path == '/slow':
+        environ['wsgi.errors'].write('slow request started\n')
+        environ['wsgi.errors'].flush()
         time.sleep(float(query.get('s', ['1'])[0]))
     elif path == '/hang-gil':
         ctypes.PyDLL(None).sleep(60)

@@ -91,6 +91,34 @@ internal static class ProcessTools
     public static async Task<int?> GetPidAsync(HttpClient client, int port, string target = "/pid") =>
         (await TryGetPidAsync(client, port, target)).Pid;
 
+    /// <summary>
+    /// Starts <paramref name="count"/> requests for workers_app's /slow and returns once the application has
+    /// begun every one (it says so in the error log). A fixed delay instead is a race on a loaded machine,
+    /// where a connection made a second ago may not have been accepted yet.
+    /// </summary>
+    public static async Task<Task<(int? Pid, string? Error)>[]> StartSlowRequestsAsync(OspreyServer server, HttpClient client, int count, int seconds)
+    {
+        const string Started = "slow request started";
+        int before = Occurrences(server.ErrorLog, Started);
+        var requests = Enumerable.Range(0, count).Select(_ => TryGetPidAsync(client, server.Port, $"/slow?s={seconds}")).ToArray();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (Occurrences(server.ErrorLog, Started) < before + count)
+        {
+            var failed = requests.Where(r => r.IsCompleted && r.Result.Pid is null).Select(r => r.Result.Error);
+            Assert.True(DateTime.UtcNow < deadline && !failed.Any(),
+                $"the slow requests did not all start: {string.Join("; ", failed)}\n{server.ErrorLog}");
+            await Task.Delay(20);
+        }
+        return requests;
+    }
+
+    public static int Occurrences(string text, string what)
+    {
+        int n = 0;
+        for (int i = text.IndexOf(what, StringComparison.Ordinal); i >= 0; i = text.IndexOf(what, i + what.Length, StringComparison.Ordinal)) n++;
+        return n;
+    }
+
     /// <summary>As <see cref="GetPidAsync"/>, with what went wrong when no pid came back.</summary>
     public static async Task<(int? Pid, string? Error)> TryGetPidAsync(HttpClient client, int port, string target = "/pid")
     {

@@ -72,7 +72,7 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
             TimeSpan.FromSeconds(60));
 
         Assert.Equal(3, result.ExitCode);
-        Assert.Equal(1, Count(result.Stderr, "Traceback (most recent call last):"));
+        Assert.Equal(1, Occurrences(result.Stderr, "Traceback (most recent call last):"));
         Assert.Contains("RuntimeError: broken_import marker", result.Stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("Booting worker", result.Stderr, StringComparison.Ordinal);
     }
@@ -200,7 +200,7 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         // Under continuous load until two workers have been recycled, i.e. replaced and then drained.
         await using var load = new LoadLoop(server.Port, concurrency: 4);
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (Count(server.ErrorLog, "Stopping replaced worker") < 2 || load.ByPid.Count < 4)
+        while (Occurrences(server.ErrorLog, "Stopping replaced worker") < 2 || load.ByPid.Count < 4)
         {
             Assert.True(DateTime.UtcNow < deadline, $"workers were not recycled: {load}\n{server.ErrorLog}");
             await Task.Delay(50);
@@ -250,13 +250,12 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         await using var server = await StartAsync(engine, "-w", "2", "--threads", "4", "--graceful-timeout", "20");
         await WaitAllReadyAsync(server, 2);
         using var client = NewClient();
-        var slow = Enumerable.Range(0, 4).Select(_ => GetPidAsync(client, server.Port, "/slow?s=2")).ToArray();
-        await Task.Delay(700);
+        var slow = await StartSlowRequestsAsync(server, client, 4, seconds: 2);
 
         Signal(server.ProcessId, SIGTERM);
         var answers = await Task.WhenAll(slow);
 
-        Assert.All(answers, a => Assert.NotNull(a));
+        Assert.All(answers, a => Assert.True(a.Pid is not null, $"{a.Error}\n{server.ErrorLog}"));
         await WaitForExitAsync(server, Eventually);
         Assert.Contains("Shutting down: Master", server.ErrorLog, StringComparison.Ordinal);
     }
@@ -294,15 +293,14 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         var workers = await WaitForChildrenAsync(server.ProcessId, 2, Eventually);
         await WaitAllReadyAsync(server, 2);
         using var client = NewClient();
-        var slow = GetPidAsync(client, server.Port, "/slow?s=30");
-        await Task.Delay(500);
+        var slow = (await StartSlowRequestsAsync(server, client, 1, seconds: 30))[0];
 
         var sent = DateTime.UtcNow;
         Signal(server.ProcessId, signal == "INT" ? SIGINT : SIGQUIT);
         await WaitForExitAsync(server, TimeSpan.FromSeconds(15));
 
         Assert.True(DateTime.UtcNow - sent < TimeSpan.FromSeconds(15));
-        Assert.Null(await slow);
+        Assert.Null((await slow).Pid);
         Assert.All(workers, pid => Assert.False(IsAlive(pid), $"worker {pid} outlived {signal}"));
         Assert.Equal(0, server.ExitCode);
         foreach (int worker in workers)
@@ -489,7 +487,7 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
     private static async Task WaitAllReadyAsync(OspreyServer server, int count)
     {
         var deadline = DateTime.UtcNow + Eventually;
-        while (Count(server.ErrorLog, "Booting worker with pid") < count)
+        while (Occurrences(server.ErrorLog, "Booting worker with pid") < count)
         {
             Assert.True(DateTime.UtcNow < deadline, "workers did not boot:\n" + server.ErrorLog);
             await Task.Delay(50);
@@ -523,12 +521,5 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
             Assert.True(DateTime.UtcNow < deadline, $"worker {pid} never answered: {load}");
             await Task.Delay(25);
         }
-    }
-
-    private static int Count(string text, string what)
-    {
-        int n = 0;
-        for (int i = text.IndexOf(what, StringComparison.Ordinal); i >= 0; i = text.IndexOf(what, i + what.Length, StringComparison.Ordinal)) n++;
-        return n;
     }
 }
