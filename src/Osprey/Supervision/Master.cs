@@ -77,6 +77,8 @@ public sealed partial class Master
     /// <summary>The stop under way is a quick one (INT, QUIT): one more INT or QUIT kills the workers at once.</summary>
     private bool _quickStop;
     private DateTime _stopDeadline;
+    /// <summary>A stop closed the master's copies of the listening sockets (<see cref="StopListeningOnceWorkersStarted"/>).</summary>
+    private bool _listenersClosed;
     private int _exitCode;
     private DateTime _nextMemoryCheck;
 
@@ -315,17 +317,8 @@ public sealed partial class Master
             {
                 registration.Dispose();
             }
-            // A new master started by USR2 serves the same socket files now. Disposing a Socket that bound a
-            // unix socket deletes its file (.NET does), so those are left to the process's exit to close.
             bool handedOver = UpgradeChildAlive;
-            if (handedOver)
-            {
-                foreach (int slot in _slotSockets.Keys.ToArray()) CloseSlot(slot);
-            }
-            else
-            {
-                CloseAllSockets();
-            }
+            CloseListeners();
             if (!handedOver)
             {
                 foreach (BindAddress bind in _binds)
@@ -454,6 +447,7 @@ public sealed partial class Master
             }
             if (_stopping)
             {
+                StopListeningOnceWorkersStarted();
                 if (_workers.Count == 0)
                 {
                     return;
@@ -933,7 +927,7 @@ public sealed partial class Master
                 _steering.Joined(worker.Slot);
                 UpdateSteering();
             }
-            if (!_sharedListening)
+            if (!_sharedListening && !_listenersClosed)
             {
                 foreach (Socket? socket in _shared) socket?.Listen(_options.Backlog);
                 _sharedListening = true;
@@ -1383,6 +1377,44 @@ public sealed partial class Master
             {
                 UpdateSteering();
             }
+        }
+    }
+
+    /// <summary>
+    /// On a stop, the master's copies of the listening sockets close as soon as no worker still needs them
+    /// to start serving, as gunicorn's arbiter closes its listeners when it stops. Once the draining workers
+    /// have closed theirs too, a client that connects is refused at once, and a load balancer tries another
+    /// server, instead of waiting until the drain ends in a backlog that nobody accepts from, to be reset then.
+    /// </summary>
+    private void StopListeningOnceWorkersStarted()
+    {
+        if (_listenersClosed)
+        {
+            return;
+        }
+        foreach (WorkerHandle worker in _workers.Values)
+        {
+            // It has not started its engine yet: the master's listen() for it may still be to come.
+            if (!worker.Ready && !worker.Exited)
+            {
+                return;
+            }
+        }
+        _listenersClosed = true;
+        CloseListeners();
+    }
+
+    private void CloseListeners()
+    {
+        // A new master started by USR2 serves the same socket files now. Disposing a Socket that bound a
+        // unix socket deletes its file (.NET does), so those are left to the process's exit to close.
+        if (UpgradeChildAlive)
+        {
+            foreach (int slot in _slotSockets.Keys.ToArray()) CloseSlot(slot);
+        }
+        else
+        {
+            CloseAllSockets();
         }
     }
 

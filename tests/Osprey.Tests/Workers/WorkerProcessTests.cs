@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using Osprey.Tests.Infrastructure;
@@ -258,6 +259,42 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
         Assert.All(answers, a => Assert.True(a.Pid is not null, $"{a.Error}\n{server.ErrorLog}"));
         await WaitForExitAsync(server, Eventually);
         Assert.Contains("Shutting down: Master", server.ErrorLog, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// As gunicorn's arbiter and its gthread workers, which close their listeners when they stop: a client that
+    /// connects while the workers drain is refused at once, so that it (or a load balancer) tries another
+    /// server, instead of waiting in a backlog that nobody accepts from until the drain ends, to be reset then.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task A_client_that_connects_during_a_graceful_stop_is_refused_at_once(string engine)
+    {
+        await using var server = await StartAsync(engine, "-w", "2", "--graceful-timeout", "30");
+        await WaitAllReadyAsync(server, 2);
+        using var client = NewClient();
+        var slow = (await StartSlowRequestsAsync(server, client, 1, seconds: 10))[0];
+
+        Signal(server.ProcessId, SIGTERM);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(6);
+        while (true)
+        {
+            using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            try
+            {
+                await probe.ConnectAsync(IPAddress.Loopback, server.Port);
+            }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionRefused)
+            {
+                break;
+            }
+            Assert.True(DateTime.UtcNow < deadline, "connections were still taken 6 s into the drain:\n" + server.ErrorLog);
+            await Task.Delay(100);
+        }
+
+        Assert.False(slow.IsCompleted);
+        var answer = await slow;
+        Assert.True(answer.Pid is not null, $"{answer.Error}\n{server.ErrorLog}");
+        await WaitForExitAsync(server, Eventually);
     }
 
     /// <summary>

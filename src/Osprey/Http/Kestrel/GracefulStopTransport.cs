@@ -30,8 +30,8 @@ internal sealed class GracefulStopTransport(IConnectionListenerFactory inner) : 
         return listener;
     }
 
-    /// <summary>Stops accepting, then waits until the last accepted connection had its moment (at most <paramref name="limit"/>).</summary>
-    public async Task StopAcceptingAsync(TimeSpan limit)
+    /// <summary>Stops accepting: Kestrel's sockets for the listeners close (they do not own the descriptors).</summary>
+    public async Task UnbindAsync()
     {
         Listener[] listeners;
         lock (_listeners)
@@ -42,6 +42,11 @@ internal sealed class GracefulStopTransport(IConnectionListenerFactory inner) : 
         {
             await listener.UnbindAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>After <see cref="UnbindAsync"/>: waits until the last accepted connection had its moment (at most <paramref name="limit"/>).</summary>
+    public async Task WaitForFreshConnectionsAsync(TimeSpan limit)
+    {
         long lastAccept = Volatile.Read(ref _lastAccept);
         if (lastAccept == 0)
         {

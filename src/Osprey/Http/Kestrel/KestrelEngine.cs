@@ -28,12 +28,15 @@ public sealed class KestrelEngine : IHttpEngine
     private readonly KestrelServer _server;
     private readonly ServiceProvider _services;
     private readonly GracefulStopTransport _transport;
+    /// <summary>This worker's listening descriptors, which Kestrel's sockets for them do not own.</summary>
+    private readonly Socket[] _listeners;
 
-    private KestrelEngine(KestrelServer server, ServiceProvider services, GracefulStopTransport transport)
+    private KestrelEngine(KestrelServer server, ServiceProvider services, GracefulStopTransport transport, Socket[] listeners)
     {
         _server = server;
         _services = services;
         _transport = transport;
+        _listeners = listeners;
     }
 
     public static async Task<KestrelEngine> StartAsync(IReadOnlyList<Socket> listeners, PythonWorkers workers, HttpSettings settings)
@@ -85,11 +88,8 @@ public sealed class KestrelEngine : IHttpEngine
         }
         foreach (Socket listener in listeners)
         {
-            ulong descriptor = (ulong)listener.Handle;
-            // Kestrel adopts the descriptor (its socket owns and closes it): ours must not close it too, as
-            // its finalizer would once this Socket is collected, leaving Kestrel accepting on a dead number.
-            listener.SafeHandle.SetHandleAsInvalid();
-            options.ListenHandle(descriptor, listen =>
+            // Kestrel's socket for a handle does not own it: the Socket here keeps the descriptor (StopAsync closes it).
+            options.ListenHandle((ulong)listener.Handle, listen =>
             {
                 // Without TLS there is no ALPN to choose HTTP/2 by, and cleartext HTTP/2 (h2c) is
                 // what nobody in front of a WSGI server speaks.
@@ -126,14 +126,21 @@ public sealed class KestrelEngine : IHttpEngine
         }
         var server = new KestrelServer(Options.Create(options), transport, loggerFactory);
         await server.StartAsync(new WsgiHttpApplication(workers, settings), CancellationToken.None).ConfigureAwait(false);
-        return new KestrelEngine(server, services, gracefulStop);
+        return new KestrelEngine(server, services, gracefulStop, [.. listeners]);
     }
 
     /// <summary>Stops accepting, lets in-flight requests finish within <paramref name="grace"/>, then closes what is left.</summary>
     public async Task StopAsync(TimeSpan grace)
     {
         using var timeout = new CancellationTokenSource(grace);
-        await _transport.StopAcceptingAsync(grace).ConfigureAwait(false);
+        await _transport.UnbindAsync().ConfigureAwait(false);
+        // Only this worker's copies: the siblings and the master hold theirs. When every process has closed
+        // its copy (a stop), a client that connects is refused at once instead of waiting in a dead backlog.
+        foreach (Socket listener in _listeners)
+        {
+            listener.Dispose();
+        }
+        await _transport.WaitForFreshConnectionsAsync(grace).ConfigureAwait(false);
         await _server.StopAsync(timeout.Token).ConfigureAwait(false);
     }
 

@@ -454,6 +454,12 @@ public sealed class LeanEngine : IHttpEngine
                 Accept(listener, address, FinalAcceptLimit, final: true);
             }
         }
+        // Only this worker's copies: the siblings and the master hold theirs. When every process has closed
+        // its copy (a stop), a client that connects is refused at once instead of waiting in a dead backlog.
+        foreach (Socket listener in _listeners)
+        {
+            listener.Dispose();
+        }
         // Now, not at the next second's sweep: idle connections close and the drain can end at once.
         long now = Environment.TickCount64;
         _nextSweep = now + 1000;
