@@ -466,7 +466,7 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
 
         // One worker takes this one and is full.
         var busy = UnixGetAsync(path, "/slow?s=8");
-        await Task.Delay(500);
+        await server.WaitForLogAsync("slow request started", Eventually);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         string next = await UnixGetAsync(path, "/pid").WaitAsync(TimeSpan.FromSeconds(20));
         var waited = clock.Elapsed;
