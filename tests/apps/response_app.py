@@ -180,6 +180,23 @@ def app(environ, start_response):
     if path == '/204':
         start_response('204 No Content', [])
         return []
+    if path == '/204_with_body':
+        # Django's HttpResponse('ok', status=204) under CommonMiddleware: a body and its length.
+        start_response('204 No Content', [('Content-Length', '5')])
+        return [b'hello']
+    if path == '/205_with_body':
+        start_response('205 Reset Content', list(TEXT))
+        return [b'hello']
+    if path == '/cl_twice_same':
+        start_response('200 OK', TEXT + [('Content-Length', '5'), ('Content-Length', '5')])
+        return [b'hello']
+    if path == '/cl_conflict':
+        try:
+            start_response('200 OK', TEXT + [('Content-Length', '3'), ('Content-Length', '5')])
+        except ValueError as e:
+            start_response('200 OK', list(TEXT))
+            return [b'refused: ' + str(e).encode()]
+        return [b'abcde']
     if path == '/304':
         start_response('304 Not Modified', [('ETag', '"v1"')])
         return []
@@ -202,6 +219,29 @@ def app(environ, start_response):
         write(b'hello ')
         write(b'world')
         return []
+    if path == '/write_then_filewrapper':
+        # Declares 5 + 100 bytes: write() sends 5, so only 100 of the file may follow.
+        write = start_response('200 OK', [('Content-Type', 'application/octet-stream'), ('Content-Length', '105')])
+        write(b'hello')
+        return environ['wsgi.file_wrapper'](open(FILE_PATH, 'rb'), 8192)
+    if path == '/exc_info_not_an_exception':
+        # sys.exc_info() outside an except block is (None, None, None).
+        def body():
+            yield b'%d;' % os.getpid()
+            try:
+                start_response('500 Internal Server Error', list(TEXT), (None, None, None))
+            except TypeError:
+                yield b'TypeError'
+                return
+            yield b'accepted'
+        start_response('200 OK', list(TEXT))
+        return body()
+    if path == '/print_surrogate':
+        # A file name that was not UTF-8, as os.listdir() gives it.
+        print('listing \udcff.txt')
+        sys.stderr.write('and \udcfe\n')
+        start_response('200 OK', list(TEXT))
+        return [b'printed']
     if path == '/write_mixed':
         write = start_response('200 OK', list(TEXT))
         write(b'written;')
@@ -320,6 +360,13 @@ def app(environ, start_response):
         body = environ['wsgi.input'].read()
         start_response('200 OK', list(TEXT))
         return [b'got:' + body]
+    if path == '/expect_stream_then_read':
+        # Starts its response before it reads the body of an Expect: 100-continue request.
+        def stream():
+            yield b'head-sent;'
+            yield b'read=' + environ['wsgi.input'].read()
+        start_response('200 OK', list(TEXT))
+        return stream()
     if path == '/expect_ignore':
         start_response('200 OK', list(TEXT))
         return [b'ignored']

@@ -91,6 +91,21 @@ public sealed class LimitTests(ServerPool pool) : IClassFixture<ServerPool>
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"closed after {clock.Elapsed}");
     }
 
+    /// <summary>--keep-alive 0: every response says it closes, and the server closes at once.</summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Keep_alive_zero_closes_after_each_response_and_says_so(string engine)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App, "--keep-alive", "0");
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync(RawHttp.Get("/", server.Port));
+        RawHttpResponse response = await connection.ReadResponseAsync();
+        Assert.Equal(200, response.StatusCode);
+        Assert.Equal("close", response.Header("Connection"));
+        var clock = Stopwatch.StartNew();
+        await AssertClosedAsync(connection, "--keep-alive 0");
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(1), $"closed after {clock.Elapsed}, not at once");
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task A_keep_alive_connection_idle_for_seconds_serves_its_next_requests_whole(string engine)
     {

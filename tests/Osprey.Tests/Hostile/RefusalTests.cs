@@ -121,6 +121,24 @@ public sealed class RefusalTests(ServerPool pool) : IClassFixture<ServerPool>
             "POST /r?MARK HTTP/1.1\r\nHOST\r\nContent-Length: 0x5\r\n\r\nhello",
         ["content_length_overflow"] =
             "POST /r?MARK HTTP/1.1\r\nHOST\r\nContent-Length: 99999999999999999999999\r\n\r\nhello",
+        // The trailer section is field lines (RFC 9112 §7.1.2): a request line there is not one.
+        ["request_line_in_chunked_trailer"] =
+            "POST /r?MARK HTTP/1.1\r\nHOST\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n" + Smuggled,
+        ["trailer_without_colon"] =
+            "POST /r?MARK HTTP/1.1\r\nHOST\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer value\r\n\r\n",
+        ["trailer_name_with_space"] =
+            "POST /r?MARK HTTP/1.1\r\nHOST\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX Trailer: value\r\n\r\n",
+        // RFC 9112 §3.2: a Host that is not `host [":" port]` (SERVER_NAME and SERVER_PORT come from it).
+        ["host_with_slash"] =
+            "GET /r?MARK HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        ["host_with_space"] =
+            "GET /r?MARK HTTP/1.1\r\nHost: a b\r\n\r\n",
+        ["host_with_userinfo"] =
+            "GET /r?MARK HTTP/1.1\r\nHost: good.example@evil.example\r\n\r\n",
+        ["host_with_non_numeric_port"] =
+            "GET /r?MARK HTTP/1.1\r\nHost: example.com:abc\r\n\r\n",
+        ["host_with_empty_port"] =
+            "GET /r?MARK HTTP/1.1\r\nHost: example.com:\r\n\r\n",
     };
 
     public static TheoryData<string, string> Cases => Engines.Cross(s_cases.Keys);
@@ -166,6 +184,42 @@ public sealed class RefusalTests(ServerPool pool) : IClassFixture<ServerPool>
             await AssertClosedAsync(connection, "HTTP/1.7");
         }
         Assert.Empty(await SeenAsync(server, marker));
+    }
+
+    /// <summary>
+    /// RFC 9112 §2.2: empty lines before a request line are ignored, such as the CRLF some clients
+    /// send after a POST body; the requests around them are answered on the same connection.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Empty_lines_before_a_request_line_are_ignored(string engine)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App);
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync(
+            "\r\nPOST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello\r\n" +
+            "GET /after HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        RawHttpResponse first = await connection.ReadResponseAsync();
+        Assert.Equal(200, first.StatusCode);
+        Assert.Equal("hello", first.Json().GetProperty("body").GetString());
+        RawHttpResponse second = await connection.ReadResponseAsync();
+        Assert.Equal("ok GET /after", second.BodyText);
+    }
+
+    /// <summary>Valid Host forms, including the ones RFC 3986 allows that look odd, are served.</summary>
+    [Theory]
+    [InlineData("osprey", "[::1]:8080"), InlineData("kestrel", "[::1]:8080")]
+    [InlineData("osprey", "example.com"), InlineData("kestrel", "example.com")]
+    [InlineData("osprey", "192.0.2.1:80"), InlineData("kestrel", "192.0.2.1:80")]
+    [InlineData("osprey", ""), InlineData("kestrel", "")]
+    public async Task Valid_host_values_are_served(string engine, string host)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App);
+        (RawHttpResponse? response, RawHttpConnection connection) = await ExchangeAsync(
+            server.Port, $"GET /alive HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        using (connection)
+        {
+            Assert.True(response is { StatusCode: 200 }, $"Host: {host}: {response?.ToString() ?? "no answer"}");
+        }
     }
 
     /// <summary>A request hidden inside a Content-Length body is body, never a second request.</summary>

@@ -263,6 +263,48 @@ public sealed class InputTests(ServerPool pool) : IClassFixture<ServerPool>
         Assert.Equal("ignored", first.BodyText);
     }
 
+    /// <summary>
+    /// An application that starts its response before it reads the body of an Expect request:
+    /// no 100 may precede the response any more, but a client that sends the body anyway has it read.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Expect_body_sent_anyway_is_read_after_the_response_started(string engine)
+    {
+        var server = await pool.GetAsync(engine, "response_app:app", "--threads", "4");
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync(RawHttp.Request("POST", "/expect_stream_then_read", server.Port,
+            ["Expect: 100-continue", "Content-Length: 5"], "hello"u8.ToArray()));
+
+        var response = await connection.ReadResponseAsync(timeout: TimeSpan.FromSeconds(10));
+        Assert.True(response.StatusCode == 200, response.ToString());
+        Assert.Equal("head-sent;read=hello", response.BodyText);
+    }
+
+    /// <summary>
+    /// A final response to an Expect request whose body the application did not read either says
+    /// that the connection closes (the client may never send the body), or the server reads past
+    /// the body and answers the next request; never a silent close that loses a pipelined request.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Expect_unread_body_never_silently_drops_the_next_request(string engine)
+    {
+        var server = await pool.GetAsync(engine, "response_app:app", "--threads", "4");
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync([
+            .. RawHttp.Request("POST", "/expect_ignore", server.Port, ["Expect: 100-continue", "Content-Length: 5"], "hello"u8.ToArray()),
+            .. RawHttp.Get("/list1", server.Port)]);
+
+        var first = await connection.ReadResponseAsync(timeout: TimeSpan.FromSeconds(10));
+        Assert.Equal("ignored", first.BodyText);
+        if (first.Header("Connection") == "close")
+        {
+            await connection.ReadToCloseAsync(TimeSpan.FromSeconds(10));
+            return;
+        }
+        var next = await connection.ReadResponseAsync(timeout: TimeSpan.FromSeconds(10));
+        Assert.Equal("hello", next.BodyText);
+    }
+
     private static byte[] LargeBody(int size)
     {
         var body = new byte[size];

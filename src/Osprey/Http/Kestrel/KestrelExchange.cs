@@ -425,6 +425,12 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             string value = Encoding.Latin1.GetString(head.HeaderValue(i));
             headers.Append(name, value);
         }
+        if (_settings.KeepAlive == TimeSpan.Zero && _head.Version != Wsgi.HttpVersion.Http2)
+        {
+            // --keep-alive 0 closes after every response: Kestrel's own idle timeout would leave
+            // the connection open (and reusable) until its next heartbeat.
+            headers.Connection = "close";
+        }
         // Commits the head (unflushed) so the body writer hands out real buffers; it completes
         // synchronously because nothing registers OnStarting callbacks.
         _responseBody.StartAsync().GetAwaiter().GetResult();

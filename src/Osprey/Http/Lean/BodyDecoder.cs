@@ -15,7 +15,7 @@ internal struct BodyDecoder
     private const int MaxChunkExtensionBytes = 4096;
     private const int MaxTrailerBytes = 16 * 1024;
 
-    private enum Chunk : byte { SizeStart, Size, SizeWhitespace, Extension, SizeLf, Data, DataCr, DataLf, TrailerStart, TrailerLine, TrailerLf, FinalLf, Done }
+    private enum Chunk : byte { SizeStart, Size, SizeWhitespace, Extension, SizeLf, Data, DataCr, DataLf, TrailerStart, TrailerName, TrailerValue, TrailerLf, FinalLf, Done }
 
     private BodyFraming _framing;
     private long _remaining;
@@ -191,17 +191,28 @@ internal struct BodyDecoder
                     {
                         _chunk = Chunk.FinalLf;
                     }
-                    else if (b is (byte)' ' or (byte)'\t' or (byte)':' || b < 0x20 || b == 0x7F)
+                    else if (!Wsgi.HttpToken.IsTokenChar(b))
                     {
-                        // A trailer line may not start with whitespace (obs-fold) or be nameless.
+                        // A trailer line is a field line (RFC 9112 §7.1.2): a nameless line,
+                        // obs-fold, or a request line hidden after the last chunk is refused.
                         return Invalid(i, out consumed);
                     }
                     else
                     {
-                        _chunk = Chunk.TrailerLine;
+                        _chunk = Chunk.TrailerName;
                     }
                     break;
-                case Chunk.TrailerLine:
+                case Chunk.TrailerName:
+                    if (b == ':')
+                    {
+                        _chunk = Chunk.TrailerValue;
+                    }
+                    else if (!Wsgi.HttpToken.IsTokenChar(b) || ++_overhead > MaxTrailerBytes)
+                    {
+                        return Invalid(i, out consumed);
+                    }
+                    break;
+                case Chunk.TrailerValue:
                     if (b == '\r')
                     {
                         _chunk = Chunk.TrailerLf;

@@ -388,6 +388,12 @@ internal sealed class LeanConnection : IHttpExchange
     /// <summary>0 when a head was parsed, -1 when more input is needed, else the status to refuse with.</summary>
     private int TryParseHead()
     {
+        // RFC 9112 §2.2: empty lines before a request line are ignored (some clients send a CRLF
+        // after a POST body).
+        while (_inputEnd - _inputStart >= 2 && _input[_inputStart] == '\r' && _input[_inputStart + 1] == '\n')
+        {
+            _inputStart += 2;
+        }
         ReadOnlySpan<byte> data = _input.AsSpan(_inputStart, _inputEnd - _inputStart);
         int lineEnd = data.IndexOf((byte)'\n');
         int lineLimit = _settings.MaxRequestLine > 0 ? _settings.MaxRequestLine : MaxHeadSize;
@@ -544,6 +550,11 @@ internal sealed class LeanConnection : IHttpExchange
         {
             case 4 when Ascii.EqualsIgnoreCase(name, "host"u8):
                 _hostCount++;
+                if (!IsValidHost(value))
+                {
+                    // RFC 9112 §3.2: SERVER_NAME and SERVER_PORT come from it, so it must be a host.
+                    _rejectStatus = StatusCodes.Status400BadRequest;
+                }
                 break;
             case 6 when Ascii.EqualsIgnoreCase(name, "expect"u8):
                 _expectContinue = Ascii.EqualsIgnoreCase(value, "100-continue"u8);
@@ -568,6 +579,38 @@ internal sealed class LeanConnection : IHttpExchange
         }
         _head.AddHeader(name, value);
     }
+
+    /// <summary>
+    /// RFC 3986's <c>host [ ":" port ]</c>: a bracketed IP literal, or a reg-name (which covers IPv4),
+    /// then digits after a colon. Empty is allowed (a URI with no authority).
+    /// </summary>
+    private static bool IsValidHost(ReadOnlySpan<byte> value)
+    {
+        int hostEnd;
+        if (!value.IsEmpty && value[0] == '[')
+        {
+            hostEnd = value.IndexOf((byte)']') + 1;
+            if (hostEnd < 3 || value[1..(hostEnd - 1)].IndexOfAnyExcept(s_ipLiteralChars) >= 0)
+            {
+                return false;
+            }
+        }
+        else
+        {
+            hostEnd = value.IndexOfAnyExcept(s_regNameChars);
+            if (hostEnd < 0)
+            {
+                return true;
+            }
+        }
+        ReadOnlySpan<byte> rest = value[hostEnd..];
+        return rest.IsEmpty || (rest.Length > 1 && rest[0] == ':' && rest[1..].IndexOfAnyExceptInRange((byte)'0', (byte)'9') < 0);
+    }
+
+    private static readonly SearchValues<byte> s_regNameChars =
+        SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;="u8);
+
+    private static readonly SearchValues<byte> s_ipLiteralChars = SearchValues.Create("0123456789ABCDEFabcdef:.vV"u8);
 
     private void ScanConnectionTokens(ReadOnlySpan<byte> value)
     {
@@ -627,7 +670,9 @@ internal sealed class LeanConnection : IHttpExchange
             framing = BodyFraming.ContentLength;
         }
         _decoder.Start(framing, _contentLength);
-        _keepAlive = _version == WsgiVersion.Http11 ? !_connectionClose : _connectionKeepAlive && !_connectionClose;
+        // --keep-alive 0 closes after every response, and says so in it.
+        _keepAlive = (_version == WsgiVersion.Http11 ? !_connectionClose : _connectionKeepAlive && !_connectionClose) &&
+            _settings.KeepAlive > TimeSpan.Zero;
         // The client waits for "100 Continue", which goes out when the application first reads:
         // that body is streamed to the application instead of buffered.
         _bodyStreamed = framing != BodyFraming.None && _expectContinue && _version == WsgiVersion.Http11;
@@ -839,18 +884,25 @@ internal sealed class LeanConnection : IHttpExchange
             _continueSent = true;
             _streamWindowStarted = Environment.TickCount64;
             _streamWindowBytes = 0;
-            if (Interlocked.CompareExchange(ref _responseGate, ResponseGate.Continue, ResponseGate.Open) != ResponseGate.Open)
+            int gate = Interlocked.CompareExchange(ref _responseGate, ResponseGate.Continue, ResponseGate.Open);
+            if (gate == ResponseGate.Open)
             {
+                bool sent = SendAll("HTTP/1.1 100 Continue\r\n\r\n"u8);
+                // Fails only when the watchdog cut the connection meanwhile; it set _clientGone then.
+                Interlocked.CompareExchange(ref _responseGate, ResponseGate.Open, ResponseGate.Continue);
+                if (!sent || _clientGone)
+                {
+                    return 0;
+                }
+            }
+            else if (gate != ResponseGate.Started)
+            {
+                // The watchdog answered or cut this request.
                 _clientGone = true;
                 return 0;
             }
-            bool sent = SendAll("HTTP/1.1 100 Continue\r\n\r\n"u8);
-            // Fails only when the watchdog cut the connection meanwhile; it set _clientGone then.
-            Interlocked.CompareExchange(ref _responseGate, ResponseGate.Open, ResponseGate.Continue);
-            if (!sent || _clientGone)
-            {
-                return 0;
-            }
+            // Else the response has begun, and a 100 may no longer precede it (RFC 9110 §15.2):
+            // the body is read as the client sends it anyway (WriteHead announced the close).
         }
         while (true)
         {
@@ -934,6 +986,13 @@ internal sealed class LeanConnection : IHttpExchange
             // The watchdog answered this request: nothing of the application's goes out.
             _clientGone = true;
             return;
+        }
+        if (_bodyStreamed && !_decoder.IsDone)
+        {
+            // The client may or may not send the rest of a body the application has not read:
+            // the connection cannot be trusted for another request, so the response says it closes
+            // (RFC 9110 §15.2.1, §10.1.1).
+            _keepAlive = false;
         }
         int code = head.StatusCode;
         _bodyAllowed = !_isHeadRequest && code is not ((>= 100 and < 200) or 204 or 304);
