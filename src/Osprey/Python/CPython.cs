@@ -108,6 +108,8 @@ internal static unsafe partial class CPython
     [LibraryImport(Lib)] public static partial nint PyObject_Str(nint o);
     [LibraryImport(Lib)] public static partial nint PyObject_Repr(nint o);
     [LibraryImport(Lib)] public static partial int PyObject_IsTrue(nint o);
+    [LibraryImport(Lib)] public static partial int PyObject_IsInstance(nint o, nint type);
+    [LibraryImport(Lib)] public static partial nint PyObject_Type(nint o);
     [LibraryImport(Lib)] public static partial nint PyObject_GetIter(nint o);
     [LibraryImport(Lib)] public static partial nint PyIter_Next(nint o);
     [LibraryImport(Lib)] public static partial nint PyObject_Size(nint o);
@@ -124,6 +126,7 @@ internal static unsafe partial class CPython
     [LibraryImport(Lib)] public static partial nint PyUnicode_InternFromString(byte* s);
     [LibraryImport(Lib)] public static partial byte* PyUnicode_AsUTF8AndSize(nint o, nint* size);
     [LibraryImport(Lib)] public static partial nint PyUnicode_AsLatin1String(nint o);
+    [LibraryImport(Lib)] public static partial nint PyUnicode_AsEncodedString(nint o, byte* encoding, byte* errors);
     [LibraryImport(Lib)] public static partial nint PyBytes_FromStringAndSize(byte* s, nint size);
     [LibraryImport(Lib)] public static partial int PyBytes_AsStringAndSize(nint o, byte** buffer, nint* length);
 

@@ -18,6 +18,7 @@ public static unsafe class Py
     public static PyBorrowed OSError { get; private set; }
     public static PyBorrowed StopIteration { get; private set; }
     public static PyBorrowed AssertionError { get; private set; }
+    public static PyBorrowed BaseException { get; private set; }
 
     /// <summary>The list and tuple type objects (PyList_Type, PyTuple_Type are exported type objects, not pointers).</summary>
     public static nint ListType { get; private set; }
@@ -41,6 +42,7 @@ public static unsafe class Py
         OSError = ExceptionType("PyExc_OSError");
         StopIteration = ExceptionType("PyExc_StopIteration");
         AssertionError = ExceptionType("PyExc_AssertionError");
+        BaseException = ExceptionType("PyExc_BaseException");
         ListType = PythonLibrary.Export("PyList_Type");
         TupleType = PythonLibrary.Export("PyTuple_Type");
         ListIteratorType = PythonLibrary.Export("PyListIter_Type");
@@ -157,13 +159,26 @@ public static unsafe class Py
         }
     }
 
-    /// <summary>Re-raises an exc_info triple as the pending Python error.</summary>
-    public static void RestoreError(PyBorrowed type, PyBorrowed value, PyBorrowed traceback)
+    /// <summary>
+    /// Raises <paramref name="exception"/> (an exc_info triple's value) as the pending Python error;
+    /// its traceback travels with it. False, raising nothing, when it is not an exception instance:
+    /// PyErr_Restore trusts its arguments, and (None, None, None), what sys.exc_info() gives
+    /// outside an except block, would crash the interpreter.
+    /// </summary>
+    public static bool RaiseException(PyBorrowed exception)
     {
-        CPython.Py_IncRef(type.Handle);
-        if (!value.IsNull) CPython.Py_IncRef(value.Handle);
-        if (!traceback.IsNull) CPython.Py_IncRef(traceback.Handle);
-        CPython.PyErr_Restore(type.Handle, value.Handle, traceback.Handle);
+        int isException = CPython.PyObject_IsInstance(exception.Handle, BaseException.Handle);
+        if (isException != 1)
+        {
+            if (isException < 0)
+            {
+                CPython.PyErr_Clear();
+            }
+            return false;
+        }
+        using PyRef type = PyRef.Check(CPython.PyObject_Type(exception.Handle));
+        CPython.PyErr_SetObject(type.Handle, exception.Handle);
+        return true;
     }
 
     public static PyRef Int(long value) => PyRef.Check(CPython.PyLong_FromLongLong(value));

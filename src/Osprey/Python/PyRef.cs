@@ -57,6 +57,28 @@ public readonly struct PyBorrowed(nint handle)
         return new ReadOnlySpan<byte>(utf8, (int)size);
     }
 
+    /// <summary>
+    /// A str's UTF-8 text for a log: its cached UTF-8 form, or, when it has lone surrogates (a file
+    /// name that was not UTF-8), a copy with those written as backslash escapes, held by
+    /// <paramref name="holder"/>.
+    /// </summary>
+    public unsafe ReadOnlySpan<byte> AsUtf8ForLog(out PyRef holder)
+    {
+        holder = default;
+        nint size;
+        byte* utf8 = CPython.PyUnicode_AsUTF8AndSize(Handle, &size);
+        if (utf8 != null)
+        {
+            return new ReadOnlySpan<byte>(utf8, (int)size);
+        }
+        CPython.PyErr_Clear();
+        fixed (byte* encoding = "utf-8\0"u8, errors = "backslashreplace\0"u8)
+        {
+            holder = PyRef.Check(CPython.PyUnicode_AsEncodedString(Handle, encoding, errors));
+        }
+        return holder.Borrow().AsBytesSpan();
+    }
+
     /// <summary>The bytes object's own buffer, valid while the object lives and the GIL is held.</summary>
     public unsafe ReadOnlySpan<byte> AsBytesSpan()
     {

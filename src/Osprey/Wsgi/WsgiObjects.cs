@@ -84,7 +84,7 @@ internal sealed class ErrorStreamObject(int fileDescriptor) : NativeObject
                 {
                     throw new PythonErrorException(Py.TypeError, $"write() argument must be str, not {text.TypeName()}");
                 }
-                Log.Raw(text.AsUtf8());
+                WriteText(text);
                 return Py.Int(text.Length);
             case 1:
                 using (PyRef iterator = Args.Required(args, 0, "writelines").GetIter())
@@ -100,7 +100,7 @@ internal sealed class ErrorStreamObject(int fileDescriptor) : NativeObject
                         {
                             throw new PythonErrorException(Py.TypeError, "writelines() argument must be a sequence of strings");
                         }
-                        Log.Raw(line.Borrow().AsUtf8());
+                        WriteText(line.Borrow());
                     }
                 }
                 return Py.None.NewRef();
@@ -114,6 +114,16 @@ internal sealed class ErrorStreamObject(int fileDescriptor) : NativeObject
                 return Py.Bool(true);
             default:
                 return Py.Bool(false);
+        }
+    }
+
+    /// <summary>As the errors attribute says: text that is not valid UTF-8 is logged with backslash escapes, never refused.</summary>
+    private static void WriteText(PyBorrowed text)
+    {
+        ReadOnlySpan<byte> utf8 = text.AsUtf8ForLog(out PyRef holder);
+        using (holder)
+        {
+            Log.Raw(utf8);
         }
     }
 

@@ -207,11 +207,11 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
             if (_headersSent)
             {
                 // PEP 3333: once headers are out, start_response with exc_info re-raises it.
-                if (!excInfo.IsTuple || excInfo.TupleSize != 3)
+                if (!excInfo.IsTuple || excInfo.TupleSize != 3 || !Py.RaiseException(excInfo.TupleItem(1)))
                 {
-                    throw new PythonErrorException(Py.TypeError, "exc_info must be a (type, value, traceback) tuple");
+                    throw new PythonErrorException(Py.TypeError,
+                        "exc_info must be the (type, value, traceback) of an exception, as sys.exc_info() gives in an except block");
                 }
-                Py.RestoreError(excInfo.TupleItem(0), excInfo.TupleItem(1), excInfo.TupleItem(2));
                 throw PythonException.Fetch();
             }
         }
@@ -226,14 +226,16 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         {
             throw new PythonErrorException(Py.TypeError, $"response headers must be a list, not {headers.TypeName()}");
         }
+        // RFC 9110 §15.3.5, §15.3.6, §15.4.5: these responses have no content, whatever the
+        // application returns (Kestrel would refuse the response over it).
+        int code = _head.StatusCode;
+        _bodyForbidden = code is (>= 100 and < 200) or 204 or 205 or 304;
         nint count = headers.ListSize;
         for (nint i = 0; i < count; i++)
         {
             AddHeader(headers.ListItem(i));
         }
         _statusSet = true;
-        int code = _head.StatusCode;
-        _bodyForbidden = code is (>= 100 and < 200) or 204 or 304;
         return _write.Take(this, application.Types.Write, static w => w.TakeWrite(), _generation);
     }
 
@@ -345,9 +347,26 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         }
         if (Ascii.EqualsIgnoreCase(nameBytes, "content-length"u8))
         {
-            if (!Utf8Parser.TryParse(valueBytes, out long length, out int consumed) || consumed != valueBytes.Length || length < 0)
+            // Digits only (RFC 9110 §8.6): "+5" or "-0" would go out as the application wrote them.
+            if (valueBytes.IsEmpty || valueBytes.IndexOfAnyExceptInRange((byte)'0', (byte)'9') >= 0 ||
+                !Utf8Parser.TryParse(valueBytes, out long length, out int consumed) || consumed != valueBytes.Length)
             {
                 throw new PythonErrorException(Py.ValueError, $"invalid Content-Length {value.Repr()}");
+            }
+            if (_head.ContentLength >= 0)
+            {
+                // Two lengths would frame the response two ways (RFC 9112 §6.3): a proxy that
+                // trusts the other one reads part of the body as the next response.
+                if (length != _head.ContentLength)
+                {
+                    throw new PythonErrorException(Py.ValueError, $"conflicting Content-Length headers: {_head.ContentLength} and {length}");
+                }
+                return;
+            }
+            if (_head.StatusCode is (>= 100 and < 200) or 204 or 205)
+            {
+                // Never sent with these (RFC 9110 §8.6, §15.3.6); a 205 gets "Content-Length: 0" at the end.
+                return;
             }
             _head.SetContentLength(length);
         }
@@ -448,7 +467,7 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
     /// <summary>A body that is one bytes item gets its Content-Length, unless the application declared one or the head is already out.</summary>
     private void DeclareLengthOfOnlyItem(PyBorrowed item)
     {
-        if (!_headersSent && _statusSet && _head.ContentLength < 0 && item.IsBytes)
+        if (!_headersSent && _statusSet && _head.ContentLength < 0 && item.IsBytes && !_bodyForbidden)
         {
             AddContentLength(item.Length);
         }
@@ -473,13 +492,18 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         {
             return;
         }
+        if (_bodyForbidden)
+        {
+            // Dropped; the head goes out at the end (EndResponse), with a 205's "Content-Length: 0".
+            return;
+        }
         IHttpExchange exchange = Exchange;
         if (!_headersSent)
         {
             exchange.WriteHead(_head);
             _headersSent = true;
         }
-        if (_isHead || _bodyForbidden)
+        if (_isHead)
         {
             return;
         }
@@ -560,10 +584,16 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
             // Pipes and sockets report no size; an exhausted file has nothing to send: iterate instead.
             return false;
         }
+        if (_bodyForbidden)
+        {
+            EndResponse();
+            return true;
+        }
         long count = length - offset;
         if (_head.ContentLength >= 0)
         {
-            count = Math.Min(count, _head.ContentLength);
+            // What write() sent already counts against the declared length.
+            count = Math.Min(count, Math.Max(0, _head.ContentLength - _bodyBytesSent));
         }
         else if (!_headersSent)
         {
@@ -603,7 +633,7 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         {
             // A HEAD response's Content-Length must be what a GET would send (RFC 9110 §9.3.2):
             // an application that gave none (werkzeug for streamed bodies) gets none, not 0.
-            if (_head.ContentLength < 0 && !_bodyForbidden && !_isHead)
+            if (_head.ContentLength < 0 && (!_bodyForbidden || _head.StatusCode == 205) && !_isHead)
             {
                 AddContentLength(0);
             }

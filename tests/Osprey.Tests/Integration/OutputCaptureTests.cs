@@ -20,6 +20,17 @@ public sealed class OutputCaptureTests(ServerPool pool) : IClassFixture<ServerPo
         await server.WaitForLogAsync("stdout-" + marker, LogTimeout);
     }
 
+    /// <summary>Text with lone surrogates (a file name that was not UTF-8) is logged with backslash escapes, as the streams' errors attribute says, not raised.</summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Text_that_is_not_valid_utf8_is_logged_escaped(string engine)
+    {
+        var server = await pool.GetAsync(engine, "response_app:app", "--threads", "4");
+        var response = await RawHttp.GetAsync(server, "/print_surrogate");
+        Assert.True(response.BodyText == "printed", response.ToString());
+        await server.WaitForLogAsync(@"listing \udcff.txt", LogTimeout);
+        await server.WaitForLogAsync(@"and \udcfe", LogTimeout);
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Listening_line_is_logged_in_gunicorn_format(string engine)
     {

@@ -315,6 +315,76 @@ public sealed class ResponseFramingTests(ServerPool pool) : IClassFixture<Server
         Assert.Equal("hello", next.BodyText);
     }
 
+    /// <summary>
+    /// A 204 that the application gave a body and a Content-Length (Django's HttpResponse(status=204)
+    /// does): neither goes out (RFC 9110 §8.6), and the connection goes on.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Status_204_drops_the_application_body_and_content_length(string engine)
+    {
+        var server = await ServerAsync(engine);
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync([.. RawHttp.Get("/204_with_body", server.Port), .. RawHttp.Get("/list1", server.Port)]);
+
+        var noContent = await connection.ReadResponseAsync();
+        Assert.Equal(204, noContent.StatusCode);
+        Assert.False(noContent.HasHeader("Content-Length"), noContent.ToString());
+        Assert.False(noContent.HasHeader("Transfer-Encoding"), noContent.ToString());
+        var next = await connection.ReadResponseAsync();
+        Assert.Equal("hello", next.BodyText);
+    }
+
+    /// <summary>205 Reset Content has no content (RFC 9110 §15.3.6): "Content-Length: 0", whatever the application returns.</summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Status_205_has_an_empty_body_whatever_the_application_returns(string engine)
+    {
+        var server = await ServerAsync(engine);
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync([.. RawHttp.Get("/205_with_body", server.Port), .. RawHttp.Get("/list1", server.Port)]);
+
+        var reset = await connection.ReadResponseAsync();
+        Assert.Equal(205, reset.StatusCode);
+        Assert.Equal("0", reset.Header("Content-Length"));
+        Assert.Equal("", reset.BodyText);
+        var next = await connection.ReadResponseAsync();
+        Assert.Equal("hello", next.BodyText);
+    }
+
+    /// <summary>
+    /// Two Content-Length headers that differ would frame the response two ways: start_response
+    /// refuses them (ValueError); the same value twice goes out once.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Conflicting_content_lengths_are_refused_and_a_repeated_one_sent_once(string engine)
+    {
+        var server = await ServerAsync(engine);
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync([.. RawHttp.Get("/cl_conflict", server.Port), .. RawHttp.Get("/cl_twice_same", server.Port)]);
+
+        var conflict = await connection.ReadResponseAsync();
+        Assert.StartsWith("refused: conflicting Content-Length", conflict.BodyText);
+        var twice = await connection.ReadResponseAsync();
+        Assert.Equal(200, twice.StatusCode);
+        Assert.Equal(["5"], twice.HeaderValues("Content-Length"));
+        Assert.Equal("hello", twice.BodyText);
+    }
+
+    /// <summary>What write() sent counts against the Content-Length when a file_wrapper follows: never a byte past it.</summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task File_wrapper_after_write_stops_at_the_declared_length(string engine)
+    {
+        var server = await ServerAsync(engine);
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync([.. RawHttp.Get("/write_then_filewrapper", server.Port), .. RawHttp.Get("/list1", server.Port)]);
+
+        var response = await connection.ReadResponseAsync();
+        Assert.Equal(200, response.StatusCode);
+        byte[] expected = [.. "hello"u8, .. Enumerable.Range(0, 100).Select(i => (byte)i)];
+        Assert.Equal(expected, response.Body);
+        var next = await connection.ReadResponseAsync();
+        Assert.Equal("hello", next.BodyText);
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Status_304_has_no_body(string engine)
     {

@@ -19,6 +19,22 @@ public sealed class StartResponseTests(ServerPool pool) : IClassFixture<ServerPo
         return response;
     }
 
+    /// <summary>
+    /// exc_info that is no exception, (None, None, None) as sys.exc_info() gives outside an except
+    /// block, after the head went out: a TypeError the application can catch, in the same worker.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Exc_info_that_is_not_an_exception_raises_type_error(string engine)
+    {
+        var server = await ServerAsync(engine);
+        var response = await RawHttp.GetAsync(server, "/exc_info_not_an_exception");
+        Assert.True(response.StatusCode == 200, response.ToString());
+        string[] parts = response.BodyText.Split(';');
+        Assert.Equal("TypeError", parts[1]);
+        var again = await RawHttp.GetAsync(server, "/exc_info_not_an_exception");
+        Assert.Equal(parts[0], again.BodyText.Split(';')[0]);
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Header_value_with_crlf_is_rejected(string engine)
     {
