@@ -118,7 +118,10 @@ public sealed class KestrelEngine : IHttpEngine
         }
         // Kestrel calls listen() again on the handles it is given, with this backlog.
         var socketOptions = new SocketTransportOptions { Backlog = settings.Backlog };
-        var gracefulStop = new GracefulStopTransport(new SocketTransportFactory(Options.Create(socketOptions), loggerFactory));
+        // Innermost, so that every layer above (and --max-connections) sees a half-closed client's
+        // connection as open until its response has been sent.
+        var gracefulStop = new GracefulStopTransport(
+            new HalfCloseTransport(new SocketTransportFactory(Options.Create(socketOptions), loggerFactory)));
         IConnectionListenerFactory transport = gracefulStop;
         if (settings.MaxConnections > 0)
         {
