@@ -6,6 +6,7 @@ using System.Threading.Tasks.Sources;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Win32.SafeHandles;
+using Osprey.Logging;
 using Osprey.Wsgi;
 
 namespace Osprey.Http.Kestrel;
@@ -55,6 +56,24 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     private Task<FlushResult>? _pendingFlush;
     /// <summary>Unflushed writes are flushed at this size anyway, so a long list of items gets the pipe's backpressure.</summary>
     private const long FlushThreshold = 64 * 1024;
+    /// <summary>Bytes of <see cref="_pendingFlush"/>: what the client will have taken when it completes.</summary>
+    private long _pendingFlushBytes;
+
+    /// <summary>
+    /// HTTP/2 response bytes go to Kestrel in flushes of at most this size (one default DATA
+    /// frame). A stream's flush completes only once Kestrel has sent all of it, and Kestrel does not
+    /// count a stream stalled by its flow-control window against MinResponseDataRate; completed
+    /// flushes are then the only measure of what the client takes, so they must be small enough to
+    /// complete within a rate window for any client worth keeping (one a window is about 3 KB/s).
+    /// </summary>
+    private const int StreamPiece = 16 * 1024;
+    /// <summary>The lean engine's rule for a reader that holds a Python thread: at least this many bytes a second over each window, or the stream is reset.</summary>
+    private const long MinResponseBytesPerSecond = 240;
+    private const long ResponseRateWindowMs = 5_000;
+    /// <summary>An HTTP/2 write's bytes beyond the piece whose flush is pending (rented; only when the client fell behind).</summary>
+    private byte[]? _held;
+    private int _heldOffset;
+    private int _heldCount;
 
     private readonly HttpSettings _settings;
 
@@ -445,15 +464,21 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         try
         {
             PipeWriter writer = _responseBody.Writer;
-            writer.Write(data);
             _responseBodyBytes += data.Length;
+            bool http2 = _head.Version == Wsgi.HttpVersion.Http2;
+            if (http2 && data.Length > StreamPiece)
+            {
+                return WriteInPieces(writer, data);
+            }
+            writer.Write(data);
             _unflushedBytes += data.Length;
-            if (!flush && _unflushedBytes < FlushThreshold)
+            if (!flush && _unflushedBytes < (http2 ? StreamPiece : FlushThreshold))
             {
                 return true;
             }
+            long bytes = _unflushedBytes;
             _unflushedBytes = 0;
-            return Flush(writer);
+            return Flush(writer, bytes);
         }
         catch (Exception e) when (e is InvalidOperationException or ArgumentException or ObjectDisposedException or IOException or OperationCanceledException)
         {
@@ -463,7 +488,74 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         }
     }
 
-    private bool Flush(PipeWriter writer)
+    /// <summary>
+    /// Flushes <paramref name="data"/> piece by piece while the flushes complete at once; when one
+    /// is pending, the rest is held for <see cref="WaitForDrain"/> to send as the client takes it.
+    /// </summary>
+    private bool WriteInPieces(PipeWriter writer, ReadOnlySpan<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            int n = Math.Min(StreamPiece, data.Length);
+            writer.Write(data[..n]);
+            data = data[n..];
+            long bytes = _unflushedBytes + n;
+            _unflushedBytes = 0;
+            if (!Flush(writer, bytes))
+            {
+                if (!data.IsEmpty)
+                {
+                    _held = ArrayPool<byte>.Shared.Rent(data.Length);
+                    data.CopyTo(_held);
+                    _heldOffset = 0;
+                    _heldCount = data.Length;
+                }
+                return false;
+            }
+            if (ClientDisconnected)
+            {
+                break;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Sends held bytes piece by piece until a flush is pending or none are left.</summary>
+    private void WriteHeld()
+    {
+        try
+        {
+            PipeWriter writer = _responseBody.Writer;
+            while (_heldCount > 0 && !ClientDisconnected)
+            {
+                int n = Math.Min(StreamPiece, _heldCount);
+                writer.Write(_held.AsSpan(_heldOffset, n));
+                _heldOffset += n;
+                _heldCount -= n;
+                if (!Flush(writer, n))
+                {
+                    return;
+                }
+            }
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or ObjectDisposedException or IOException or OperationCanceledException)
+        {
+            _clientGone = true;
+        }
+        ReleaseHeld();
+    }
+
+    private void ReleaseHeld()
+    {
+        if (_held is not null)
+        {
+            ArrayPool<byte>.Shared.Return(_held);
+            _held = null;
+            _heldCount = 0;
+        }
+    }
+
+    private bool Flush(PipeWriter writer, long bytes)
     {
         ValueTask<FlushResult> flush = writer.FlushAsync();
         if (flush.IsCompletedSuccessfully)
@@ -473,6 +565,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             return true;
         }
         _pendingFlush = flush.AsTask();
+        _pendingFlushBytes = bytes;
         return false;
     }
 
@@ -482,9 +575,78 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             return !ClientDisconnected;
         }
+        // HTTP/1.1 is Kestrel's: its MinResponseDataRate drops a slow reader's connection. An HTTP/2
+        // client can stall its stream by never opening its window, which Kestrel does not time.
+        bool timed = _head.Version == Wsgi.HttpVersion.Http2;
+        long windowStarted = Environment.TickCount64;
+        long windowBytes = 0;
+        while (_pendingFlush is not null)
+        {
+            if (timed && !Completes(_pendingFlush, windowStarted + ResponseRateWindowMs - Environment.TickCount64))
+            {
+                if (!KeepsUp(ref windowStarted, ref windowBytes))
+                {
+                    break;
+                }
+                continue;
+            }
+            EndFlush();
+            windowBytes += _pendingFlushBytes;
+            if (ClientDisconnected)
+            {
+                break;
+            }
+            WriteHeld();
+            if (timed && Environment.TickCount64 - windowStarted >= ResponseRateWindowMs && !KeepsUp(ref windowStarted, ref windowBytes))
+            {
+                break;
+            }
+        }
+        if (ClientDisconnected)
+        {
+            ReleaseHeld();
+        }
+        return !ClientDisconnected;
+    }
+
+    /// <summary>Whether the window that just ended saw the client take enough; if not, its stream is reset.</summary>
+    private bool KeepsUp(ref long windowStarted, ref long windowBytes)
+    {
+        long window = Environment.TickCount64 - windowStarted;
+        if (windowBytes * 1000 < MinResponseBytesPerSecond * window)
+        {
+            // Too slow a reader to be worth a Python thread. Aborting an HTTP/2 request resets only
+            // its stream; the pending flush is left to complete when Kestrel lets go of the stream.
+            _clientGone = true;
+            _pendingFlush = null;
+            Log.Warning($"{_remoteAddress}: {_request.Method} {_request.RawTarget}: the client read the response slower than {MinResponseBytesPerSecond} bytes/s; HTTP/2 stream reset");
+            _lifetime.Abort();
+            return false;
+        }
+        windowStarted += window;
+        windowBytes = 0;
+        return true;
+    }
+
+    /// <summary>Waits up to <paramref name="milliseconds"/> for a flush; true once it is over, however it ended.</summary>
+    private static bool Completes(Task<FlushResult> flush, long milliseconds)
+    {
         try
         {
-            FlushResult result = _pendingFlush.GetAwaiter().GetResult();
+            return flush.Wait((int)Math.Clamp(milliseconds, 0, ResponseRateWindowMs));
+        }
+        catch (AggregateException)
+        {
+            // Faulted or canceled: EndFlush reads how.
+            return true;
+        }
+    }
+
+    private void EndFlush()
+    {
+        try
+        {
+            FlushResult result = _pendingFlush!.GetAwaiter().GetResult();
             _clientGone |= result.IsCanceled || result.IsCompleted;
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException)
@@ -492,7 +654,6 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             _clientGone = true;
         }
         _pendingFlush = null;
-        return !ClientDisconnected;
     }
 
     public bool SendFile(SafeFileHandle file, long offset, long count)
@@ -519,7 +680,8 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         while (count > 0)
         {
             Span<byte> span = writer.GetSpan(FileChunk);
-            int want = (int)Math.Min(span.Length, count);
+            // HTTP/2 flushes are kept small: their completions are how WaitForDrain times the client.
+            int want = (int)Math.Min(Math.Min(span.Length, _head.Version == Wsgi.HttpVersion.Http2 ? StreamPiece : FileChunk), count);
             int read = RandomAccess.Read(file, span[..want], offset);
             if (read <= 0)
             {
@@ -529,7 +691,9 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             _responseBodyBytes += read;
             offset += read;
             count -= read;
-            if (!Flush(writer) && !WaitForDrain())
+            long bytes = _unflushedBytes + read;
+            _unflushedBytes = 0;
+            if (!Flush(writer, bytes) && !WaitForDrain())
             {
                 return false;
             }
@@ -583,6 +747,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     {
         _body.Reset();
         _pendingFlush = null;
+        ReleaseHeld();
     }
 
     private static string FormatAddress(IPAddress? address) => address switch
