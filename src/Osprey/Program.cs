@@ -48,10 +48,13 @@ internal static class Program
             }
             else
             {
-                outcome = ConfigFile.ReadOptions(args, out config, out string? traceback);
-                if (traceback is { Length: > 0 })
+                // What the file printed (and its traceback, if it failed): on stderr, as stdout is the settings' channel.
+                // Not again by the copy of this command that --check-config runs inside the interpreter, unless it fails there.
+                outcome = ConfigFile.ReadOptions(args, out config, out string? configOutput);
+                if (configOutput is { Length: > 0 }
+                    && (Environment.GetEnvironmentVariable(InterpreterHost.CheckVariable) is null || outcome is ParseOutcome.Error))
                 {
-                    Console.Error.WriteLine(traceback);
+                    Console.Error.WriteLine(configOutput);
                 }
                 ConfigFile.HandToWorkers(config);
             }

@@ -34,6 +34,11 @@ public static class CommandLine
     private const int MaxHeaders = 32768;
     private const int MaxHeaderTimeout = 24 * 3600;
 
+    // Timers and waits take at most int.MaxValue milliseconds (about 24.8 days): longer durations would
+    // crash a worker at the moment it needs them (TERM). gunicorn takes any number, and large ones
+    // are written to mean "never", so they are lowered to this rather than refused.
+    internal const int MaxDurationSeconds = 24 * 24 * 3600;
+
     public static string HelpText { get; } = BuildHelpText();
 
     internal static string VersionText { get; } = BuildVersionText();
@@ -464,16 +469,30 @@ public static class CommandLine
         private ParseOutcome? ParseShort(IReadOnlyList<string> args, ref int i)
         {
             string arg = args[i];
-            Opt? found = ShortOption(arg[1]);
-            if (found is not Opt opt) return Fail($"unrecognized option '{arg}'");
-
-            // Help and version end parsing, so anything clustered after them ("-hv") is moot.
-            if (!TakesValue(opt)) return Apply(opt, "");
-
-            // "-b=X" is accepted by argparse as well as "-bX".
-            string rest = arg.Length > 2 && arg[2] == '=' ? arg[3..] : arg[2..];
-            if (arg.Length > 2) return Apply(opt, rest);
-            return TakeNext(args, ref i, opt);
+            // As argparse: flags cluster ("-RD", "-Rw3"), and the first option that takes a value takes the
+            // rest of the word, or the next word.
+            Opt? previous = null;
+            for (int k = 1; k < arg.Length; k++)
+            {
+                Opt? found = ShortOption(arg[k]);
+                if (found is not Opt opt)
+                {
+                    return previous is Opt flag
+                        ? Fail($"option {CanonicalName(flag)} does not take a value (ignored explicit argument '{arg[k..]}')")
+                        : Fail($"unrecognized option '{arg}'");
+                }
+                if (!TakesValue(opt))
+                {
+                    // Help and version end parsing, so anything clustered after them ("-hv") is moot.
+                    if (Apply(opt, "") is ParseOutcome outcome) return outcome;
+                    previous = opt;
+                    continue;
+                }
+                // "-b=X" is accepted by argparse as well as "-bX".
+                if (k + 1 < arg.Length) return Apply(opt, arg[k + 1] == '=' ? arg[(k + 2)..] : arg[(k + 1)..]);
+                return TakeNext(args, ref i, opt);
+            }
+            return null;
         }
 
         private ParseOutcome? TakeNext(IReadOnlyList<string> args, ref int i, Opt opt)
@@ -511,11 +530,11 @@ public static class CommandLine
                 case Opt.Threads:
                     return Int(name, value, 1, int.MaxValue, n => options = options with { Threads = n });
                 case Opt.Timeout:
-                    return Int(name, value, 0, int.MaxValue, n => options = options with { Timeout = n });
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { Timeout = Math.Min(n, MaxDurationSeconds) });
                 case Opt.GracefulTimeout:
-                    return Int(name, value, 0, int.MaxValue, n => options = options with { GracefulTimeout = n });
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { GracefulTimeout = Math.Min(n, MaxDurationSeconds) });
                 case Opt.KeepAlive:
-                    return Int(name, value, 0, int.MaxValue, n => options = options with { KeepAlive = n });
+                    return Int(name, value, 0, int.MaxValue, n => options = options with { KeepAlive = Math.Min(n, MaxDurationSeconds) });
                 case Opt.Backlog:
                     return Int(name, value, 1, int.MaxValue, n => options = options with { Backlog = n });
                 case Opt.LimitRequestLine:
@@ -1102,9 +1121,11 @@ public static class CommandLine
             }
             host = colon < 0 ? netloc : netloc[..colon];
             port = colon < 0 ? DefaultPort.ToString(CultureInfo.InvariantCulture) : netloc[(colon + 1)..];
+            // ":PORT" is every IPv4 interface in gunicorn (Python binds an empty host to INADDR_ANY), and is how
+            // Cloud Run's samples and many Dockerfiles write it (--bind :$PORT).
+            if (colon == 0) host = "0.0.0.0";
         }
 
-        // An empty host means "all interfaces" to Python's socket module; Osprey asks for it spelled out.
         if (host.Length == 0) return $"{prefix}: missing host (use 0.0.0.0:PORT or [::]:PORT for all interfaces)";
         if (!TryParseInteger(port, 0, 65535, out long portNumber))
         {
@@ -1227,7 +1248,8 @@ public static class CommandLine
 
             Server socket:
               -b ADDRESS, --bind ADDRESS     Socket to bind; repeatable. HOST:PORT, HOST (port {DefaultPort}),
-                                             [IPV6]:PORT, unix:PATH or fd://N. [127.0.0.1:{DefaultPort}]
+                                             :PORT (all IPv4 interfaces), [IPV6]:PORT, unix:PATH or
+                                             fd://N. [127.0.0.1:{DefaultPort}]
               --backlog INT                  Maximum number of pending connections. [{d.Backlog}]
               --max-connections INT, --worker-connections INT
                                              Connections one worker serves at once; more wait in the
@@ -1351,11 +1373,13 @@ public static class CommandLine
                                              given, 2 required (gunicorn's ssl.CERT_*). [0]
 
             Configuration:
-              -c CONFIG, --config CONFIG     gunicorn configuration file (Python) to read settings from,
-                                             or python:MODULE to import; the command line overrides them.
+              -c CONFIG, --config CONFIG     gunicorn configuration file (Python; PATH or file:PATH) to read
+                                             settings from, or python:MODULE to import; the command line
+                                             overrides them.
                                              [./{ConfigFile.DefaultName} if it exists]
-              --check-config                 Check the options, the certificate and that the application
-                                             imports, then exit: 0 if all is well, 1 if not.
+              --check-config                 Check the options, the certificate, --user and --group and
+                                             that the application imports, then exit: 0 if all is well,
+                                             1 if not.
               --print-config                 Print every setting, then check as --check-config does.
 
             Other:

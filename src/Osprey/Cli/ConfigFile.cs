@@ -59,8 +59,14 @@ public static class ConfigFile
 
     // Runs the file as gunicorn does (exec with __file__ set, in the current directory) and prints
     // every public top-level name: JSON-able values as they are, callables (server hooks) as a marker.
+    // The settings leave on a copy of stdout; whatever the file itself writes to stdout (print, os.write(1, ...),
+    // a subprocess) goes to stderr, which the caller shows, so that it cannot corrupt them.
     private const string Reader = """
-        import base64, json, sys, types
+        import base64, json, os, sys, types
+        settings_channel = os.fdopen(os.dup(1), "w")
+        sys.stdout.flush()
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
         path = sys.argv[1]
         out = {}
         source = None
@@ -91,7 +97,9 @@ public static class ConfigFile
                 out[name] = value
             except (TypeError, ValueError):
                 out[name] = {"osprey-repr": repr(value)}
-        sys.stdout.write(json.dumps(out))
+        sys.stderr.flush()
+        settings_channel.write(json.dumps(out))
+        settings_channel.flush()
         """;
 
     // gunicorn's settings (gunicorn.config.KNOWN_SETTINGS, 20.x to 23.x) that Osprey has no equivalent for.
@@ -122,13 +130,14 @@ public static class ConfigFile
     /// <summary>
     /// The options as the master takes them, at start and again at a reload (HUP): the command line
     /// names the file (<c>-c</c>) and the interpreter that runs it, and overrides what the file sets.
-    /// <paramref name="config"/> is the file's settings when one was read; <paramref name="traceback"/>
-    /// is the file's traceback when running it failed (the outcome is then an error with exit code 1).
+    /// <paramref name="config"/> is the file's settings when one was read; <paramref name="output"/>
+    /// is what the file wrote (print() included), with its traceback when running it failed (the outcome
+    /// is then an error with exit code 1).
     /// </summary>
-    public static ParseOutcome ReadOptions(IReadOnlyList<string> args, out ConfigArguments? config, out string? traceback)
+    public static ParseOutcome ReadOptions(IReadOnlyList<string> args, out ConfigArguments? config, out string? output)
     {
         config = null;
-        traceback = null;
+        output = null;
         ParseOutcome first = CommandLine.Parse(args, requireApp: false);
         if (first is not ParseOutcome.Run { Options: var early })
         {
@@ -136,7 +145,16 @@ public static class ConfigFile
         }
         if (Choose(early.Config) is string path)
         {
-            config = Load(path, Python.PythonInstallation.ChooseInterpreter(early.Python), out string? error, out traceback);
+            string interpreter;
+            try
+            {
+                interpreter = Python.PythonInstallation.ChooseInterpreter(early.Python);
+            }
+            catch (Python.PythonStartupException e)
+            {
+                return new ParseOutcome.Error($"cannot read config file '{path}': {e.Message}", 1);
+            }
+            config = Load(path, interpreter, out string? error, out output);
             if (config is null)
             {
                 return new ParseOutcome.Error(error ?? $"config file '{path}' could not be read", 1);
@@ -171,15 +189,25 @@ public static class ConfigFile
         return true;
     }
 
+    private const string FilePrefix = "file:";
+
     /// <summary>The file to read: <paramref name="explicitPath"/>, else ./gunicorn.conf.py if it exists, else none.</summary>
     public static string? Choose(string? explicitPath) =>
-        explicitPath ?? (File.Exists(DefaultName) ? DefaultName : null);
+        explicitPath is null ? (File.Exists(DefaultName) ? DefaultName : null) : WithoutFilePrefix(explicitPath);
 
-    /// <summary>Runs the file with <paramref name="interpreter"/>; an error is one line (the file's traceback, if any, in <paramref name="traceback"/>).</summary>
-    public static ConfigArguments? Load(string path, string interpreter, out string? error, out string? traceback)
+    /// <summary>gunicorn's -c takes PATH, file:PATH or python:MODULE.</summary>
+    private static string WithoutFilePrefix(string path) =>
+        path.StartsWith(FilePrefix, StringComparison.Ordinal) && path.Length > FilePrefix.Length ? path[FilePrefix.Length..] : path;
+
+    /// <summary>
+    /// Runs the file with <paramref name="interpreter"/>; an error is one line. <paramref name="output"/> is
+    /// what the file wrote to stdout and stderr, and its traceback if it failed; null if nothing.
+    /// </summary>
+    public static ConfigArguments? Load(string path, string interpreter, out string? error, out string? output)
     {
         error = null;
-        traceback = null;
+        output = null;
+        path = WithoutFilePrefix(path);
         if (path.StartsWith(ModulePrefix, StringComparison.Ordinal))
         {
             // gunicorn's python:MODULE: the module's names are the settings. Imported as
@@ -204,13 +232,13 @@ public static class ConfigFile
         start.ArgumentList.Add("-c");
         start.ArgumentList.Add(Reader);
         start.ArgumentList.Add(path);
-        string output;
+        string json;
         string errors;
         try
         {
             using Process process = Process.Start(start) ?? throw new Win32Exception();
             Task<string> errorTask = process.StandardError.ReadToEndAsync();
-            output = process.StandardOutput.ReadToEnd();
+            json = process.StandardOutput.ReadToEnd();
             errors = errorTask.GetAwaiter().GetResult();
             if (!process.WaitForExit(30_000))
             {
@@ -218,10 +246,10 @@ public static class ConfigFile
                 error = $"config file '{path}' did not finish running within 30 s";
                 return null;
             }
+            output = errors.TrimEnd() is { Length: > 0 } written ? written : null;
             if (process.ExitCode != 0)
             {
-                traceback = errors.TrimEnd();
-                string last = traceback.Length == 0 ? $"exit code {process.ExitCode}" : traceback[(traceback.LastIndexOf('\n') + 1)..];
+                string last = output is null ? $"exit code {process.ExitCode}" : output[(output.LastIndexOf('\n') + 1)..];
                 error = $"config file '{path}' failed: {last}";
                 return null;
             }
@@ -233,7 +261,7 @@ public static class ConfigFile
         }
         try
         {
-            using JsonDocument settings = JsonDocument.Parse(output);
+            using JsonDocument settings = JsonDocument.Parse(json);
             return Translate(path, settings.RootElement, out error);
         }
         catch (JsonException)
@@ -307,8 +335,8 @@ public static class ConfigFile
                 source = setting.Value.GetString();
                 continue;
             }
-            // gunicorn lower-cases the names it reads from the file.
-            string name = setting.Name.ToLowerInvariant();
+            // As gunicorn, which looks a name up as written (so WORKERS = 3 is the file's own business) before it lower-cases it.
+            string name = setting.Name;
             JsonElement value = setting.Value;
             if (IsCallable(value))
             {

@@ -23,6 +23,9 @@ public static partial class Log
     private static string? s_errorPath;
     private static string? s_accessPath;
 
+    // --daemon while starting: the command's stderr, where errors are said too when the error log is a file.
+    private static FileStream? s_startupEcho;
+
     // --capture-output: fds 1 and 2 are the error log file; these are what they were before (-1: not captured).
     private static bool s_capture;
     private static int s_savedStdout = -1;
@@ -224,6 +227,34 @@ public static partial class Log
     [LibraryImport("libc", EntryPoint = "close")]
     private static partial int CloseNative(int fd);
 
+    /// <summary>
+    /// A --daemon master until it serves: its command is waiting on the other end of stderr to tell the user
+    /// why it did not start, which with an error log file would otherwise be only in that file. From now on,
+    /// errors also go to stderr as it is now (a copy, so that --capture-output's redirection of fd 2 and the
+    /// daemon's /dev/null do not change it); until <see cref="StopStartupEcho"/>.
+    /// </summary>
+    public static void EchoErrorsWhileStarting()
+    {
+        int fd = FcntlNative(2, F_DUPFD_CLOEXEC, 3);
+        if (fd >= 0)
+        {
+            lock (s_lock)
+            {
+                s_startupEcho = new FileStream(new SafeFileHandle(fd, ownsHandle: true), FileAccess.Write, bufferSize: 1);
+            }
+        }
+    }
+
+    /// <summary>The server is ready (or the command gone): errors are the log's alone again.</summary>
+    public static void StopStartupEcho()
+    {
+        lock (s_lock)
+        {
+            s_startupEcho?.Dispose();
+            s_startupEcho = null;
+        }
+    }
+
     public static bool IsEnabled(Severity severity) => severity >= s_minimum;
     public static bool AccessLogEnabled => s_access is not null;
 
@@ -249,7 +280,12 @@ public static partial class Log
         };
         DateTimeOffset now = DateTimeOffset.Now;
         string line = string.Create(CultureInfo.InvariantCulture, $"[{now:yyyy-MM-dd HH:mm:ss} {UtcOffset(now)}] [{s_pid}] [{label}] {message}\n");
-        WriteRaw(accessLog: false, Encoding.UTF8.GetBytes(line));
+        byte[] bytes = Encoding.UTF8.GetBytes(line);
+        WriteRaw(accessLog: false, bytes);
+        if (severity >= Severity.Error && s_startupEcho is not null)
+        {
+            EchoWhileStarting(bytes);
+        }
         if (severity >= Severity.Warning && Statsd.Current is { } statsd)
         {
             statsd.Increment(severity switch
@@ -303,6 +339,27 @@ public static partial class Log
         if (s_access is not null)
         {
             WriteRaw(accessLog: true, line);
+        }
+    }
+
+    private static void EchoWhileStarting(byte[] line)
+    {
+        lock (s_lock)
+        {
+            // With the error log on stderr the line is there already.
+            if (s_startupEcho is not { } echo || s_errors is not FileStream)
+            {
+                return;
+            }
+            try
+            {
+                echo.Write(line);
+                echo.Flush();
+            }
+            catch (IOException)
+            {
+                // The command was interrupted: nobody reads.
+            }
         }
     }
 

@@ -53,23 +53,74 @@ for p in sys.path:
     /// <summary>
     /// The interpreter Osprey embeds: <paramref name="explicitPath"/> (--python), otherwise
     /// $VIRTUAL_ENV/bin/python, otherwise python3 on PATH, as gunicorn would run from that shell.
+    /// Always an absolute path: .NET's Process.Start looks for a bare name in the executable's directory
+    /// and then the current one before PATH, so a ./python3 left in the directory osprey starts in
+    /// (often as root) would run.
     /// </summary>
+    /// <exception cref="PythonStartupException">A bare name that is not on PATH.</exception>
     public static string ChooseInterpreter(string? explicitPath)
     {
         if (!string.IsNullOrEmpty(explicitPath))
         {
-            return explicitPath;
+            return Locate(explicitPath);
         }
         string? venv = Environment.GetEnvironmentVariable("VIRTUAL_ENV");
         if (!string.IsNullOrEmpty(venv))
         {
-            return Path.Combine(venv, "bin", "python");
+            return Path.GetFullPath(Path.Combine(venv, "bin", "python"));
         }
-        return "python3";
+        return Locate("python3");
+    }
+
+    /// <summary>A path as it is (made absolute); a bare name searched for on PATH only.</summary>
+    private static string Locate(string program)
+    {
+        if (program.Contains('/', StringComparison.Ordinal))
+        {
+            return Path.GetFullPath(program);
+        }
+        return FindOnPath(program, Environment.GetEnvironmentVariable("PATH"))
+            ?? throw new PythonStartupException($"'{program}' was not found on PATH (name the interpreter with --python)");
+    }
+
+    /// <summary>
+    /// Where execvp(3) finds <paramref name="program"/>: the first executable file of that name in the
+    /// directories of <paramref name="pathVariable"/>, in order. The current directory only when PATH
+    /// names it (an empty entry, or "."). Without PATH, glibc's default, /bin:/usr/bin.
+    /// </summary>
+    internal static string? FindOnPath(string program, string? pathVariable)
+    {
+        foreach (string directory in (pathVariable ?? "/bin:/usr/bin").Split(':'))
+        {
+            string candidate = Path.GetFullPath(Path.Combine(directory.Length == 0 ? "." : directory, program));
+            if (IsExecutableFile(candidate))
+            {
+                return candidate;
+            }
+        }
+        return null;
+    }
+
+    private static bool IsExecutableFile(string path)
+    {
+        const UnixFileMode AnyExecute = UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
+        try
+        {
+            return !OperatingSystem.IsWindows() && File.Exists(path) && (File.GetUnixFileMode(path) & AnyExecute) != 0;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
     }
 
     public static PythonInstallation Discover(string interpreter, string? workingDirectory = null)
     {
+        // exec of a directory fails with an errno .NET reports as "Success".
+        if (Directory.Exists(interpreter))
+        {
+            throw new PythonStartupException($"cannot run Python interpreter '{interpreter}': it is a directory");
+        }
         var start = new ProcessStartInfo(interpreter)
         {
             RedirectStandardOutput = true,

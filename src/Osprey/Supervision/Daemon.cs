@@ -26,7 +26,8 @@ internal static class Daemon
 
     /// <summary>The command's side: starts the detached master and returns the command's exit code.</summary>
     /// <param name="keepStandardStreams">-R: the copy gets this command's stdin, stdout and stderr for good.</param>
-    public static int Start(IReadOnlyList<string> argv, bool keepStandardStreams)
+    /// <param name="errorLog">--error-logfile, to point to when the server does not start.</param>
+    public static int Start(IReadOnlyList<string> argv, bool keepStandardStreams, string errorLog)
     {
         (int ours, int theirs) = Posix.SocketPair();
         // Without -R the copy's stdio are pipes to this command, which relays them until the copy is
@@ -73,6 +74,11 @@ internal static class Daemon
         }
         // Failed: its workers are gone with it, so its output ends; wait for the last lines too.
         master.WaitForExit();
+        if (errorLog != "-" && File.Exists(errorLog))
+        {
+            // The master said its errors here too (Log.EchoErrorsWhileStarting), but a traceback only in the log.
+            Console.Error.WriteLine($"osprey: the server did not start; its error log, with any traceback, is {errorLog}");
+        }
         return master.ExitCode == 0 ? 1 : master.ExitCode;
     }
 
@@ -99,6 +105,7 @@ internal static class Daemon
         Posix.SetInheritable(fd, false);
         s_ready = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
         Posix.NewSession();
+        Logging.Log.EchoErrorsWhileStarting();
         s_keepStandardStreams = keepStandardStreams;
         if (!keepStandardStreams)
         {
@@ -113,6 +120,7 @@ internal static class Daemon
         {
             return;
         }
+        Logging.Log.StopStartupEcho();
         if (!s_keepStandardStreams)
         {
             Posix.DetachStandardStreams();

@@ -86,11 +86,7 @@ public static class Listeners
             }
             case BindAddress.Unix unix:
             {
-                // A socket file left by a previous run that died would make bind fail: replace it.
-                if (File.Exists(unix.Path) && (File.GetAttributes(unix.Path) & FileAttributes.Normal) == 0)
-                {
-                    TryDeleteStaleSocket(unix.Path);
-                }
+                ClearSocketPath(unix);
                 var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
                 try
                 {
@@ -141,18 +137,57 @@ public static class Listeners
         probe.Bind(new IPEndPoint(tcp.Address, tcp.Port));
     }
 
-    private static void TryDeleteStaleSocket(string path)
+    /// <summary>
+    /// A socket file left by a server that died (kill -9, the OOM killer) would make bind fail and the
+    /// service unable to start again: it is removed when nothing accepts on it (connect is refused). A
+    /// socket someone listens on is an error, and so is anything that is not a socket, which gunicorn
+    /// refuses to remove too. (gunicorn removes even a live socket; taking the path from a running
+    /// server leaves it serving nobody.)
+    /// </summary>
+    private static void ClearSocketPath(BindAddress.Unix unix)
     {
+        switch (Posix.KindOf(unix.Path))
+        {
+            case Posix.PathKind.Missing:
+                // bind reports a missing directory as EADDRNOTAVAIL ("Cannot assign requested address").
+                string? directory = Path.GetDirectoryName(Path.GetFullPath(unix.Path));
+                if (directory is not null && !Directory.Exists(directory))
+                {
+                    throw new ListenerException($"cannot bind {unix.Original}: directory {directory} does not exist");
+                }
+                return;
+            case Posix.PathKind.Other:
+                throw new ListenerException($"cannot bind {unix.Original}: {unix.Path} exists and is not a socket");
+            case Posix.PathKind.Socket:
+                break;
+            default:
+                // Cannot tell (no statx, no permission): bind says what is wrong.
+                return;
+        }
         using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        // Non-blocking: a live server whose queue is full must not hold the start-up here.
+        probe.Blocking = false;
         try
         {
-            probe.Connect(new UnixDomainSocketEndPoint(path));
-            throw new ListenerException($"Connection in use: unix:{path} (another server is listening there)");
+            probe.Connect(new UnixDomainSocketEndPoint(unix.Path));
         }
-        catch (SocketException)
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionRefused)
         {
-            File.Delete(path);
+            try
+            {
+                File.Delete(unix.Path);
+                return;
+            }
+            catch (Exception d) when (d is IOException or UnauthorizedAccessException)
+            {
+                throw new ListenerException($"cannot bind {unix.Original}: cannot remove the stale socket file: {d.Message}");
+            }
         }
+        catch (SocketException e) when (e.SocketErrorCode is not (SocketError.WouldBlock or SocketError.InProgress))
+        {
+            throw new ListenerException($"cannot bind {unix.Original}: a socket file is there and cannot be checked: {e.Message}");
+        }
+        throw new ListenerException($"Connection in use: {unix.Original} (another server is listening there)");
     }
 
     /// <summary>The URL-ish text gunicorn logs for a listener.</summary>

@@ -104,7 +104,7 @@ public sealed partial class Master
         // A master started by USR2 is already where its parent is (detached or not).
         if (options.Daemon && !Daemon.IsDetachedMaster && upgradeParent == 0)
         {
-            return Daemon.Start(argv, options.EnableStdioInheritance);
+            return Daemon.Start(argv, options.EnableStdioInheritance, options.ErrorLog);
         }
         // Before anything is opened or bound: this may replace the process (see the method).
         string? signalWarning = Posix.ReexecIfControlSignalsIgnored(argv.Skip(1).ToArray());
@@ -243,6 +243,19 @@ public sealed partial class Master
 
     private int Serve()
     {
+        // Before the pid file is written: another master's check below tells an osprey master by this name.
+        Posix.SetProcessTitle("osprey-master", $"osprey: master [{_name}]");
+        if (_options.PidFile is { } ownPidFile)
+        {
+            // As gunicorn: a second server must not take over the pid file of one that runs (and remove
+            // it when it stops), or logrotate's USR1 and the init script's TERM reach the wrong one.
+            string path = UpgradeParentAlive ? ownPidFile + ".2" : ownPidFile;
+            if (RunningMasterNamedIn(path) is int running)
+            {
+                Log.Error($"Already running on PID {running} (pid file {path}); stop it first or give another --pid");
+                return 1;
+            }
+        }
         try
         {
             BindShared();
@@ -282,7 +295,6 @@ public sealed partial class Master
             }
             _pidFileWritten = path;
         }
-        Posix.SetProcessTitle("osprey-master", $"osprey: master [{_name}]");
         Log.Info($"Using worker processes: {_targetWorkers}");
         _statsd = Statsd.Start(_options.StatsdHost, _options.StatsdPrefix, _options.DogstatsdTags);
         // Both before the first worker, as in gunicorn (whose on_starting comes before it binds).
@@ -367,6 +379,34 @@ public sealed partial class Master
         }
     }
 
+    /// <summary>
+    /// The pid in <paramref name="path"/> when it is another live osprey master (its command name, which
+    /// <see cref="Serve"/> sets before it writes a pid file); null when there is no such file, or it is stale:
+    /// a process gone, a zombie, or a pid the kernel has since given to something else.
+    /// </summary>
+    private static int? RunningMasterNamedIn(string path)
+    {
+        try
+        {
+            if (!int.TryParse(File.ReadAllText(path).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int pid)
+                || pid <= 0 || pid == Environment.ProcessId)
+            {
+                return null;
+            }
+            // "PID (COMMAND) STATE ...": the command may hold spaces and parentheses, so the last ')' ends it.
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            int open = stat.IndexOf('(', StringComparison.Ordinal);
+            int close = stat.LastIndexOf(')');
+            bool master = open >= 0 && close > open && stat[(open + 1)..close] == "osprey-master";
+            bool zombie = close >= 0 && stat.Length > close + 2 && stat[close + 2] is 'Z' or 'X';
+            return master && !zombie ? pid : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Writes this process's id to <paramref name="path"/>; null, or the line saying why it could not.</summary>
     private static string? WritePidFile(string path)
     {
@@ -381,9 +421,23 @@ public sealed partial class Master
         }
     }
 
-    private void StartHooks() =>
-        _hooks = _hookSource is null ? null : MasterHooks.Start(_hookSource,
-            Python.PythonInstallation.ChooseInterpreter(_options.Python), Server.ToSeverity(_options.LogLevel), _name, _targetWorkers);
+    private void StartHooks()
+    {
+        _hooks = null;
+        if (_hookSource is null)
+        {
+            return;
+        }
+        try
+        {
+            _hooks = MasterHooks.Start(_hookSource,
+                Python.PythonInstallation.ChooseInterpreter(_options.Python), Server.ToSeverity(_options.LogLevel), _name, _targetWorkers);
+        }
+        catch (Python.PythonStartupException e)
+        {
+            Log.Error($"the configuration's master hooks are not run: {e.Message}");
+        }
+    }
 
     /// <summary>
     /// Runs the interpreter to ask where it lives (this loads no Python here), with the environment and
@@ -665,7 +719,7 @@ public sealed partial class Master
     {
         OspreyOptions previous = _options;
         RestoreEnvironment();
-        ParseOutcome outcome = ConfigFile.ReadOptions(_argv.Skip(1).ToArray(), out ConfigArguments? config, out string? traceback);
+        ParseOutcome outcome = ConfigFile.ReadOptions(_argv.Skip(1).ToArray(), out ConfigArguments? config, out string? configOutput);
         OspreyOptions? options = (outcome as ParseOutcome.Run)?.Options;
         string? problem = outcome switch
         {
@@ -701,9 +755,9 @@ public sealed partial class Master
         }
         if (problem is not null)
         {
-            if (traceback is { Length: > 0 })
+            if (configOutput is { Length: > 0 })
             {
-                Log.Error(traceback);
+                Log.Error(configOutput);
             }
             Log.Error($"Reload cancelled, the workers and settings stay as they were: {problem}");
             RestoreEnvironment();
@@ -713,6 +767,11 @@ public sealed partial class Master
 
         _options = options!;
         _python = python;
+        if (configOutput is { Length: > 0 })
+        {
+            // What the file printed, verbatim as the application's output is.
+            Log.Raw(Encoding.UTF8.GetBytes(configOutput + "\n"));
+        }
         if (config is not null)
         {
             Log.Info($"Configuration read from {config.Path}");
@@ -1207,8 +1266,9 @@ public sealed partial class Master
         inherited.AddRange(listenerFds);
         inherited.Add(workerEnd);
 
+        // In long: any two int options may be given, and their sum need not fit an int.
         int maxRequests = _options.MaxRequests <= 0 ? 0
-            : _options.MaxRequests + (_options.MaxRequestsJitter > 0 ? _random.Next(0, _options.MaxRequestsJitter + 1) : 0);
+            : (int)Math.Min(int.MaxValue, _options.MaxRequests + _random.NextInt64(0, (long)_options.MaxRequestsJitter + 1));
         Python.PythonInstallation python = _python ?? throw new InvalidOperationException("a worker is started before the interpreter was probed");
         var context = new WorkerContext(workerEnd, listenerFds, slot, _generation, maxRequests, Environment.ProcessId, python.ToProbeText(),
             InInterpreter: _interpreterHost is not null);

@@ -162,6 +162,44 @@ internal static unsafe partial class Posix
         Environment.SetEnvironmentVariable(name, null);
     }
 
+    [LibraryImport(Libc, EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int SysStatx(int directoryFd, string path, int flags, uint mask, byte* buffer);
+
+    private const int AT_FDCWD = -100;
+    private const uint STATX_TYPE = 0x1;
+    private const int ENOENT = 2;
+
+    /// <summary>What is at a path (symbolic links followed), as far as a unix socket's bind is concerned.</summary>
+    public enum PathKind { Missing, Socket, Other, Unknown }
+
+    /// <summary>
+    /// The file type of <paramref name="path"/>. .NET cannot tell: it reports a socket file as
+    /// FileAttributes.Normal, like a regular file. statx, not stat: its struct is the same on every
+    /// architecture (stx_mode is the 16 bits at offset 28).
+    /// </summary>
+    public static PathKind KindOf(string path)
+    {
+        const int StatxSize = 256;
+        byte* buffer = stackalloc byte[StatxSize];
+        int result;
+        try
+        {
+            result = SysStatx(AT_FDCWD, path, 0, STATX_TYPE, buffer);
+        }
+        catch (EntryPointNotFoundException)
+        {
+            // glibc before 2.28.
+            return File.Exists(path) || Directory.Exists(path) ? PathKind.Unknown : PathKind.Missing;
+        }
+        if (result != 0)
+        {
+            return Marshal.GetLastPInvokeError() == ENOENT ? PathKind.Missing : PathKind.Unknown;
+        }
+        const int S_IFMT = 0xF000, S_IFSOCK = 0xC000;
+        ushort mode = *(ushort*)(buffer + 28);
+        return (mode & S_IFMT) == S_IFSOCK ? PathKind.Socket : PathKind.Other;
+    }
+
     /// <summary>Ends the process at once: no finalizers, no waiting for threads that may be stuck holding the GIL.</summary>
     public static void ExitNow(int status) => SysExit(status);
 

@@ -154,11 +154,18 @@ public static class Server
 
     /// <summary>
     /// <c>--check-config</c>, as gunicorn's: the options are valid (they were parsed), the certificate
-    /// loads, and the application imports; nothing is bound or served. 0 if so; otherwise the
-    /// traceback, if any, and one line on stderr, and 1.
+    /// loads, --user and --group exist, and the application imports; nothing is bound or served. 0 if
+    /// so; otherwise the traceback, if any, and one line on stderr, and 1.
     /// </summary>
     public static int CheckApplication(OspreyOptions options, IReadOnlyList<string> argv)
     {
+        // As a start would: the master resolves --user and --group before anything else.
+        RunAs.Resolve(options.User, options.Group, options.Initgroups, out string? runAsError);
+        if (runAsError is not null)
+        {
+            Console.Error.WriteLine($"osprey: error: {runAsError}");
+            return 1;
+        }
         try
         {
             if (options.CertFile is not null)
@@ -255,26 +262,54 @@ public static class Server
             Log.Debug(inInterpreter
                 ? $"Using Python {python.Version}: this worker runs inside {python.Executable}"
                 : $"Using Python {python.Version} at {python.Executable} ({python.SharedLibrary})");
-            return WsgiApplication.Load(new ApplicationSpec(
-                options.App, options.AppModule, options.AppAttribute, options.FactoryArguments, options.PythonPath,
-                options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1)
+            try
             {
-                ForwardedAllowIps = options.ForwardedAllowIps,
-                AccessLogFormat = options.AccessLogFormat,
-                Hooks = hooks,
-                Sendfile = options.Sendfile,
-            });
+                return WsgiApplication.Load(new ApplicationSpec(
+                    options.App, options.AppModule, options.AppAttribute, options.FactoryArguments, options.PythonPath,
+                    options.RootPath, argv, Multithread: options.Threads > 1, Multiprocess: options.Workers > 1)
+                {
+                    ForwardedAllowIps = options.ForwardedAllowIps,
+                    AccessLogFormat = options.AccessLogFormat,
+                    Hooks = hooks,
+                    Sendfile = options.Sendfile,
+                });
+            }
+            catch (PythonStartupException e)
+            {
+                throw new ApplicationLoadException(BootExitCode(e), TextOf(e));
+            }
         }
         catch (PythonStartupException e)
         {
-            string text = e.PythonTraceback is { Length: > 0 } traceback ? traceback + "\n" + e.Message : e.Message;
-            throw new ApplicationLoadException(e.PythonTraceback is null ? 1 : 3, text);
+            // The interpreter could not be found or started: 1, unless Python itself failed in it (a traceback).
+            throw new ApplicationLoadException(e.PythonTraceback is null ? 1 : WorkerBootError, TextOf(e));
         }
         catch (IOException e)
         {
             throw new ApplicationLoadException(1, $"--chdir: {e.Message}");
         }
     }
+
+    private static string TextOf(PythonStartupException e) =>
+        e.PythonTraceback is { Length: > 0 } traceback ? traceback + "\n" + e.Message : e.Message;
+
+    // gunicorn's worker exit codes, which the master passes on as its own: supervisors tell a server
+    // that cannot boot from an application reference that names nothing.
+    private const int WorkerBootError = 3;
+    private const int AppLoadError = 4;
+
+    /// <summary>
+    /// As gunicorn: 3 when the module cannot be imported (it is missing, or its code raises) or a hook
+    /// raises; 4 when the module imports but the name given does not lead to an application (gunicorn's
+    /// AppImportError: a missing attribute, None, not callable). The loader says the latter as one line
+    /// without a traceback; the only such lines for the former are the missing module and the hook.
+    /// </summary>
+    private static int BootExitCode(PythonStartupException e) =>
+        e.PythonTraceback is not null
+        || e.Message.StartsWith("No module named ", StringComparison.Ordinal)
+        || e.Message.StartsWith("The configuration's ", StringComparison.Ordinal)
+            ? WorkerBootError
+            : AppLoadError;
 
     /// <summary>Several beats per --timeout so one late beat is not a kill; at least once a second for the counts.</summary>
     private static TimeSpan HeartbeatInterval(int timeout) =>
