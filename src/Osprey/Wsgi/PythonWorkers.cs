@@ -44,6 +44,9 @@ public sealed class PythonWorkers : IDisposable
     /// <summary>Requests handed to the Python threads so far (the worker's request count).</summary>
     public long RequestCount => Interlocked.Read(ref _dispatched);
 
+    /// <summary>Whether requests are queued that no Python thread has taken yet.</summary>
+    public bool HasQueuedRequests => !_queue.IsEmpty;
+
     public void Dispatch(IHttpExchange exchange)
     {
         Interlocked.Increment(ref _dispatched);

@@ -208,7 +208,7 @@ internal sealed class LeanConnection : IHttpExchange
             case ConnectionState.Flushing:
                 if (Interlocked.Exchange(ref _eventPending, 0) == 1)
                 {
-                    OnWritable();
+                    FinishFlushing(onEvent: true);
                 }
                 break;
             case ConnectionState.Dispatched:
@@ -753,9 +753,21 @@ internal sealed class LeanConnection : IHttpExchange
 
     // ---------------------------------------------------------------- loop thread: flushing
 
-    /// <summary>The socket is writable while a finished response is still queued. Loop thread only.</summary>
-    public void OnWritable()
+    /// <summary>
+    /// Sends what is left of a finished response, then hands the connection back to reading.
+    /// Called on a socket event (<paramref name="onEvent"/>), which is spent here and may have
+    /// announced input too, or on the <see cref="LoopAction.Flush"/> that a Python thread posted.
+    /// Loop thread only.
+    /// </summary>
+    public void FinishFlushing(bool onEvent)
     {
+        if (State != ConnectionState.Flushing)
+        {
+            // A posted Flush that a socket event already carried out: the connection may be
+            // reading, or serving its next request on a Python thread.
+            return;
+        }
+        _socketMayHaveMore |= onEvent;
         long before = _pending.BufferedBytes;
         if (!_pending.Flush(Fd))
         {
@@ -786,7 +798,7 @@ internal sealed class LeanConnection : IHttpExchange
         lock (_outputLock)
         {
             _streamFlushPosted = false;
-            // Once the response is complete (Flushing) OnWritable finishes it; in any other state
+            // Once the response is complete (Flushing) FinishFlushing finishes it; in any other state
             // this is a stale action of an earlier request and its output is long gone.
             if (State != ConnectionState.Dispatched || _clientGone)
             {
@@ -839,15 +851,20 @@ internal sealed class LeanConnection : IHttpExchange
             }
             return;
         }
+        bool mustRead = _inputEnd > _inputStart || _socketMayHaveMore || _peerHungUp;
+        _socketMayHaveMore = false;
         if (onLoop)
         {
             State = ConnectionState.ReadingHead;
-            // Events that came while flushing were spent on writing: read whatever is there.
-            OnReadable();
+            // A flush that a Python thread posted spent no event, and when it left the whole
+            // response to the loop (LeaveToLoop) the client has had no time to send more: read
+            // only if input is known to wait.
+            if (Interlocked.Exchange(ref _eventPending, 0) == 1 || mustRead)
+            {
+                OnReadable();
+            }
             return;
         }
-        bool mustRead = _inputEnd > _inputStart || _socketMayHaveMore || _peerHungUp;
-        _socketMayHaveMore = false;
         // Hand the connection back: publish the owner, then look for an event the loop saw
         // while we owned it (see OnEvent). Nothing here touches the connection afterwards
         // except to post it, because the loop may already be reading it.
@@ -1075,6 +1092,18 @@ internal sealed class LeanConnection : IHttpExchange
         _stagingLength = 0;
     }
 
+    /// <summary>
+    /// Whether the Python thread should leave <paramref name="length"/> bytes of output, ready to go,
+    /// to the loop instead of sending them itself: when other requests wait for it, and the bytes
+    /// are few enough that copying them costs less than a send. The loop sends them while the
+    /// application runs the next request, and the Python thread runs request after request with no
+    /// syscall in between. On this kind of VM a syscall costs the code after it several
+    /// microseconds of cold TLB and caches: a Flask call took 39–42 µs in a plain loop and
+    /// 47–55 µs with one getppid() between calls; requests per CPU-second with Flask rose 17–21%.
+    /// </summary>
+    private bool LeaveToLoop(int length) =>
+        length is > 0 and <= StagingSize && _engine.Workers.HasQueuedRequests;
+
     public bool WriteBody(ReadOnlySpan<byte> data, bool flush)
     {
         if (_clientGone || data.IsEmpty)
@@ -1096,11 +1125,13 @@ internal sealed class LeanConnection : IHttpExchange
         bool belowLimit;
         lock (_outputLock)
         {
-            if (!_pending.IsEmpty || (flush && _streamedDirectly))
+            int total = framing.Length + data.Length + suffix.Length;
+            if (!_pending.IsEmpty || (flush && (_streamedDirectly || LeaveToLoop(_stagingLength + total))))
             {
                 // Earlier output is still queued (keep the order), or a stream goes on: the loop
-                // sends it while the application produces its next block. The first block of a
-                // stream went out directly, so a response's first bytes never wait for the loop.
+                // sends it while the application produces its next block (PEP 3333's "continue
+                // transmission"). The first block of a stream goes out directly, unless other
+                // requests wait for this thread (LeaveToLoop).
                 _pending.Append(_staging.AsSpan(0, _stagingLength));
                 _stagingLength = 0;
                 _pending.Append(framing);
@@ -1109,7 +1140,6 @@ internal sealed class LeanConnection : IHttpExchange
             }
             else
             {
-                int total = framing.Length + data.Length + suffix.Length;
                 if (!flush && _staging is not null && _stagingLength + total <= _staging.Length)
                 {
                     Stage(framing);
@@ -1332,7 +1362,7 @@ internal sealed class LeanConnection : IHttpExchange
                         _pending.Append("0\r\n\r\n"u8);
                     }
                 }
-                if (_pending.IsEmpty)
+                if (_pending.IsEmpty && !LeaveToLoop(_stagingLength))
                 {
                     SendOrQueue(_staging.AsSpan(0, _stagingLength), default, default, default);
                 }

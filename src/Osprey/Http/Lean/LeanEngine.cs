@@ -284,7 +284,7 @@ public sealed class LeanEngine : IHttpEngine
                     }
                     break;
                 case LoopAction.Flush:
-                    connection.OnWritable();
+                    connection.FinishFlushing(onEvent: false);
                     break;
                 case LoopAction.Stream:
                     connection.FlushStream();
