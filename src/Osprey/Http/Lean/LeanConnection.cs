@@ -1099,7 +1099,7 @@ internal sealed class LeanConnection : IHttpExchange
     /// application runs the next request, and the Python thread runs request after request with no
     /// syscall in between. On this kind of VM a syscall costs the code after it several
     /// microseconds of cold TLB and caches: a Flask call took 39–42 µs in a plain loop and
-    /// 47–55 µs with one getppid() between calls; requests per CPU-second with Flask rose 17–21%.
+    /// 47–55 µs with one getppid() between calls (bench/syscall_cost.py, bench/README.md).
     /// </summary>
     private bool LeaveToLoop(int length) =>
         length is > 0 and <= StagingSize && _engine.Workers.HasQueuedRequests;
