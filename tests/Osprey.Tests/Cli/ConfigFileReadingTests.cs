@@ -46,26 +46,8 @@ public sealed class ConfigFileReadingTests : IDisposable
     }
 
     /// <summary>Runs the osprey command in <paramref name="directory"/> until it exits.</summary>
-    internal static async Task<ProcessResult> RunInAsync(string directory, params string[] args)
-    {
-        var start = OspreyServer.CreateStartInfo(args, null);
-        start.WorkingDirectory = directory;
-        using var process = System.Diagnostics.Process.Start(start)!;
-        process.StandardInput.Close();
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw;
-        }
-        return new ProcessResult(process.ExitCode, await stdout, await stderr);
-    }
+    internal static Task<ProcessResult> RunInAsync(string directory, params string[] args) =>
+        OspreyServer.RunToCompletionAsync(args, TimeSpan.FromSeconds(60), workingDirectory: directory);
 
     [Fact]
     public async Task Check_config_passes_with_a_file_that_prints()

@@ -99,24 +99,6 @@ public sealed class InterpreterLookupTests : IDisposable
     }
 
     /// <summary>Runs the osprey command (no --python) in <paramref name="directory"/> with PATH set to <paramref name="path"/>.</summary>
-    private static async Task<ProcessResult> RunAsync(string directory, string path, params string[] args)
-    {
-        var start = OspreyServer.CreateStartInfo(args, Path_(path));
-        start.WorkingDirectory = directory;
-        using var process = System.Diagnostics.Process.Start(start)!;
-        process.StandardInput.Close();
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw;
-        }
-        return new ProcessResult(process.ExitCode, await stdout, await stderr);
-    }
+    private static Task<ProcessResult> RunAsync(string directory, string path, params string[] args) =>
+        OspreyServer.RunToCompletionAsync(args, TimeSpan.FromSeconds(60), Path_(path), workingDirectory: directory);
 }

@@ -34,15 +34,7 @@ public sealed class Http2SlowClientTests : IDisposable
     [InlineData("/file")]
     public async Task A_stream_whose_window_is_never_opened_is_reset_and_frees_the_thread(string target)
     {
-        var (certificate, key) = TlsTests.Issue("CN=osprey-h2slow", issuer: null, authority: false);
-        string cert = Path.Combine(_dir, "server.crt");
-        string keyFile = Path.Combine(_dir, "server.key");
-        using (certificate)
-        using (key)
-        {
-            File.WriteAllText(cert, certificate.ExportCertificatePem());
-            File.WriteAllText(keyFile, key.ExportPkcs8PrivateKeyPem());
-        }
+        var (cert, keyFile) = TlsTests.WriteSelfSigned(_dir, "CN=osprey-h2slow");
         // One thread and no --timeout: only the slow-reader rule can free the thread.
         await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
         {

@@ -138,15 +138,7 @@ public sealed class KestrelHalfCloseTests(ServerPool pool) : IClassFixture<Serve
     [InlineData(300)]
     public async Task Tls_request_followed_by_a_half_close_is_answered(int finAfterMs)
     {
-        var (certificate, key) = TlsTests.Issue("CN=osprey-halfclose", issuer: null, authority: false);
-        string cert = Path.Combine(_dir, "server.crt");
-        string keyFile = Path.Combine(_dir, "server.key");
-        using (certificate)
-        using (key)
-        {
-            File.WriteAllText(cert, certificate.ExportCertificatePem());
-            File.WriteAllText(keyFile, key.ExportPkcs8PrivateKeyPem());
-        }
+        var (cert, keyFile) = TlsTests.WriteSelfSigned(_dir, "CN=osprey-halfclose");
         await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
         {
             App = SlowApp,

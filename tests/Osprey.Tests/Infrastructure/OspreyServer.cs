@@ -340,10 +340,12 @@ public sealed class OspreyServer : IAsyncDisposable, IDisposable
 
     /// <summary>Runs osprey with <paramref name="args"/> until it exits; kills it and throws if it outlives <paramref name="timeout"/>.</summary>
     public static async Task<ProcessResult> RunToCompletionAsync(
-        IEnumerable<string> args, TimeSpan timeout, IReadOnlyDictionary<string, string?>? environment = null, string? executable = null)
+        IEnumerable<string> args, TimeSpan timeout, IReadOnlyDictionary<string, string?>? environment = null, string? executable = null,
+        string? workingDirectory = null)
     {
         var psi = CreateStartInfo(args, environment);
         psi.FileName = executable ?? psi.FileName;
+        psi.WorkingDirectory = workingDirectory ?? psi.WorkingDirectory;
         using var process = new Process { StartInfo = psi };
         process.Start();
         process.StandardInput.Close();

@@ -97,14 +97,18 @@ public sealed class TlsTests : IDisposable
     }
 
     /// <summary>Writes a self-signed certificate for 127.0.0.1 and its key; returns the two paths.</summary>
-    private (string Cert, string Key) WriteSelfSigned(string subject, string prefix = "server", bool expired = false)
+    private (string Cert, string Key) WriteSelfSigned(string subject, string prefix = "server", bool expired = false) =>
+        WriteSelfSigned(_dir, subject, prefix, expired);
+
+    /// <summary>Writes a self-signed certificate for 127.0.0.1 and its key into <paramref name="directory"/>; returns the two paths.</summary>
+    public static (string Cert, string Key) WriteSelfSigned(string directory, string subject, string prefix = "server", bool expired = false)
     {
         var (certificate, key) = Issue(subject, issuer: null, authority: false, expired);
         using (certificate)
         using (key)
         {
-            var cert = PathOf(prefix + ".crt");
-            var keyFile = PathOf(prefix + ".key");
+            var cert = Path.Combine(directory, prefix + ".crt");
+            var keyFile = Path.Combine(directory, prefix + ".key");
             File.WriteAllText(cert, certificate.ExportCertificatePem());
             File.WriteAllText(keyFile, key.ExportPkcs8PrivateKeyPem());
             return (cert, keyFile);

@@ -186,15 +186,7 @@ public sealed class RunAsTests : IDisposable
         string tls = Directory.CreateTempSubdirectory("osprey-runas-tls-").FullName; // 0700, root's
         try
         {
-            var (certificate, key) = Integration.TlsTests.Issue("CN=osprey-runas", issuer: null, authority: false);
-            string cert = Path.Combine(tls, "server.crt");
-            string keyFile = Path.Combine(tls, "server.key");
-            using (certificate)
-            using (key)
-            {
-                File.WriteAllText(cert, certificate.ExportCertificatePem());
-                File.WriteAllText(keyFile, key.ExportPkcs8PrivateKeyPem());
-            }
+            var (cert, keyFile) = Integration.TlsTests.WriteSelfSigned(tls, "CN=osprey-runas");
             File.SetUnixFileMode(keyFile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             await using var server = await StartAsync("kestrel", "-u", "nobody", "--certfile", cert, "--keyfile", keyFile);
             using var client = new HttpClient(new SocketsHttpHandler
