@@ -20,6 +20,17 @@ public sealed record HttpSettings(
     /// <summary>A body slower than <see cref="MinRequestBodyRate"/> is refused only after this long, so a slow start is no offence (Kestrel's default grace).</summary>
     public static readonly TimeSpan BodyRateGracePeriod = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// Kestrel's MinResponseDataRate, which both engines apply themselves where Kestrel does not
+    /// (the lean engine; HTTP/2 streams): while the Python thread waits for the client to read, the
+    /// client must take at least this many bytes a second, measured over windows of
+    /// <see cref="ResponseRateWindowMs"/>, or it is dropped; so a reader that takes a byte now and
+    /// then cannot hold a Python thread indefinitely. Windows, not an average over the response,
+    /// because the kernel's socket buffers swallow megabytes at once and would flatter any average.
+    /// </summary>
+    public const long MinResponseBytesPerSecond = 240;
+    public const long ResponseRateWindowMs = 5_000;
+
     /// <summary>Peers trusted to send a PROXY protocol header (<c>--proxy-allow-from</c>, else <c>--forwarded-allow-ips</c>).</summary>
     public Wsgi.TrustedProxies ProxyAllowFrom { get; init; } = Wsgi.TrustedProxies.Default;
 

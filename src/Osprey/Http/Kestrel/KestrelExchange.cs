@@ -67,9 +67,8 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     /// complete within a rate window for any client worth keeping (one a window is about 3 KB/s).
     /// </summary>
     private const int StreamPiece = 16 * 1024;
-    /// <summary>The lean engine's rule for a reader that holds a Python thread: at least this many bytes a second over each window, or the stream is reset.</summary>
-    private const long MinResponseBytesPerSecond = 240;
-    private const long ResponseRateWindowMs = 5_000;
+    private const long MinResponseBytesPerSecond = HttpSettings.MinResponseBytesPerSecond;
+    private const long ResponseRateWindowMs = HttpSettings.ResponseRateWindowMs;
     /// <summary>An HTTP/2 write's bytes beyond the piece whose flush is pending (rented; only when the client fell behind).</summary>
     private byte[]? _held;
     private int _heldOffset;

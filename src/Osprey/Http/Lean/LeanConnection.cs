@@ -38,15 +38,8 @@ internal sealed class LeanConnection : IHttpExchange
     private const long OutputLimit = 1024 * 1024;
     private const int MaxHeadSize = 1024 * 1024;
     private const int ClientStallMs = 30_000;
-    /// <summary>
-    /// Kestrel's MinResponseDataRate: while the Python thread waits for the client to read, the
-    /// client must take at least this many bytes a second, measured over windows of
-    /// <see cref="ResponseRateWindowMs"/>, or it is dropped; so a reader that takes a byte now and
-    /// then cannot hold a Python thread indefinitely. Windows, not an average over the response,
-    /// because the kernel's socket buffers swallow megabytes at once and would flatter any average.
-    /// </summary>
-    private const long MinResponseBytesPerSecond = 240;
-    private const long ResponseRateWindowMs = 5_000;
+    private const long MinResponseBytesPerSecond = HttpSettings.MinResponseBytesPerSecond;
+    private const long ResponseRateWindowMs = HttpSettings.ResponseRateWindowMs;
 
     private readonly LeanEngine _engine;
     private readonly HttpSettings _settings;
