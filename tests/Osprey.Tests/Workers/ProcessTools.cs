@@ -238,3 +238,154 @@ internal sealed class LoadLoop : IAsyncDisposable
         _stop.Dispose();
     }
 }
+
+/// <summary>
+/// Clients that keep their connection for the next request and never retry one, as wrk does and as a
+/// proxy does with a POST: a request sent on a kept-alive connection that the server then closes without
+/// answering is a failure. A response saying <c>Connection: close</c> makes the client connect anew.
+/// </summary>
+internal sealed class KeepAliveLoad : IAsyncDisposable
+{
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task[] _clients;
+    private int _failed;
+    private int _ok;
+    private int _connections;
+
+    public ConcurrentDictionary<int, int> ByPid { get; } = new();
+    public ConcurrentQueue<string> Failures { get; } = new();
+
+    public KeepAliveLoad(int port, int concurrency, string target = "/pid")
+    {
+        byte[] request = System.Text.Encoding.ASCII.GetBytes($"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+        _clients = new Task[concurrency];
+        for (int i = 0; i < concurrency; i++)
+        {
+            _clients[i] = Task.Run(() => RunClientAsync(port, request));
+        }
+    }
+
+    public int Ok => Volatile.Read(ref _ok);
+    public int Failed => Volatile.Read(ref _failed);
+    /// <summary>Connections made, the first of each client included.</summary>
+    public int Connections => Volatile.Read(ref _connections);
+
+    public async Task WaitForOkAsync(int count, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (Ok < count)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"only {Ok} answers within {timeout.TotalSeconds} s: {this}");
+            await Task.Delay(20);
+        }
+    }
+
+    private async Task RunClientAsync(int port, byte[] request)
+    {
+        byte[] buffer = new byte[4096];
+        Socket? socket = null;
+        int served = 0;
+        while (!_stop.IsCancellationRequested)
+        {
+            try
+            {
+                if (socket is null)
+                {
+                    socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                    await socket.ConnectAsync(IPAddress.Loopback, port);
+                    Interlocked.Increment(ref _connections);
+                    served = 0;
+                }
+                await socket.SendAsync(request, SocketFlags.None);
+                var (status, close, body) = await ReadResponseAsync(socket, buffer);
+                if (status != 200)
+                {
+                    throw new IOException($"status {status}");
+                }
+                int pid = int.Parse(body, CultureInfo.InvariantCulture);
+                Interlocked.Increment(ref _ok);
+                ByPid.AddOrUpdate(pid, 1, (_, n) => n + 1);
+                served++;
+                if (close)
+                {
+                    socket.Dispose();
+                    socket = null;
+                }
+            }
+            catch (Exception e) when (e is SocketException or IOException or FormatException)
+            {
+                Interlocked.Increment(ref _failed);
+                Failures.Enqueue($"{DateTime.UtcNow:HH:mm:ss.fff} after {served} answers on the connection: {e.GetType().Name}: {e.Message}");
+                socket?.Dispose();
+                socket = null;
+            }
+        }
+        socket?.Dispose();
+    }
+
+    /// <summary>One response with a Content-Length body: its status, whether it says Connection: close, and the body.</summary>
+    private static async Task<(int Status, bool Close, string Body)> ReadResponseAsync(Socket socket, byte[] buffer)
+    {
+        int filled = 0;
+        int headEnd;
+        while ((headEnd = buffer.AsSpan(0, filled).IndexOf("\r\n\r\n"u8)) < 0)
+        {
+            int n = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None);
+            if (n == 0)
+            {
+                throw new IOException(filled == 0 ? "closed without an answer" : "closed in the response head");
+            }
+            filled += n;
+        }
+        string head = System.Text.Encoding.ASCII.GetString(buffer, 0, headEnd);
+        string[] lines = head.Split("\r\n");
+        int status = int.Parse(lines[0].Split(' ')[1], CultureInfo.InvariantCulture);
+        int length = 0;
+        bool close = false;
+        foreach (string line in lines.Skip(1))
+        {
+            int colon = line.IndexOf(':');
+            string name = line[..colon].Trim();
+            string value = line[(colon + 1)..].Trim();
+            if (name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+            {
+                length = int.Parse(value, CultureInfo.InvariantCulture);
+            }
+            else if (name.Equals("Connection", StringComparison.OrdinalIgnoreCase))
+            {
+                close = value.Equals("close", StringComparison.OrdinalIgnoreCase);
+            }
+        }
+        int bodyStart = headEnd + 4;
+        while (filled < bodyStart + length)
+        {
+            int n = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None);
+            if (n == 0)
+            {
+                throw new IOException("closed in the response body");
+            }
+            filled += n;
+        }
+        if (filled != bodyStart + length)
+        {
+            throw new IOException("more bytes than the response's Content-Length");
+        }
+        return (status, close, System.Text.Encoding.ASCII.GetString(buffer, bodyStart, length));
+    }
+
+    public async Task StopAsync()
+    {
+        await _stop.CancelAsync();
+        await Task.WhenAll(_clients);
+    }
+
+    public override string ToString() =>
+        $"{Ok} ok, {Failed} failed over {Connections} connections; per pid: {string.Join(", ", ByPid.Select(kv => $"{kv.Key}={kv.Value}"))}" +
+        string.Concat(Failures.Take(20).Select(f => $"\n  failed at {f}"));
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync();
+        _stop.Dispose();
+    }
+}

@@ -192,6 +192,55 @@ public sealed class WorkerProcessTests(ITestOutputHelper output)
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Max_requests_recycling_fails_no_request_of_clients_that_keep_connections_and_never_retry(string engine)
+    {
+        await using var server = await StartAsync(engine, "-w", "2", "--max-requests", "300", "--max-requests-jitter", "30");
+        await WaitForChildrenAsync(server.ProcessId, 2, Eventually);
+        await WaitAllReadyAsync(server, 2);
+
+        await using var load = new KeepAliveLoad(server.Port, concurrency: 8);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (Occurrences(server.ErrorLog, "Stopping replaced worker") < 4)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"workers were not recycled: {load}\n{server.ErrorLog}");
+            await Task.Delay(50);
+        }
+        await load.StopAsync();
+
+        output.WriteLine($"{engine}: {load}");
+        Assert.True(load.Failed == 0, $"{load}\n{server.ErrorLog}");
+        // Each stopping worker had kept-alive connections, and they moved to the replacements.
+        Assert.True(load.Connections > 8, $"no connection was ended by a recycled worker: {load}");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task HUP_fails_no_request_of_clients_that_keep_connections_and_never_retry(string engine)
+    {
+        await using var server = await StartAsync(engine, "-w", "2");
+        var oldWorkers = await WaitForChildrenAsync(server.ProcessId, 2, Eventually);
+        await WaitAllReadyAsync(server, 2);
+        await using var load = new KeepAliveLoad(server.Port, concurrency: 8);
+        await load.WaitForOkAsync(200, Eventually);
+
+        for (int reload = 0; reload < 2; reload++)
+        {
+            var mark = server.ErrorLogPosition;
+            Signal(server.ProcessId, SIGHUP);
+            foreach (var old in oldWorkers)
+            {
+                await server.WaitForLogAsync($"Worker (pid:{old}, ", Eventually, mark);
+            }
+            oldWorkers = Children(server.ProcessId);
+        }
+        await load.WaitForOkAsync(load.Ok + 200, Eventually);
+        await load.StopAsync();
+
+        output.WriteLine($"{engine}: {load}");
+        Assert.True(load.Failed == 0, $"{load}\n{server.ErrorLog}");
+        Assert.True(load.Connections > 8, $"no connection was ended by a reload: {load}");
+    }
+
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Max_requests_recycles_workers_under_load_without_failing_a_request(string engine)
     {
         await using var server = await StartAsync(engine, "-w", "2", "--max-requests", "60", "--max-requests-jitter", "10");

@@ -8,8 +8,9 @@ namespace Osprey.Http.Kestrel;
 /// connection that is waiting for a request, including one accepted a moment ago whose client has not sent
 /// its first request yet: that client gets a close instead of an answer, and would not retry (it retries
 /// only on a reused connection). So a stop first unbinds the listeners, then gives the connections accepted
-/// last a moment to send their request (<see cref="FreshConnectionGrace"/> from the last accept), and only
-/// then lets Kestrel stop. The lean engine does the same in its sweep.
+/// last a moment to send their request (<see cref="FreshConnectionGrace"/> from the last accept), and the
+/// kept-alive ones a moment to send their next (the engine answers it with Connection: close), and only then
+/// lets Kestrel stop. The lean engine does the same in its sweep.
 /// </summary>
 internal sealed class GracefulStopTransport(IConnectionListenerFactory inner) : IConnectionListenerFactory
 {
@@ -19,6 +20,7 @@ internal sealed class GracefulStopTransport(IConnectionListenerFactory inner) : 
     private readonly List<Listener> _listeners = [];
     /// <summary>Environment.TickCount64 at the last accept; 0 before the first.</summary>
     private long _lastAccept;
+    private int _openConnections;
 
     public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
     {
@@ -44,18 +46,19 @@ internal sealed class GracefulStopTransport(IConnectionListenerFactory inner) : 
         }
     }
 
-    /// <summary>After <see cref="UnbindAsync"/>: waits until the last accepted connection had its moment (at most <paramref name="limit"/>).</summary>
-    public async Task WaitForFreshConnectionsAsync(TimeSpan limit)
+    /// <summary>
+    /// After <see cref="UnbindAsync"/>: waits until every connection has closed, or until <paramref name="idleGrace"/> has
+    /// passed and the last accepted connection had its moment (<see cref="FreshConnectionGrace"/>); at most <paramref name="limit"/>.
+    /// </summary>
+    public async Task WaitForConnectionsAsync(TimeSpan idleGrace, TimeSpan limit)
     {
+        long start = Environment.TickCount64;
         long lastAccept = Volatile.Read(ref _lastAccept);
-        if (lastAccept == 0)
+        long until = Math.Max(start + (long)idleGrace.TotalMilliseconds, lastAccept + (long)FreshConnectionGrace.TotalMilliseconds);
+        until = Math.Min(until, start + (long)limit.TotalMilliseconds);
+        while (Volatile.Read(ref _openConnections) > 0 && Environment.TickCount64 < until)
         {
-            return;
-        }
-        long wait = Math.Min((long)FreshConnectionGrace.TotalMilliseconds - (Environment.TickCount64 - lastAccept), (long)limit.TotalMilliseconds);
-        if (wait > 0)
-        {
-            await Task.Delay(TimeSpan.FromMilliseconds(wait)).ConfigureAwait(false);
+            await Task.Delay(20).ConfigureAwait(false);
         }
     }
 
@@ -71,6 +74,8 @@ internal sealed class GracefulStopTransport(IConnectionListenerFactory inner) : 
             if (connection is not null)
             {
                 Volatile.Write(ref owner._lastAccept, Environment.TickCount64);
+                Interlocked.Increment(ref owner._openConnections);
+                connection.ConnectionClosed.Register(static state => Interlocked.Decrement(ref ((GracefulStopTransport)state!)._openConnections), owner);
             }
             return connection;
         }

@@ -25,15 +25,20 @@ public sealed class KestrelEngine : IHttpEngine
     /// <summary>The lean engine's bound on a request head (LeanConnection.MaxHeadSize).</summary>
     private const int MaxRequestHeadSize = 1024 * 1024;
 
+    /// <summary>How long a stopping engine answers the requests of kept-alive connections before Kestrel closes the idle ones (the lean engine's StopIdleGraceMs).</summary>
+    private static readonly TimeSpan StopIdleGrace = TimeSpan.FromSeconds(1);
+
     private readonly KestrelServer _server;
+    private readonly StopNotice _stopNotice;
     private readonly ServiceProvider _services;
     private readonly GracefulStopTransport _transport;
     /// <summary>This worker's listening descriptors, which Kestrel's sockets for them do not own.</summary>
     private readonly Socket[] _listeners;
 
-    private KestrelEngine(KestrelServer server, ServiceProvider services, GracefulStopTransport transport, Socket[] listeners)
+    private KestrelEngine(KestrelServer server, ServiceProvider services, GracefulStopTransport transport, Socket[] listeners, StopNotice stopNotice)
     {
         _server = server;
+        _stopNotice = stopNotice;
         _services = services;
         _transport = transport;
         _listeners = listeners;
@@ -128,8 +133,9 @@ public sealed class KestrelEngine : IHttpEngine
             transport = new ConnectionLimitingTransport(transport, settings.MaxConnections);
         }
         var server = new KestrelServer(Options.Create(options), transport, loggerFactory);
-        await server.StartAsync(new WsgiHttpApplication(workers, settings), CancellationToken.None).ConfigureAwait(false);
-        return new KestrelEngine(server, services, gracefulStop, [.. listeners]);
+        var stopNotice = new StopNotice();
+        await server.StartAsync(new WsgiHttpApplication(workers, settings, stopNotice), CancellationToken.None).ConfigureAwait(false);
+        return new KestrelEngine(server, services, gracefulStop, [.. listeners], stopNotice);
     }
 
     /// <summary>Stops accepting, lets in-flight requests finish within <paramref name="grace"/>, then closes what is left.</summary>
@@ -143,7 +149,11 @@ public sealed class KestrelEngine : IHttpEngine
         {
             listener.Dispose();
         }
-        await _transport.WaitForFreshConnectionsAsync(grace).ConfigureAwait(false);
+        // From now on every response ends its connection. A client that reuses connections and does not retry
+        // (wrk, or a proxy with a POST) sends its next request right after the last response: during this wait that
+        // request is answered, with Connection: close, instead of meeting Kestrel's close of idle connections.
+        _stopNotice.Give();
+        await _transport.WaitForConnectionsAsync(StopIdleGrace, grace).ConfigureAwait(false);
         await _server.StopAsync(timeout.Token).ConfigureAwait(false);
     }
 
@@ -153,7 +163,7 @@ public sealed class KestrelEngine : IHttpEngine
         await _services.DisposeAsync().ConfigureAwait(false);
     }
 
-    private sealed class WsgiHttpApplication(PythonWorkers workers, HttpSettings settings) : IHttpApplication<KestrelExchange>
+    private sealed class WsgiHttpApplication(PythonWorkers workers, HttpSettings settings, StopNotice stopNotice) : IHttpApplication<KestrelExchange>
     {
         private static readonly object s_stateKey = new();
 
@@ -169,7 +179,7 @@ public sealed class KestrelEngine : IHttpEngine
             }
             else
             {
-                exchange = new KestrelExchange(settings);
+                exchange = new KestrelExchange(settings, stopNotice);
                 if (state is not null)
                 {
                     state[s_stateKey] = exchange;
@@ -183,6 +193,16 @@ public sealed class KestrelEngine : IHttpEngine
 
         public void DisposeContext(KestrelExchange context, Exception? exception) => context.Reset();
     }
+}
+
+/// <summary>Given once a stopping engine no longer accepts: from then on every HTTP/1.x response ends its connection.</summary>
+internal sealed class StopNotice
+{
+    private volatile bool _given;
+
+    public bool Given => _given;
+
+    public void Give() => _given = true;
 }
 
 /// <summary>

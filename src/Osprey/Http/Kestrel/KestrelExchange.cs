@@ -75,10 +75,12 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     private int _heldCount;
 
     private readonly HttpSettings _settings;
+    private readonly StopNotice _stopNotice;
 
-    public KestrelExchange(HttpSettings settings)
+    public KestrelExchange(HttpSettings settings, StopNotice stopNotice)
     {
         _settings = settings;
+        _stopNotice = stopNotice;
         _body = new RequestBodyBuffer(settings.BodyBufferSize);
     }
 
@@ -443,10 +445,11 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             string value = Encoding.Latin1.GetString(head.HeaderValue(i));
             headers.Append(name, value);
         }
-        if (_settings.KeepAlive == TimeSpan.Zero && _head.Version != Wsgi.HttpVersion.Http2)
+        if ((_settings.KeepAlive == TimeSpan.Zero || _stopNotice.Given) && _head.Version != Wsgi.HttpVersion.Http2)
         {
             // --keep-alive 0 closes after every response: Kestrel's own idle timeout would leave
-            // the connection open (and reusable) until its next heartbeat.
+            // the connection open (and reusable) until its next heartbeat. A stopping engine says so
+            // in each response rather than closing a connection its client may be reusing.
             headers.Connection = "close";
         }
         // Commits the head (unflushed) so the body writer hands out real buffers; it completes

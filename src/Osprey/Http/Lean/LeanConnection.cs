@@ -1004,6 +1004,12 @@ internal sealed class LeanConnection : IHttpExchange
             // (RFC 9110 §15.2.1, §10.1.1).
             _keepAlive = false;
         }
+        else if (_engine.IsStopping)
+        {
+            // The client learns from the response itself that the connection ends, instead of having its next
+            // request, perhaps already on the way, meet a close (see LeanEngine.StopIdleGraceMs).
+            _keepAlive = false;
+        }
         int code = head.StatusCode;
         _bodyAllowed = !_isHeadRequest && code is not ((>= 100 and < 200) or 204 or 304);
         bool lengthKnown = head.ContentLength >= 0;

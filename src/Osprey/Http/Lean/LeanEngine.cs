@@ -27,6 +27,15 @@ public sealed class LeanEngine : IHttpEngine
     private const int ResponseStallMs = 30_000;
     /// <summary>On stop, how long a connection that has not sent its first request yet still has to send it.</summary>
     private const int FreshConnectionStopGraceMs = 2_000;
+    /// <summary>
+    /// On stop, how long a kept-alive connection may stay idle before it is closed. A client that reuses connections
+    /// and does not retry (wrk, or a proxy with a POST) sends its next request right after the last response: that
+    /// request gets its answer with Connection: close instead of meeting the close. Only a connection idle for longer
+    /// is closed, and the close of an idle connection is what HTTP/1.1 clients retry on (RFC 9112 §9.3.1).
+    /// </summary>
+    private const int StopIdleGraceMs = 1_000;
+    /// <summary>The sweep's period while stopping, so that idle connections close soon after StopIdleGraceMs.</summary>
+    private const int StoppingSweepMs = 50;
 
     private readonly int _epoll;
     private readonly int _wakeFd;
@@ -54,6 +63,9 @@ public sealed class LeanEngine : IHttpEngine
     private bool _acceptPaused;
 
     internal PythonWorkers Workers { get; }
+
+    /// <summary>Set when the engine stops accepting: responses from then on end their connection.</summary>
+    internal bool IsStopping => _stopAccepting;
 
     private LeanEngine(IReadOnlyList<Socket> listeners, PythonWorkers workers, HttpSettings settings)
     {
@@ -107,7 +119,7 @@ public sealed class LeanEngine : IHttpEngine
         {
             Volatile.Write(ref _loopSleeping, 1);
             Interlocked.MemoryBarrier();
-            int count = Syscalls.EpollWait(_epoll, events, _posted.IsEmpty ? 1000 : 0);
+            int count = Syscalls.EpollWait(_epoll, events, !_posted.IsEmpty ? 0 : _stopAccepting ? StoppingSweepMs : 1000);
             Volatile.Write(ref _loopSleeping, 0);
             for (int i = 0; i < count; i++)
             {
@@ -131,7 +143,7 @@ public sealed class LeanEngine : IHttpEngine
             long now = Environment.TickCount64;
             if (now >= _nextSweep)
             {
-                _nextSweep = now + 1000;
+                _nextSweep = now + (_stopAccepting ? StoppingSweepMs : 1000);
                 HttpDate.Refresh();
                 Sweep(now);
                 AcceptMissedWakeups(address);
@@ -344,7 +356,7 @@ public sealed class LeanEngine : IHttpEngine
         }
     }
 
-    /// <summary>Once a second: idle keep-alive connections, stalled clients and lingering closes time out.</summary>
+    /// <summary>Once a second (more often while stopping): idle keep-alive connections, stalled clients and lingering closes time out.</summary>
     private void Sweep(long now)
     {
         long keepAliveMs = (long)_settings.KeepAlive.TotalMilliseconds;
@@ -365,10 +377,9 @@ public sealed class LeanEngine : IHttpEngine
                 case ConnectionState.ReadingHead:
                     if (!connection.HasPartialRequest)
                     {
-                        // Stopping closes idle keep-alive connections at once: a client retries a request that
-                        // meets the close of a reused connection. A connection that has not sent its first
-                        // request yet may have it on the way, and its client would not retry: it gets a moment.
-                        bool closeForStop = _stopAccepting && (connection.ServedRequest || idle > FreshConnectionStopGraceMs);
+                        // A connection that has not sent its first request yet may have it on the way, and its
+                        // client would not retry: it gets a longer moment than a kept-alive one.
+                        bool closeForStop = _stopAccepting && idle > (connection.ServedRequest ? StopIdleGraceMs : FreshConnectionStopGraceMs);
                         if (closeForStop || idle > (connection.ServedRequest ? keepAliveMs : headerTimeoutMs))
                         {
                             Close(connection);
@@ -460,9 +471,8 @@ public sealed class LeanEngine : IHttpEngine
         {
             listener.Dispose();
         }
-        // Now, not at the next second's sweep: idle connections close and the drain can end at once.
         long now = Environment.TickCount64;
-        _nextSweep = now + 1000;
+        _nextSweep = now + StoppingSweepMs;
         Sweep(now);
     }
 
