@@ -139,6 +139,12 @@ public sealed class RefusalTests(ServerPool pool) : IClassFixture<ServerPool>
             "GET /r?MARK HTTP/1.1\r\nHost: example.com:abc\r\n\r\n",
         ["host_with_empty_port"] =
             "GET /r?MARK HTTP/1.1\r\nHost: example.com:\r\n\r\n",
+        // RFC 9112 §3.2: an absolute-form target's authority and the Host must agree (the application reads
+        // HTTP_HOST; a proxy in front may have routed by the target).
+        ["absolute_form_with_another_host"] =
+            "GET http://other.example/r?MARK HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        ["absolute_form_with_another_port"] =
+            "GET http://example.com:8080/r?MARK HTTP/1.1\r\nHost: example.com\r\n\r\n",
     };
 
     public static TheoryData<string, string> Cases => Engines.Cross(s_cases.Keys);
@@ -219,6 +225,22 @@ public sealed class RefusalTests(ServerPool pool) : IClassFixture<ServerPool>
         using (connection)
         {
             Assert.True(response is { StatusCode: 200 }, $"Host: {host}: {response?.ToString() ?? "no answer"}");
+        }
+    }
+
+    /// <summary>An absolute-form target whose authority is the Host (the default port written or not) is served, its path as PATH_INFO.</summary>
+    [Theory]
+    [InlineData("osprey", "http://example.com/alive", "example.com"), InlineData("kestrel", "http://example.com/alive", "example.com")]
+    [InlineData("osprey", "http://example.com/alive", "example.com:80"), InlineData("kestrel", "http://example.com/alive", "example.com:80")]
+    [InlineData("osprey", "http://example.com:8080/alive", "example.com:8080"), InlineData("kestrel", "http://example.com:8080/alive", "example.com:8080")]
+    public async Task Absolute_form_agreeing_with_host_is_served(string engine, string target, string host)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App);
+        (RawHttpResponse? response, RawHttpConnection connection) = await ExchangeAsync(
+            server.Port, $"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        using (connection)
+        {
+            Assert.True(response is { StatusCode: 200, BodyText: "ok GET /alive" }, $"{target} with Host: {host}: {response?.ToString() ?? "no answer"}");
         }
     }
 

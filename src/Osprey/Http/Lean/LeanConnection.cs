@@ -543,7 +543,7 @@ internal sealed class LeanConnection : IHttpExchange
         {
             case 4 when Ascii.EqualsIgnoreCase(name, "host"u8):
                 _hostCount++;
-                if (!IsValidHost(value))
+                if (!IsValidHost(value) || !MatchesTargetAuthority(_head.Target, value))
                 {
                     // RFC 9112 §3.2: SERVER_NAME and SERVER_PORT come from it, so it must be a host.
                     _rejectStatus = StatusCodes.Status400BadRequest;
@@ -571,6 +571,38 @@ internal sealed class LeanConnection : IHttpExchange
                 break;
         }
         _head.AddHeader(name, value);
+    }
+
+    /// <summary>
+    /// An absolute-form target's authority (without userinfo) must be the Host, as a client must send it
+    /// (RFC 9112 §3.2). The origin server is to use the target's and ignore Host (§3.2.2), while the application
+    /// reads HTTP_HOST, and a proxy in front may have routed by either: a request on which they differ is
+    /// refused, as Kestrel refuses it. A Host without the scheme's default port matches one with it.
+    /// An authority-form target (CONNECT) must be the Host itself.
+    /// </summary>
+    private static bool MatchesTargetAuthority(ReadOnlySpan<byte> target, ReadOnlySpan<byte> host)
+    {
+        if (target.IsEmpty || target[0] == '/' || target[0] == '*')
+        {
+            return true;
+        }
+        int schemeEnd = target.IndexOf("://"u8);
+        if (schemeEnd < 0)
+        {
+            return host.SequenceEqual(target);
+        }
+        ReadOnlySpan<byte> authority = target[(schemeEnd + 3)..];
+        int end = authority.IndexOfAny((byte)'/', (byte)'?', (byte)'#');
+        authority = end < 0 ? authority : authority[..end];
+        authority = authority[(authority.LastIndexOf((byte)'@') + 1)..];
+        if (Ascii.EqualsIgnoreCase(host, authority))
+        {
+            return true;
+        }
+        ReadOnlySpan<byte> defaultPort = schemeEnd == 5 ? ":443"u8 : ":80"u8;
+        bool authorityHasPort = authority.LastIndexOf((byte)':') > authority.LastIndexOf((byte)']');
+        return !authorityHasPort && host.Length == authority.Length + defaultPort.Length &&
+            Ascii.EqualsIgnoreCase(host[..authority.Length], authority) && host.EndsWith(defaultPort);
     }
 
     /// <summary>
