@@ -1,4 +1,5 @@
 """One route per response behaviour the server must get right (see the integration tests)."""
+import gzip
 import io
 import json
 import os
@@ -19,6 +20,14 @@ if not os.path.isfile(FILE_PATH) or os.path.getsize(FILE_PATH) != len(FILE_CONTE
     with os.fdopen(_fd, 'wb') as _f:
         _f.write(FILE_CONTENT)
     os.replace(_tmp, FILE_PATH)  # atomic: concurrent servers never see a partial file
+
+# FILE_CONTENT gzip-compressed, for wsgi.file_wrapper(gzip.open(...)): whose fileno() is the compressed file's.
+GZIP_PATH = FILE_PATH + '.gz'
+if not os.path.isfile(GZIP_PATH) or gzip.decompress(open(GZIP_PATH, 'rb').read()) != FILE_CONTENT:
+    _fd, _tmp = tempfile.mkstemp(prefix='osprey-filewrapper-', suffix='.tmp')
+    with os.fdopen(_fd, 'wb') as _f:
+        _f.write(gzip.compress(FILE_CONTENT))
+    os.replace(_tmp, GZIP_PATH)
 
 # id -> {"yielded": n, "finished": bool, "closed": bool}, for close() tracking.
 _tracked = {}
@@ -95,6 +104,45 @@ def _caught(environ, start_response, attempt):
         return [('caught:' + type(e).__name__).encode()]
     # No exception: the bad status/headers were accepted and are what the server sends.
     return [b'caught:none']
+
+
+class _BadStrError(Exception):
+    """An exception whose str() itself raises: the log still needs its traceback."""
+
+    def __str__(self):
+        raise RuntimeError('str() of _BadStrError failed')
+
+
+class _IterRaises:
+    """A response object whose __iter__ raises: the log needs that traceback, not 'not an iterable'."""
+
+    def __iter__(self):
+        raise KeyError('iter_raises marker')
+
+
+class _FileProxy:
+    """What Django's File (FileProxyMixin) passes on: read, fileno and tell are the real file's own methods."""
+
+    def __init__(self, file):
+        self.file = file
+
+    read = property(lambda self: self.file.read)
+    fileno = property(lambda self: self.file.fileno)
+    tell = property(lambda self: self.file.tell)
+    close = property(lambda self: self.file.close)
+
+
+class _InvertingReader(io.BufferedReader):
+    """A real file whose read() gives other bytes than the file holds (each byte inverted)."""
+
+    _TABLE = bytes(255 - b for b in range(256))
+
+    def read(self, size=-1):
+        return super().read(size).translate(self._TABLE)
+
+
+class _PlainFileIO(io.FileIO):
+    """A FileIO subclass that keeps FileIO's read(): still a plain file."""
 
 
 class _ListBacked:
@@ -315,6 +363,14 @@ def app(environ, start_response):
         return 42
     if path == '/raise':
         raise RuntimeError('raise marker: before start_response')
+    if path == '/raise_surrogate':
+        # A message with a lone surrogate (a file name that was not UTF-8): not valid UTF-8 as it stands.
+        raise ValueError('bad name \udcff here')
+    if path == '/raise_badstr':
+        raise _BadStrError('raise_badstr marker')
+    if path == '/iter_raises':
+        start_response('200 OK', list(TEXT))
+        return _IterRaises()
     if path == '/raise_after_headers':
         def broken():
             yield b'partial;'
@@ -350,6 +406,23 @@ def app(environ, start_response):
         return environ['wsgi.file_wrapper'](f, 8192)
     if path == '/filewrapper_nocl':
         f = open(FILE_PATH, 'rb')
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return environ['wsgi.file_wrapper'](f, 8192)
+    if path == '/filewrapper_kind':
+        # ?kind: gzip (read() decompresses), proxy (Django's File around open()), inverted (a read() override),
+        # fileio (a FileIO subclass), offset (an open() file already read 1000 bytes into).
+        kind = q['kind']
+        if kind == 'gzip':
+            f = gzip.open(GZIP_PATH, 'rb')
+        elif kind == 'proxy':
+            f = _FileProxy(open(FILE_PATH, 'rb'))
+        elif kind == 'inverted':
+            f = _InvertingReader(io.FileIO(FILE_PATH, 'rb'))
+        elif kind == 'fileio':
+            f = _PlainFileIO(FILE_PATH, 'rb')
+        else:
+            f = open(FILE_PATH, 'rb')
+            f.read(1000)
         start_response('200 OK', [('Content-Type', 'application/octet-stream')])
         return environ['wsgi.file_wrapper'](f, 8192)
     if path == '/filewrapper_bytesio':

@@ -1,11 +1,11 @@
-"""Writes past sys.stdout and sys.stderr, and serves a file whose fileno() and read() disagree
-(the --capture-output, --enable-stdio-inheritance and --no-sendfile tests)."""
+"""Writes past sys.stdout and sys.stderr, and serves a plain file and a file-like object whose fileno()
+and read() disagree (the --capture-output, --enable-stdio-inheritance and --no-sendfile tests)."""
 import os
 import subprocess
 
 
 class DisagreeingFile:
-    """fileno() is this module's file; read() gives other bytes: the response tells which was used."""
+    """fileno() is this module's file; read() gives other bytes: PEP 3333 wants what read() gives."""
 
     def __init__(self):
         self._file = open(__file__, "rb")
@@ -37,5 +37,9 @@ def app(environ, start_response):
     if path == "/file":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return environ["wsgi.file_wrapper"](DisagreeingFile())
+    if path == "/plainfile":
+        # No Content-Length: sent from the descriptor it gets the file's; iterated, it goes out chunked.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](open(__file__, "rb"))
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found\n"]

@@ -129,6 +129,8 @@ internal static unsafe partial class CPython
     [LibraryImport(Lib)] public static partial nint PyUnicode_AsEncodedString(nint o, byte* encoding, byte* errors);
     [LibraryImport(Lib)] public static partial nint PyBytes_FromStringAndSize(byte* s, nint size);
     [LibraryImport(Lib)] public static partial int PyBytes_AsStringAndSize(nint o, byte** buffer, nint* length);
+    [LibraryImport(Lib)] public static partial nint PyMemoryView_FromObject(nint o);
+    [LibraryImport(Lib)] public static partial nint PyObject_Bytes(nint o);
 
     // --- containers and numbers ----------------------------------------------------------------
     [LibraryImport(Lib)] public static partial nint PyDict_New();

@@ -54,7 +54,7 @@ public sealed record NativeTypeDefinition(string Name, string Doc)
 /// </summary>
 public sealed unsafe class NativeType
 {
-    private const int MaxMethods = 8;
+    private const int MaxMethods = 10;
     private static readonly int s_payloadOffset = sizeof(CPython.PyObjectHead);
     private static readonly Dictionary<nint, Func<PyBorrowed, PyBorrowed, NativeObject>> s_constructors = [];
 
@@ -305,6 +305,8 @@ public sealed unsafe class NativeType
         5 => (nint)(delegate* unmanaged<nint, nint, nint>)&Method5,
         6 => (nint)(delegate* unmanaged<nint, nint, nint>)&Method6,
         7 => (nint)(delegate* unmanaged<nint, nint, nint>)&Method7,
+        8 => (nint)(delegate* unmanaged<nint, nint, nint>)&Method8,
+        9 => (nint)(delegate* unmanaged<nint, nint, nint>)&Method9,
         _ => throw new ArgumentOutOfRangeException(nameof(index)),
     };
 
@@ -316,4 +318,6 @@ public sealed unsafe class NativeType
     [UnmanagedCallersOnly] private static nint Method5(nint self, nint args) => InvokeMethod(5, self, args);
     [UnmanagedCallersOnly] private static nint Method6(nint self, nint args) => InvokeMethod(6, self, args);
     [UnmanagedCallersOnly] private static nint Method7(nint self, nint args) => InvokeMethod(7, self, args);
+    [UnmanagedCallersOnly] private static nint Method8(nint self, nint args) => InvokeMethod(8, self, args);
+    [UnmanagedCallersOnly] private static nint Method9(nint self, nint args) => InvokeMethod(9, self, args);
 }

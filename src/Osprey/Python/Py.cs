@@ -24,6 +24,9 @@ public static unsafe class Py
     public static nint ListType { get; private set; }
     public static nint TupleType { get; private set; }
 
+    /// <summary>The type of methods implemented in C (builtin_function_or_method; PyCMethod_Type derives from it).</summary>
+    public static PyBorrowed CFunctionType { get; private set; }
+
     /// <summary>The types of iter(list) and iter(tuple), whose next() runs no Python code.</summary>
     public static nint ListIteratorType { get; private set; }
     public static nint TupleIteratorType { get; private set; }
@@ -45,6 +48,7 @@ public static unsafe class Py
         BaseException = ExceptionType("PyExc_BaseException");
         ListType = PythonLibrary.Export("PyList_Type");
         TupleType = PythonLibrary.Export("PyTuple_Type");
+        CFunctionType = new PyBorrowed(PythonLibrary.Export("PyCFunction_Type"));
         ListIteratorType = PythonLibrary.Export("PyListIter_Type");
         TupleIteratorType = PythonLibrary.Export("PyTupleIter_Type");
     }
@@ -115,6 +119,16 @@ public static unsafe class Py
         {
             return PyRef.Check(CPython.PyBytes_FromStringAndSize(p, bytes.Length));
         }
+    }
+
+    /// <summary>
+    /// A copy as bytes of any object with the buffer protocol (bytearray, memoryview, array...), as a binary
+    /// stream's write() takes them; TypeError for anything else (bytes(5) would be five zero bytes).
+    /// </summary>
+    public static PyRef BytesFromBuffer(PyBorrowed bytesLike)
+    {
+        using PyRef view = PyRef.Check(CPython.PyMemoryView_FromObject(bytesLike.Handle));
+        return PyRef.Check(CPython.PyObject_Bytes(view.Handle));
     }
 
     /// <summary>A new bytes object of <paramref name="length"/> bytes for the caller to fill before anyone else sees it.</summary>
@@ -261,7 +275,8 @@ public static unsafe class Py
         nint count = CPython.PyList_Size(lines.Handle);
         for (nint i = 0; i < count; i++)
         {
-            text.Append(new PyBorrowed(CPython.PyList_GetItem(lines.Handle, i)).AsString());
+            // A message or a source line may hold lone surrogates (a file name that was not UTF-8).
+            text.Append(new PyBorrowed(CPython.PyList_GetItem(lines.Handle, i)).AsStringForLog());
         }
         return text.ToString().TrimEnd('\n');
     }

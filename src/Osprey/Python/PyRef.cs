@@ -79,6 +79,16 @@ public readonly struct PyBorrowed(nint handle)
         return holder.Borrow().AsBytesSpan();
     }
 
+    /// <summary>A str as .NET text for a log or a message: lone surrogates come out as backslash escapes instead of failing.</summary>
+    public string AsStringForLog()
+    {
+        ReadOnlySpan<byte> utf8 = AsUtf8ForLog(out PyRef holder);
+        using (holder)
+        {
+            return Encoding.UTF8.GetString(utf8);
+        }
+    }
+
     /// <summary>The bytes object's own buffer, valid while the object lives and the GIL is held.</summary>
     public unsafe ReadOnlySpan<byte> AsBytesSpan()
     {
@@ -116,6 +126,8 @@ public readonly struct PyBorrowed(nint handle)
 
     public PyRef Call(PyBorrowed args) => PyRef.Check(CPython.PyObject_Call(Handle, args.Handle, 0));
 
+    public PyRef Call(PyBorrowed args, PyBorrowed kwargs) => PyRef.Check(CPython.PyObject_Call(Handle, args.Handle, kwargs.Handle));
+
     public PyRef CallNoArgs() => PyRef.Check(CPython.PyObject_CallObject(Handle, 0));
 
     public PyRef CopyDict() => PyRef.Check(CPython.PyDict_Copy(Handle));
@@ -142,6 +154,17 @@ public readonly struct PyBorrowed(nint handle)
             throw PythonException.Fetch();
         }
         return item;
+    }
+
+    /// <summary>isinstance(o, type); false, with the error cleared, when the check itself raises (a broken __instancecheck__).</summary>
+    public bool IsInstance(PyBorrowed type)
+    {
+        int result = CPython.PyObject_IsInstance(Handle, type.Handle);
+        if (result < 0)
+        {
+            CPython.PyErr_Clear();
+        }
+        return result == 1;
     }
 
     public bool IsTrue()

@@ -26,6 +26,9 @@ public sealed class PythonException : Exception
     /// <summary>"Traceback (most recent call last): ..." ending with the exception line, as traceback.format_exception gives it.</summary>
     public string Traceback { get; }
 
+    /// <summary>Whether the exception passed through Python code (a frame added a traceback), rather than being raised by the C API call itself.</summary>
+    public bool HasTraceback => !_traceback.IsNull;
+
     /// <summary>Turns the pending Python error into an exception. Needs the GIL.</summary>
     public static unsafe PythonException Fetch()
     {
@@ -43,24 +46,47 @@ public sealed class PythonException : Exception
         var typeRef = PyRef.Steal(type);
         var valueRef = PyRef.Steal(value);
         var tbRef = PyRef.Steal(tb);
-        string typeName = "Exception", message = "", traceback = "";
+        // Each part on its own: a message that cannot be converted (a __str__ that raises, say) must not cost
+        // the log its traceback, which traceback.format_exception writes whatever str() does.
+        string typeName = Describe(typeRef.Borrow(), static type =>
+        {
+            using PyRef name = type.GetAttr("__name__");
+            return name.Borrow().AsStringForLog();
+        }) ?? "Exception";
+        string message = valueRef.IsNull ? "" : Describe(valueRef.Borrow(), static value =>
+        {
+            using PyRef text = PyRef.Check(CPython.PyObject_Str(value.Handle));
+            return text.Borrow().AsStringForLog();
+        }) ?? "<exception str() failed>";
+        string traceback = "";
         try
         {
-            using PyRef name = typeRef.Borrow().GetAttr("__name__");
-            typeName = name.Borrow().AsString();
-            if (!valueRef.IsNull)
-            {
-                using PyRef text = PyRef.Check(CPython.PyObject_Str(valueRef.Handle));
-                message = text.Borrow().AsString();
-            }
             traceback = Py.FormatException(typeRef.Borrow(), valueRef.Borrow(), tbRef.Borrow());
         }
-        catch (PythonException)
+        catch (PythonException e)
         {
-            // Formatting failed (a broken __str__, say): the type name alone still tells the story.
-            CPython.PyErr_Clear();
+            e.ReleaseObjects();
+        }
+        if (traceback.Length == 0)
+        {
+            // Formatting itself failed (or the traceback module is not bound yet): the exception line alone.
+            traceback = message.Length > 0 ? $"{typeName}: {message}" : typeName;
         }
         return new PythonException(typeName, message, traceback, typeRef, valueRef, tbRef);
+    }
+
+    /// <summary>What <paramref name="describe"/> makes of <paramref name="o"/>, or null if that raised in Python (the error is cleared).</summary>
+    private static string? Describe(PyBorrowed o, Func<PyBorrowed, string> describe)
+    {
+        try
+        {
+            return describe(o);
+        }
+        catch (PythonException e)
+        {
+            e.ReleaseObjects();
+            return null;
+        }
     }
 
     /// <summary>Hands the exception back to Python as the pending error (for returning NULL from a callback).</summary>

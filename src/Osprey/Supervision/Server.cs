@@ -130,6 +130,7 @@ public static class Server
         engine.DisposeAsync().AsTask().GetAwaiter().GetResult();
         long served = workers.RequestCount;
         application.RunWorkerExitHook();
+        WsgiApplication.FlushStandardStreams();
         Log.Info($"Worker exiting (pid: {Environment.ProcessId}): served {served} requests");
         WorkerLifecycle.ReportExiting(served);
         return 0;

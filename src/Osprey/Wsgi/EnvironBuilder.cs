@@ -8,7 +8,7 @@ namespace Osprey.Wsgi;
 
 /// <summary>
 /// Builds each request's environ from a copy of a template holding everything constant
-/// (wsgi.version, wsgi.errors, SCRIPT_NAME...), with keys interned once for the process.
+/// (wsgi.version, wsgi.errors, SCRIPT_NAME, SERVER_SOFTWARE...), with keys interned once for the process.
 /// Needs the GIL for everything, which is also what makes its caches safe to share.
 /// </summary>
 internal sealed class EnvironBuilder
@@ -85,6 +85,11 @@ internal sealed class EnvironBuilder
             Set(t, "SCRIPT_NAME", script.Borrow());
         }
         Set(t, "QUERY_STRING", _emptyString.Borrow());
+        // RFC 3875 §4.1.17 (gunicorn, uWSGI and waitress all set it); a template entry costs no request anything.
+        using (PyRef software = Py.Str("osprey/" + OspreyVersion.Release))
+        {
+            Set(t, "SERVER_SOFTWARE", software.Borrow());
+        }
 
         static void Set(PyBorrowed dict, string key, PyBorrowed value)
         {

@@ -172,10 +172,11 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
     internal EnvironBuilder Environ { get; }
     internal AccessLogFormat AccessLogFormat { get; }
     internal bool Sendfile { get; }
+    internal PlainFiles PlainFiles { get; }
     internal PyBorrowed Callable => _callable.Borrow();
 
     private WsgiApplication(PyRef callable, PyRef workerExit, PyRef workerInt, PyRef workerAbort, PyRef requestBegin, PyRef requestEnd,
-        WsgiTypes types, EnvironBuilder environ, AccessLogFormat accessLogFormat, bool sendfile)
+        WsgiTypes types, EnvironBuilder environ, AccessLogFormat accessLogFormat, bool sendfile, PlainFiles plainFiles)
     {
         _callable = callable;
         _workerExit = workerExit;
@@ -187,6 +188,7 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         Environ = environ;
         AccessLogFormat = accessLogFormat;
         Sendfile = sendfile;
+        PlainFiles = plainFiles;
     }
 
     /// <summary>
@@ -197,13 +199,16 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
     {
         using Gil.Acquired gil = Gil.Acquire();
         var types = new WsgiTypes();
-        using PyRef stdout = types.Errors.Instantiate(new ErrorStreamObject(1));
-        using PyRef errors = types.Errors.Instantiate(new ErrorStreamObject(2));
+        using PyRef errors = types.Errors.Instantiate(new ErrorStreamObject(2, "<wsgi.errors>"));
+        using (PyRef stdoutBuffer = types.Errors.Instantiate(new ErrorStreamObject(1, "<stdout>")))
+        using (PyRef stderrBuffer = types.Errors.Instantiate(new ErrorStreamObject(2, "<stderr>")))
+        using (PyRef stdout = TextStream(stdoutBuffer.Borrow()))
+        using (PyRef stderr = TextStream(stderrBuffer.Borrow()))
         using (PyRef sys = Py.Import("sys"))
         {
             // print() and sys.stderr go to the error log, as wsgi.errors does.
             Py.SetAttr(sys.Borrow(), "stdout", stdout.Borrow());
-            Py.SetAttr(sys.Borrow(), "stderr", errors.Borrow());
+            Py.SetAttr(sys.Borrow(), "stderr", stderr.Borrow());
         }
 
         PyRef callable;
@@ -253,7 +258,66 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         var environ = new EnvironBuilder(spec.RootPath, errors.Borrow(), types.FileWrapper.Type, spec.Multithread, spec.Multiprocess,
             spec.ForwardedAllowIps);
         return new WsgiApplication(callable, workerExit, workerInt, workerAbort, requestBegin, requestEnd, types, environ,
-            spec.AccessLogFormat, spec.Sendfile);
+            spec.AccessLogFormat, spec.Sendfile, new PlainFiles());
+    }
+
+    /// <summary>
+    /// sys.stdout or sys.stderr: a real io.TextIOWrapper, as gunicorn's workers have, so that applications may
+    /// reconfigure() it, write bytes to its buffer or read its name. write_through hands every write to the
+    /// error log at once, as before (no request ends with its output still buffered); the encoder runs in C
+    /// with the GIL held, so a line print() writes is not split by another thread's. backslashreplace keeps
+    /// a lone surrogate (a file name that was not UTF-8) from raising in the application.
+    /// </summary>
+    private static PyRef TextStream(PyBorrowed buffer)
+    {
+        using PyRef io = Py.Import("io");
+        using PyRef wrapper = io.Borrow().GetAttr("TextIOWrapper");
+        using PyRef args = Py.Tuple(buffer);
+        using PyRef kwargs = Py.Dict();
+        using (PyRef encoding = Py.Str("utf-8"))
+        using (PyRef errors = Py.Str("backslashreplace"))
+        {
+            SetKeyword(kwargs.Borrow(), "encoding", encoding.Borrow());
+            SetKeyword(kwargs.Borrow(), "errors", errors.Borrow());
+        }
+        // Line-buffered as Python's own stderr is (3.9 on) and stdout on a terminal: only a flush() call per line more.
+        SetKeyword(kwargs.Borrow(), "line_buffering", Py.True);
+        SetKeyword(kwargs.Borrow(), "write_through", Py.True);
+        return wrapper.Borrow().Call(args.Borrow(), kwargs.Borrow());
+
+        static void SetKeyword(PyBorrowed kwargs, string name, PyBorrowed value)
+        {
+            using PyRef key = Py.Str(name);
+            Py.SetItem(kwargs, key.Borrow(), value);
+        }
+    }
+
+    /// <summary>
+    /// Flushes sys.stdout and sys.stderr (whatever the application made of them) before the worker exits, as
+    /// the interpreter's own shutdown would: text an application chose to buffer (write_through turned off)
+    /// still reaches the log.
+    /// </summary>
+    public static void FlushStandardStreams()
+    {
+        using Gil.Acquired gil = Gil.Acquire();
+        using PyRef sys = Py.Import("sys");
+        foreach (string name in (ReadOnlySpan<string>)["stdout", "stderr"])
+        {
+            try
+            {
+                using PyRef stream = sys.Borrow().GetAttr(name);
+                if (!stream.Borrow().IsNone)
+                {
+                    using PyRef flush = stream.Borrow().GetAttr("flush");
+                    using PyRef ignored = flush.Borrow().CallNoArgs();
+                }
+            }
+            catch (PythonException e)
+            {
+                // A closed or replaced stream: nothing more can reach the log through it.
+                e.ReleaseObjects();
+            }
+        }
     }
 
     private static PyRef OptionalItem(PyBorrowed tuple, int index)

@@ -22,10 +22,12 @@ internal sealed class WsgiTypes
             Iterator = true,
             Methods = [new("read", "read(size=-1)"), new("readline", "readline(size=-1)"), new("readlines", "readlines(hint=-1)"), new("close")],
         });
-        Errors = NativeType.Create(new("osprey.ErrorStream", "wsgi.errors: text written here goes to Osprey's error log")
+        Errors = NativeType.Create(new("osprey.ErrorStream",
+            "wsgi.errors, and the binary buffer under sys.stdout and sys.stderr: text or bytes written here go to Osprey's error log")
         {
-            Methods = [new("write"), new("writelines"), new("flush"), new("isatty"), new("fileno"), new("writable"), new("readable")],
-            Attributes = ["encoding", "errors", "closed"],
+            Methods = [new("write"), new("writelines"), new("flush"), new("isatty"), new("fileno"), new("writable"), new("readable"),
+                new("seekable"), new("close")],
+            Attributes = ["encoding", "errors", "closed", "name"],
         });
         FileWrapper = NativeType.Create(new("osprey.FileWrapper", "wsgi.file_wrapper(filelike, block_size=8192)")
         {
@@ -66,26 +68,21 @@ internal static class Args
     }
 }
 
-/// <summary>wsgi.errors, and sys.stdout / sys.stderr: text goes to the error log as written.</summary>
-internal sealed class ErrorStreamObject(int fileDescriptor) : NativeObject
+/// <summary>
+/// wsgi.errors, and the binary stream under sys.stdout and sys.stderr (their <c>buffer</c>, wrapped in an
+/// io.TextIOWrapper by <see cref="WsgiApplication"/>): what is written goes to the error log at once, as
+/// written, str as UTF-8 and bytes-like objects as they are. It never closes: the error log outlives an
+/// application that closes sys.stdout (a <c>with sys.stdout:</c> block), and logging handlers keep
+/// references to sys.stderr.
+/// </summary>
+internal sealed class ErrorStreamObject(int fileDescriptor, string name) : NativeObject
 {
     public override PyRef InvokeMethod(int index, PyBorrowed args)
     {
         switch (index)
         {
             case 0:
-                PyBorrowed text = Args.Required(args, 0, "write");
-                if (text.IsBytes)
-                {
-                    Log.Raw(text.AsBytesSpan());
-                    return Py.Int(text.Length);
-                }
-                if (!text.IsStr)
-                {
-                    throw new PythonErrorException(Py.TypeError, $"write() argument must be str, not {text.TypeName()}");
-                }
-                WriteText(text);
-                return Py.Int(text.Length);
+                return Py.Int(Write(Args.Required(args, 0, "write")));
             case 1:
                 using (PyRef iterator = Args.Required(args, 0, "writelines").GetIter())
                 {
@@ -96,34 +93,56 @@ internal sealed class ErrorStreamObject(int fileDescriptor) : NativeObject
                         {
                             break;
                         }
-                        if (!line.Borrow().IsStr)
-                        {
-                            throw new PythonErrorException(Py.TypeError, "writelines() argument must be a sequence of strings");
-                        }
-                        WriteText(line.Borrow());
+                        Write(line.Borrow());
                     }
                 }
                 return Py.None.NewRef();
-            case 2:
-                return Py.None.NewRef();
-            case 3:
-                return Py.Bool(false);
             case 4:
                 return Py.Int(fileDescriptor);
             case 5:
                 return Py.Bool(true);
-            default:
+            case 3 or 6 or 7:
+                // isatty(), readable(), seekable()
                 return Py.Bool(false);
+            default:
+                // flush() and close(): every write is already in the log.
+                return Py.None.NewRef();
         }
     }
 
-    /// <summary>As the errors attribute says: text that is not valid UTF-8 is logged with backslash escapes, never refused.</summary>
-    private static void WriteText(PyBorrowed text)
+    /// <summary>Logs str or bytes-like <paramref name="data"/>; returns what write() returns: characters of a str, bytes otherwise.</summary>
+    private static nint Write(PyBorrowed data)
     {
-        ReadOnlySpan<byte> utf8 = text.AsUtf8ForLog(out PyRef holder);
-        using (holder)
+        if (data.IsBytes)
         {
-            Log.Raw(utf8);
+            Log.Raw(data.AsBytesSpan());
+            return data.Length;
+        }
+        if (data.IsStr)
+        {
+            // As the errors attribute says: text that is not valid UTF-8 is logged with backslash escapes, never refused.
+            ReadOnlySpan<byte> utf8 = data.AsUtf8ForLog(out PyRef holder);
+            using (holder)
+            {
+                Log.Raw(utf8);
+            }
+            return data.Length;
+        }
+        // bytearray, memoryview and the like, which a binary stream's write() takes as it takes bytes.
+        PyRef bytes;
+        try
+        {
+            bytes = Py.BytesFromBuffer(data);
+        }
+        catch (PythonException e)
+        {
+            e.ReleaseObjects();
+            throw new PythonErrorException(Py.TypeError, $"write() argument must be str or a bytes-like object, not {data.TypeName()}");
+        }
+        using (bytes)
+        {
+            Log.Raw(bytes.Borrow().AsBytesSpan());
+            return bytes.Borrow().Length;
         }
     }
 
@@ -131,6 +150,7 @@ internal sealed class ErrorStreamObject(int fileDescriptor) : NativeObject
     {
         0 => Py.Str("utf-8"),
         1 => Py.Str("backslashreplace"),
+        3 => Py.Str(name),
         _ => Py.Bool(false),
     };
 }

@@ -415,8 +415,10 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
             {
                 iterator = result.GetIter();
             }
-            catch (PythonException e)
+            catch (PythonException e) when (e.TypeName == "TypeError" && !e.HasTraceback)
             {
+                // iter() itself refused the object (no Python frame ran): a wrong return value, one clear line.
+                // An __iter__ of the application's that raised has a traceback, and is logged with it.
                 e.ReleaseObjects();
                 throw new ResponseException($"the application returned {result.TypeName()}, which is not an iterable of bytes");
             }
@@ -545,7 +547,13 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
 
     private bool TrySendFile(FileWrapperObject wrapper)
     {
-        using PyRef fileno = wrapper.FileLike.GetAttrOrNull("fileno\0"u8);
+        // Only a file whose read() gives the descriptor's bytes (see PlainFiles); the rest is iterated.
+        using PyRef file = application.PlainFiles.FileBehind(wrapper.FileLike);
+        if (file.IsNull)
+        {
+            return false;
+        }
+        using PyRef fileno = file.Borrow().GetAttrOrNull("fileno\0"u8);
         if (fileno.IsNull)
         {
             return false;
@@ -556,7 +564,7 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         {
             using PyRef number = fileno.Borrow().CallNoArgs();
             fd = number.Borrow().AsLong();
-            using PyRef tell = wrapper.FileLike.GetAttrOrNull("tell\0"u8);
+            using PyRef tell = file.Borrow().GetAttrOrNull("tell\0"u8);
             if (!tell.IsNull)
             {
                 using PyRef position = tell.Borrow().CallNoArgs();
@@ -565,7 +573,7 @@ internal sealed class WsgiWorker(WsgiApplication application, RequestSlot? slot)
         }
         catch (PythonException e)
         {
-            // io.BytesIO and friends raise here: they are sent by iteration instead.
+            // A closed file raises here: it is iterated instead, and its read() raises the error the application should see.
             e.ReleaseObjects();
             return false;
         }

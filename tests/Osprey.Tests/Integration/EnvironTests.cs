@@ -1,3 +1,4 @@
+using System.Reflection;
 using System.Text.Json;
 using Osprey.Tests.Infrastructure;
 using static Osprey.Tests.Integration.TestSupport;
@@ -30,6 +31,21 @@ public sealed class EnvironTests(ServerPool pool) : IClassFixture<ServerPool>
         Assert.Equal(server.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), Str(env, "SERVER_PORT"));
         Assert.Equal("HTTP/1.1", Str(env, "SERVER_PROTOCOL"));
         Assert.Equal($"127.0.0.1:{server.Port}", Str(env, "HTTP_HOST"));
+    }
+
+    /// <summary>RFC 3875 §4.1.17 requires SERVER_SOFTWARE: "osprey/VERSION", the release `osprey --version` names (no "+commit").</summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Server_software_names_osprey_and_its_version(string engine)
+    {
+        string version = typeof(Osprey.Wsgi.WsgiApplication).Assembly
+            .GetCustomAttribute<AssemblyInformationalVersionAttribute>()!.InformationalVersion.Split('+')[0];
+        var (_, env) = await RequestAsync(engine, target: "/software");
+        Assert.Equal($"osprey/{version}", Str(env, "SERVER_SOFTWARE"));
+        Assert.Matches(@"^osprey/\d+\.\d+\.\d+[^+]*$", Str(env, "SERVER_SOFTWARE"));
+
+        // Still there, and the same, on the next request (it comes from the environ's template).
+        var (_, again) = await RequestAsync(engine, target: "/software/again");
+        Assert.Equal($"osprey/{version}", Str(again, "SERVER_SOFTWARE"));
     }
 
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]

@@ -49,6 +49,38 @@ public sealed class ErrorHandlingTests(ServerPool pool) : IClassFixture<ServerPo
         await AssertStillServesAsync(server);
     }
 
+    /// <summary>
+    /// The traceback is logged even when the exception's str() cannot be turned into log text: a lone surrogate in
+    /// the message (escaped in the log), or a __str__ that raises. The client gets the 500 either way.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(TracebackCases))]
+    public async Task Traceback_is_logged_when_the_exception_message_cannot_be_converted(string engine, string target)
+    {
+        var server = await ServerAsync(engine);
+        var mark = server.ErrorLogPosition;
+        var response = await RawHttp.GetAsync(server, target);
+        Assert.Equal(500, response.StatusCode);
+
+        var (exceptionLine, raisingLine) = target switch
+        {
+            "/raise_surrogate" => (@"ValueError: bad name \udcff here", @"raise ValueError('bad name \udcff here')"),
+            "/raise_badstr" => ("_BadStrError", "raise _BadStrError('raise_badstr marker')"),
+            _ => ("KeyError: 'iter_raises marker'", "raise KeyError('iter_raises marker')"),
+        };
+        var log = await server.WaitForLogAsync(exceptionLine, LogTimeout, mark);
+        await server.WaitForLogAsync(raisingLine, LogTimeout, mark);
+        log = server.ErrorLogSince(mark);
+        Assert.Contains($"Error handling request GET {target}", log, StringComparison.Ordinal);
+        Assert.Contains("Traceback (most recent call last):", log, StringComparison.Ordinal);
+        Assert.Contains("response_app.py", log, StringComparison.Ordinal);
+        Assert.DoesNotContain("not an iterable", log, StringComparison.Ordinal);
+        AssertNoDotNetStackTrace(log);
+        await AssertStillServesAsync(server);
+    }
+
+    public static TheoryData<string, string> TracebackCases => Engines.Cross(["/raise_surrogate", "/raise_badstr", "/iter_raises"]);
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task List_of_str_gives_500_and_one_log_line(string engine) => await AssertBadReturnValueAsync(engine, "/str_body");
 

@@ -102,6 +102,58 @@ public sealed class FileWrapperTests(ServerPool pool) : IClassFixture<ServerPool
         await AssertStillServesAsync(server);
     }
 
+    /// <summary>
+    /// PEP 3333: a file wrapper sends what iter(filelike.read, b'') would. gzip.open's GzipFile has the compressed
+    /// file's fileno(), so it must be read through read() (the decompressed bytes), as must a file whose read() is
+    /// overridden; wrappers whose read() is a plain file's own are sent from that file.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(KindCases))]
+    public async Task A_file_wrapper_sends_what_read_returns(string engine, string kind)
+    {
+        var server = await ServerAsync(engine);
+        var response = await RawHttp.GetAsync(server, $"/filewrapper_kind?kind={kind}");
+
+        Assert.True(response.StatusCode == 200 && response.Complete, response.ToString());
+        byte[] expected = kind switch
+        {
+            "inverted" => [.. FileContent.Select(b => (byte)~b)],
+            "offset" => FileContent[1000..],
+            _ => FileContent,
+        };
+        Assert.True(expected.AsSpan().SequenceEqual(response.Body),
+            $"{kind}: {response.Body.Length} bytes starting {Convert.ToHexString(response.Body.AsSpan(0, Math.Min(8, response.Body.Length)))}");
+        await AssertStillServesAsync(server);
+    }
+
+    public static TheoryData<string, string> KindCases => Engines.Cross(["gzip", "inverted", "proxy", "fileio", "offset"]);
+
+    /// <summary>
+    /// Only plain files (open(), io.FileIO and subclasses that keep their read(), Django's File proxying one) go
+    /// out with sendfile, which the lean engine's debug log names; gzip.open and a read() override are read through.
+    /// </summary>
+    [Fact]
+    public async Task Lean_engine_uses_sendfile_only_for_plain_files()
+    {
+        var server = await pool.GetAsync("osprey", "response_app:app", "--log-level", "debug");
+        foreach (string kind in new[] { "proxy", "fileio", "offset", "gzip", "inverted" })
+        {
+            int position = server.ErrorLogPosition;
+            var response = await RawHttp.GetAsync(server, $"/filewrapper_kind?kind={kind}");
+            Assert.True(response.StatusCode == 200 && response.Complete, response.ToString());
+            await RawHttp.GetAsync(server, "/list1");
+            // The access log is off: the last debug line of a request is its own, so by now any sendfile line is there.
+            await Task.Delay(100);
+            string log = server.ErrorLogSince(position);
+            bool plain = kind is "proxy" or "fileio" or "offset";
+            Assert.True(plain == log.Contains("sendfile: ", StringComparison.Ordinal), $"{kind}:\n{log}");
+            if (plain)
+            {
+                Assert.Contains($"sendfile: {FileContent.Length - (kind == "offset" ? 1000 : 0)} bytes", log, StringComparison.Ordinal);
+            }
+        }
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Real_file_without_content_length_is_sent_exactly(string engine)
     {

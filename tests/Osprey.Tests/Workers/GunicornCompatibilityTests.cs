@@ -46,7 +46,7 @@ public sealed class GunicornCompatibilityTests : IDisposable
             {
                 try
                 {
-                    return (await GetAsync(first.Port, "/file")).StartsWith("\"\"\"Writes past", StringComparison.Ordinal);
+                    return (await GetAsync(first.Port, "/plainfile")).StartsWith("\"\"\"Writes past", StringComparison.Ordinal);
                 }
                 catch (HttpRequestException)
                 {
@@ -147,14 +147,23 @@ public sealed class GunicornCompatibilityTests : IDisposable
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task No_sendfile_sends_a_file_wrapper_through_its_read_method(string engine)
     {
-        string source = File.ReadAllText(Path.Combine(RepoPaths.Apps, "stdio_app.py"));
+        byte[] source = File.ReadAllBytes(Path.Combine(RepoPaths.Apps, "stdio_app.py"));
         await using (var server = await OspreyServer.StartAsync(engine, "stdio_app:app"))
         {
-            // By default the file behind fileno() is sent, whatever read() would say.
-            Assert.Equal(source, await GetAsync(server.Port, "/file"));
+            // A plain file is sent from its descriptor, which gives the response the file's Content-Length.
+            var response = await RawHttp.GetAsync(server, "/plainfile");
+            Assert.Equal(source, response.Body);
+            Assert.Equal(BodyFraming.ContentLength, response.Framing);
+            Assert.Equal(source.Length.ToString(CultureInfo.InvariantCulture), response.Header("Content-Length"));
+            // An object whose fileno() and read() disagree is read through read() (PEP 3333), sendfile or not.
+            Assert.Equal("read through the file object\n", await GetAsync(server.Port, "/file"));
         }
         await using (var server = await OspreyServer.StartAsync(engine, "stdio_app:app", "--no-sendfile"))
         {
+            // Iterated like any response without a length: chunked.
+            var response = await RawHttp.GetAsync(server, "/plainfile");
+            Assert.Equal(source, response.Body);
+            Assert.Equal(BodyFraming.Chunked, response.Framing);
             Assert.Equal("read through the file object\n", await GetAsync(server.Port, "/file"));
         }
     }
