@@ -6,7 +6,17 @@ namespace Osprey;
 
 internal static class Program
 {
-    public static int Main(string[] args) => Run(args);
+    public static int Main(string[] args)
+    {
+        // First, before the console is used. Not in a copy the master started (a worker, --check-config's inside
+        // the interpreter): its streams are the master's, open, and this process may be the interpreter, not osprey.
+        if (Environment.GetEnvironmentVariable(WorkerContext.EnvironmentVariable) is null
+            && Environment.GetEnvironmentVariable(InterpreterHost.CheckVariable) is null)
+        {
+            Posix.ReplaceClosedStandardStreams(args);
+        }
+        return Run(args);
+    }
 
     /// <summary>
     /// The entry point of the Native AOT shared library (<c>osprey.so</c>), which a worker calls from
@@ -99,7 +109,8 @@ internal static class Program
                 {
                     Console.Error.WriteLine("usage: osprey [OPTIONS] [APP_MODULE]");
                 }
-                Console.Error.WriteLine($"osprey: error: {error.Message}");
+                // 0 is a configuration file that ended the command successfully (sys.exit(0)): no error.
+                Console.Error.WriteLine(error.ExitCode == 0 ? $"osprey: {error.Message}" : $"osprey: error: {error.Message}");
                 return error.ExitCode;
             default:
                 return 2;

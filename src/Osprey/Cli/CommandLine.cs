@@ -16,7 +16,10 @@ public abstract record ParseOutcome
     public sealed record Run(OspreyOptions Options) : ParseOutcome;
     public sealed record ShowHelp(string Text) : ParseOutcome;
     public sealed record ShowVersion(string Text) : ParseOutcome;
-    /// <summary>One line, meant to follow "osprey: " on stderr; 2 for the command line (argparse's code), 1 for a configuration file.</summary>
+    /// <summary>
+    /// One line, meant to follow "osprey: " on stderr; 2 for the command line (argparse's code), 1 for a
+    /// configuration file, or the code the file itself exited with (gunicorn's SystemExit).
+    /// </summary>
     public sealed record Error(string Message, int ExitCode = 2) : ParseOutcome;
 }
 
@@ -377,6 +380,7 @@ public static class CommandLine
             {
                 binds.Add(new BindAddress.Tcp($"127.0.0.1:{DefaultPort}", IPAddress.Loopback, DefaultPort, "127.0.0.1"));
             }
+            if (ResolvePaths() is string pathError) return Fail(pathError);
 
             return new ParseOutcome.Run(options with
             {
@@ -389,6 +393,54 @@ public static class CommandLine
                 Environment = environment.ToArray(),
                 ReloadExtraFiles = reloadExtraFiles.ToArray(),
             });
+        }
+
+        /// <summary>
+        /// As gunicorn, whose master changes to --chdir (once every source is read) before it binds, writes the
+        /// pid file, opens the logs and loads the certificate: a relative path means one in that directory,
+        /// wherever --chdir came among the options and sources. Resolved here, once, so that the master, each
+        /// worker (which parses the same arguments in the same directory) and --print-config agree.
+        /// Apply has checked that each is a possible path. Returns an error, or null.
+        /// </summary>
+        private string? ResolvePaths()
+        {
+            string directory = options.Chdir ?? Directory.GetCurrentDirectory();
+            string In(string path) => Path.GetFullPath(path, directory);
+            string? InOrNull(string? path) => path is null ? null : In(path);
+            // "-" is stderr (the access log's stdout), not a file.
+            string? LogPath(string? path) => path is null or "-" ? path : In(path);
+
+            for (int i = 0; i < binds.Count; i++)
+            {
+                if (binds[i] is BindAddress.Unix unix) binds[i] = unix with { Path = In(unix.Path) };
+            }
+            for (int i = 0; i < reloadExtraFiles.Count; i++)
+            {
+                reloadExtraFiles[i] = In(reloadExtraFiles[i]);
+            }
+            string? workerTmpDir = InOrNull(options.WorkerTmpDir);
+            // gunicorn makes its heartbeat files there, and a worker fails to boot without the directory.
+            if (workerTmpDir is not null && !Directory.Exists(workerTmpDir))
+            {
+                return $"--worker-tmp-dir: directory '{options.WorkerTmpDir}' does not exist";
+            }
+            string? statsdHost = options.StatsdHost;
+            if (statsdHost is not null && Logging.StatsdAddress.Parse(statsdHost, out _)?.UnixPath is string statsdPath)
+            {
+                statsdHost = "unix:" + In(statsdPath);
+            }
+            options = options with
+            {
+                PidFile = InOrNull(options.PidFile),
+                ErrorLog = LogPath(options.ErrorLog)!,
+                AccessLog = LogPath(options.AccessLog),
+                WorkerTmpDir = workerTmpDir,
+                StatsdHost = statsdHost,
+                CertFile = InOrNull(options.CertFile),
+                KeyFile = InOrNull(options.KeyFile),
+                CaCerts = InOrNull(options.CaCerts),
+            };
+            return null;
         }
 
         /// <summary>One source's arguments; null to go on, otherwise help, version or an error.</summary>
@@ -520,6 +572,7 @@ public static class CommandLine
                 {
                     string? error = ParseBind(value, resolveHost, out BindAddress? bind);
                     if (error is not null) return Fail(error);
+                    if (bind is BindAddress.Unix unix && AbsolutePath(name, unix.Path, out _) is string pathError) return Fail(pathError);
                     Replacing(opt, binds);
                     binds.Add(bind!);
                     return null;
@@ -553,8 +606,9 @@ public static class CommandLine
                     return Int(name, value, 0, int.MaxValue, n => options = options with { MaxWorkerMemory = n });
                 case Opt.Pid:
                 {
-                    if (AbsolutePath(name, value, out string full) is string error) return Fail(error);
-                    options = options with { PidFile = full };
+                    // Made absolute once every option is in (ResolvePaths), against --chdir's directory.
+                    if (AbsolutePath(name, value, out _) is string error) return Fail(error);
+                    options = options with { PidFile = value };
                     return null;
                 }
                 case Opt.Name:
@@ -696,7 +750,8 @@ public static class CommandLine
 
                 case Opt.StatsdHost:
                 {
-                    if (Logging.StatsdAddress.Parse(value, out string? error) is null) return Fail($"{name}: {error}");
+                    if (Logging.StatsdAddress.Parse(value, out string? error) is not { } address) return Fail($"{name}: {error}");
+                    if (address.UnixPath is string path && AbsolutePath(name, path, out _) is string pathError) return Fail(pathError);
                     options = options with { StatsdHost = value };
                     return null;
                 }
@@ -743,10 +798,9 @@ public static class CommandLine
                     return null;
                 case Opt.WorkerTmpDir:
                 {
-                    // gunicorn makes its heartbeat files there, and a worker fails to boot without the directory.
-                    if (AbsolutePath(name, value, out string full) is string error) return Fail(error);
-                    if (!Directory.Exists(full)) return Fail($"{name}: directory '{value}' does not exist");
-                    options = options with { WorkerTmpDir = full };
+                    // Checked to exist once it is resolved against --chdir's directory (ResolvePaths).
+                    if (AbsolutePath(name, value, out _) is string error) return Fail(error);
+                    options = options with { WorkerTmpDir = value };
                     return null;
                 }
                 case Opt.ReloadEngine:
@@ -761,9 +815,9 @@ public static class CommandLine
                 }
                 case Opt.ReloadExtraFile:
                 {
-                    if (AbsolutePath(name, value, out string full) is string error) return Fail(error);
+                    if (AbsolutePath(name, value, out _) is string error) return Fail(error);
                     Replacing(opt, reloadExtraFiles);
-                    reloadExtraFiles.Add(full);
+                    reloadExtraFiles.Add(value);
                     return null;
                 }
 
@@ -780,25 +834,29 @@ public static class CommandLine
                 case Opt.KeyFile:
                 case Opt.CaCerts:
                 {
-                    // Absolute now: workers load the files after --chdir.
-                    if (AbsolutePath(name, value, out string full) is string error) return Fail(error);
+                    // In --chdir's directory when relative (ResolvePaths), where gunicorn's workers load them.
+                    if (AbsolutePath(name, value, out _) is string error) return Fail(error);
                     options = opt switch
                     {
-                        Opt.CertFile => options with { CertFile = full },
-                        Opt.KeyFile => options with { KeyFile = full },
-                        _ => options with { CaCerts = full },
+                        Opt.CertFile => options with { CertFile = value },
+                        Opt.KeyFile => options with { KeyFile = value },
+                        _ => options with { CaCerts = value },
                     };
                     return null;
                 }
 
                 case Opt.ErrorLog:
-                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                {
+                    if (value != "-" && AbsolutePath(name, value, out _) is string error) return Fail(error);
                     options = options with { ErrorLog = value };
                     return null;
+                }
                 case Opt.AccessLog:
-                    if (value.Length == 0) return Fail($"{name}: value must not be empty");
+                {
+                    if (value != "-" && AbsolutePath(name, value, out _) is string error) return Fail(error);
                     options = options with { AccessLog = value };
                     return null;
+                }
                 case Opt.AccessLogFormat:
                 {
                     AccessLogFormat? format = Wsgi.AccessLogFormat.Parse(value, out string? error);
@@ -1312,8 +1370,11 @@ public static class CommandLine
             Python:
               --python PATH                  Python interpreter to embed.
                                              [$VIRTUAL_ENV/bin/python, then python3 on PATH]
-              --chdir DIR                    Change to this directory before loading the application.
-              --pythonpath DIRS              Comma-separated directories to add to sys.path; repeatable.
+              --chdir DIR                    Change to this directory before loading the application;
+                                             relative paths of the other options (pid file, logs,
+                                             unix sockets, certificates) are in it, as in gunicorn.
+              --pythonpath DIRS              Comma-separated directories to add to sys.path, the last
+                                             first (as gunicorn); repeatable.
               -e KEY=VALUE, --env KEY=VALUE  Set an environment variable; repeatable.
               --root-path PATH               SCRIPT_NAME of every request, for an application mounted
                                              below the root. [{rootPath}]

@@ -154,10 +154,10 @@ public static class ConfigFile
             {
                 return new ParseOutcome.Error($"cannot read config file '{path}': {e.Message}", 1);
             }
-            config = Load(path, interpreter, out string? error, out output);
+            config = Load(path, interpreter, out string? error, out output, out int exitCode);
             if (config is null)
             {
-                return new ParseOutcome.Error(error ?? $"config file '{path}' could not be read", 1);
+                return new ParseOutcome.Error(error ?? $"config file '{path}' could not be read", exitCode);
             }
         }
         return CommandLine.Parse(args, config);
@@ -203,10 +203,19 @@ public static class ConfigFile
     /// Runs the file with <paramref name="interpreter"/>; an error is one line. <paramref name="output"/> is
     /// what the file wrote to stdout and stderr, and its traceback if it failed; null if nothing.
     /// </summary>
-    public static ConfigArguments? Load(string path, string interpreter, out string? error, out string? output)
+    public static ConfigArguments? Load(string path, string interpreter, out string? error, out string? output) =>
+        Load(path, interpreter, out error, out output, out _);
+
+    /// <param name="exitCode">
+    /// When the file cannot be read, the command's exit code: the file's own when it ended the interpreter
+    /// (<c>sys.exit(3)</c> is 3, and <c>sys.exit(0)</c> 0, as gunicorn, in which the file's SystemExit ends the
+    /// command); 1 otherwise, as for a file that raises.
+    /// </param>
+    public static ConfigArguments? Load(string path, string interpreter, out string? error, out string? output, out int exitCode)
     {
         error = null;
         output = null;
+        exitCode = 1;
         path = WithoutFilePrefix(path);
         if (path.StartsWith(ModulePrefix, StringComparison.Ordinal))
         {
@@ -251,6 +260,14 @@ public static class ConfigFile
             {
                 string last = output is null ? $"exit code {process.ExitCode}" : output[(output.LastIndexOf('\n') + 1)..];
                 error = $"config file '{path}' failed: {last}";
+                exitCode = process.ExitCode;
+                return null;
+            }
+            if (json.Length == 0)
+            {
+                // The reader writes the settings last: the file ended the interpreter first, successfully.
+                error = $"config file '{path}' exited with code 0 (sys.exit) before its settings were read; nothing is started";
+                exitCode = 0;
                 return null;
             }
         }

@@ -33,6 +33,11 @@ public sealed record OspreyOptions
 
     /// <summary>Interpreter to embed (<c>--python</c>), or null to use $VIRTUAL_ENV/bin/python, then python3 on PATH.</summary>
     public string? Python { get; init; }
+    /// <summary>
+    /// Absolute. Relative paths of the pid file, the logs, unix sockets, the certificate files, --worker-tmp-dir
+    /// and --reload-extra-file are in this directory (else the current one): gunicorn's master has changed to it
+    /// before it uses them. The configuration file is read before the change, from the current directory.
+    /// </summary>
     public string? Chdir { get; init; }
     public IReadOnlyList<string> PythonPath { get; init; } = [];
     public IReadOnlyList<KeyValuePair<string, string>> Environment { get; init; } = [];
@@ -40,9 +45,9 @@ public sealed record OspreyOptions
     public string RootPath { get; init; } = "";
 
     public LogLevel LogLevel { get; init; } = LogLevel.Info;
-    /// <summary>"-" is stderr.</summary>
+    /// <summary>"-" is stderr; otherwise an absolute path (a relative one is made so in <see cref="Chdir"/>'s directory, as gunicorn's).</summary>
     public string ErrorLog { get; init; } = "-";
-    /// <summary>null disables the access log; "-" is stdout.</summary>
+    /// <summary>null disables the access log; "-" is stdout; otherwise an absolute path, as <see cref="ErrorLog"/>.</summary>
     public string? AccessLog { get; init; }
     /// <summary>The access log's line (<c>--access-logformat</c>), gunicorn's default unless given.</summary>
     public Wsgi.AccessLogFormat AccessLogFormat { get; init; } = Wsgi.AccessLogFormat.Default;
@@ -55,7 +60,7 @@ public sealed record OspreyOptions
     public int MaxRequestsJitter { get; init; }
     /// <summary>Recycle a worker whose RSS exceeds this many MB; 0 disables.</summary>
     public int MaxWorkerMemory { get; init; }
-    /// <summary>Absolute path of the pid file, or null.</summary>
+    /// <summary>Absolute path of the pid file (a relative one is in <see cref="Chdir"/>'s directory), or null.</summary>
     public string? PidFile { get; init; }
     /// <summary>Process-title name (<c>--name</c>), or null for the APP.</summary>
     public string? Name { get; init; }
@@ -99,7 +104,7 @@ public sealed record OspreyOptions
     /// </summary>
     public Wsgi.TrustedProxies? ProxyAllowFrom { get; init; }
 
-    /// <summary>Where StatsD metrics go (<c>--statsd-host</c>: HOST:PORT or unix:PATH), or null for none.</summary>
+    /// <summary>Where StatsD metrics go (<c>--statsd-host</c>: HOST:PORT or unix:PATH with PATH absolute), or null for none.</summary>
     public string? StatsdHost { get; init; }
     public string StatsdPrefix { get; init; } = "";
     public string DogstatsdTags { get; init; } = "";
@@ -145,7 +150,7 @@ public sealed record OspreyOptions
     public bool Initgroups { get; init; }
     /// <summary><c>--print-config</c>: print the settings, check the application as --check-config does, exit.</summary>
     public bool PrintConfig { get; init; }
-    /// <summary><c>--worker-tmp-dir</c>, accepted for gunicorn compatibility: Osprey's workers keep no heartbeat file.</summary>
+    /// <summary><c>--worker-tmp-dir</c> (absolute, and existing), accepted for gunicorn compatibility: Osprey's workers keep no heartbeat file.</summary>
     public string? WorkerTmpDir { get; init; }
     /// <summary><c>--reload-engine</c> (auto, poll or inotify), accepted for gunicorn compatibility: --reload polls.</summary>
     public string ReloadEngine { get; init; } = "auto";

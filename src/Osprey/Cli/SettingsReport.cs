@@ -17,7 +17,8 @@ internal static class SettingsReport
             ("access_log_format", Quote(o.AccessLogFormat.Text)),
             ("accesslog", Quote(o.AccessLog)),
             ("backlog", Number(o.Backlog)),
-            ("bind", List(o.Binds.Select(b => b.Original))),
+            // A unix socket where it will be made: relative paths are in --chdir's directory.
+            ("bind", List(o.Binds.Select(b => b is BindAddress.Unix unix ? "unix:" + unix.Path : b.Original))),
             ("body_buffer_size", Number(o.BodyBufferSize)),
             ("ca_certs", Quote(o.CaCerts)),
             ("capture_output", Bool(o.CaptureOutput)),

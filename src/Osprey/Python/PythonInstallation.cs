@@ -202,7 +202,8 @@ for p in sys.path:
         }
         if (exitCode != 0 || executable is null || version is null || prefix is null || execPrefix is null || basePrefix is null)
         {
-            string detail = error.Trim().Split('\n')[^1];
+            // A traceback's last line names the error; any other message (a pyenv shim's) is read whole, on one line.
+            string detail = error.Contains("Traceback (most recent call last)", StringComparison.Ordinal) ? error.Trim().Split('\n')[^1] : string.Join(' ', error.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
             throw new PythonStartupException(
                 $"'{interpreter}' is not a usable Python interpreter (exit code {exitCode}{(detail.Length > 0 ? ": " + detail : "")})");
         }

@@ -101,6 +101,11 @@ public static class Listeners
                 }
             }
             case BindAddress.FileDescriptor fd:
+                // .NET reports a closed descriptor as "Socket operation on non-socket".
+                if (!Posix.IsOpen(fd.Fd))
+                {
+                    throw new ListenerException($"fd://{fd.Fd} is not an open file descriptor");
+                }
                 try
                 {
                     return new Socket(new SafeSocketHandle(fd.Fd, ownsHandle: true));

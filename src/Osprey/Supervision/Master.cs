@@ -297,8 +297,10 @@ public sealed partial class Master
         }
         Log.Info($"Using worker processes: {_targetWorkers}");
         _statsd = Statsd.Start(_options.StatsdHost, _options.StatsdPrefix, _options.DogstatsdTags);
-        // Both before the first worker, as in gunicorn (whose on_starting comes before it binds).
+        // Both before the first worker, as in gunicorn (whose on_starting comes before it binds). Its arbiter
+        // sets its worker count first, from None, which calls nworkers_changed.
         StartHooks();
+        _hooks?.Call("nworkers_changed", _targetWorkers, newWorkers: _targetWorkers, oldWorkers: null);
         _hooks?.Call("on_starting", _targetWorkers);
         _hooks?.Call("when_ready", _targetWorkers);
 

@@ -116,8 +116,8 @@ _main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5],
         }
     }
 
-    /// <summary>Asks for a hook to be called; returns at once.</summary>
-    public void Call(string hook, int workers, int? pid = null, int age = 0, int newWorkers = 0, int oldWorkers = 0)
+    /// <summary>Asks for a hook to be called; returns at once. A null <paramref name="oldWorkers"/> is Python's None (the first count).</summary>
+    public void Call(string hook, int workers, int? pid = null, int age = 0, int newWorkers = 0, int? oldWorkers = 0)
     {
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer))
@@ -131,7 +131,14 @@ _main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5],
                 json.WriteNumber("pid", value);
             }
             json.WriteNumber("new", newWorkers);
-            json.WriteNumber("old", oldWorkers);
+            if (oldWorkers is int old)
+            {
+                json.WriteNumber("old", old);
+            }
+            else
+            {
+                json.WriteNull("old");
+            }
             json.WriteEndObject();
         }
         string line = Encoding.UTF8.GetString(buffer.ToArray());

@@ -53,6 +53,9 @@ internal static unsafe partial class Posix
     [LibraryImport(Libc, EntryPoint = "unsetenv", StringMarshalling = StringMarshalling.Utf8)]
     private static partial int SysUnsetenv(string name);
 
+    [LibraryImport(Libc, EntryPoint = "setenv", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SysSetenv(string name, string value, int overwrite);
+
     [LibraryImport(Libc, EntryPoint = "close")]
     private static partial int SysClose(int fd);
 
@@ -134,6 +137,9 @@ internal static unsafe partial class Posix
             throw new IOException($"fcntl(F_SETFD) on fd {fd}: errno {Marshal.GetLastPInvokeError()}");
         }
     }
+
+    /// <summary>Whether <paramref name="fd"/> is an open descriptor of this process.</summary>
+    public static bool IsOpen(int fd) => fcntl(fd, F_GETFD, 0) >= 0;
 
     /// <summary>A connected pair of Unix stream sockets, both close-on-exec.</summary>
     public static (int Master, int Worker) SocketPair()
@@ -369,6 +375,75 @@ internal static unsafe partial class Posix
         {
             SysClose(devNull);
         }
+    }
+
+    private const string StdioReexecVariable = "OSPREY_STDIO_REEXEC";
+
+    /// <summary>
+    /// A command started with stdin, stdout or stderr closed (<c>2&gt;&amp;-</c>) gets /dev/null there, as
+    /// daemons do, so that what it writes there is lost harmlessly and its exit code is what it would be
+    /// with the stream open. By the time this runs, the .NET runtime has usually opened descriptors of its
+    /// own on the free numbers (a pipe: writing to its read end fails, and .NET aborts on a failed write of
+    /// an unhandled exception; its write end would fill and then block). Those are close-on-exec, which no
+    /// inherited descriptor is, so they tell a closed stream; the process then re-executes itself once,
+    /// with /dev/null on them, before it has done anything (as <see cref="ReexecIfControlSignalsIgnored"/>).
+    /// </summary>
+    public static void ReplaceClosedStandardStreams(IReadOnlyList<string> args)
+    {
+        const int O_RDWR = 2;
+        bool reexecuted = Environment.GetEnvironmentVariable(StdioReexecVariable) is not null;
+        if (reexecuted)
+        {
+            Unsetenv(StdioReexecVariable);
+        }
+        var taken = new List<int>(3);
+        for (int fd = 0; fd <= 2; fd++)
+        {
+            int flags = fcntl(fd, F_GETFD, 0);
+            if (flags >= 0 && (flags & FD_CLOEXEC) == 0)
+            {
+                continue;
+            }
+            if (flags >= 0)
+            {
+                taken.Add(fd);
+                continue;
+            }
+            // Free: open returns the lowest free number, this one unless a lower one is free too (done first).
+            int devNull = SysOpen("/dev/null", O_RDWR);
+            if (devNull >= 0 && devNull != fd)
+            {
+                SysDup2(devNull, fd);
+                SysClose(devNull);
+            }
+        }
+        string? path = Environment.ProcessPath;
+        if (taken.Count == 0 || reexecuted || path is null || !File.Exists(path))
+        {
+            return;
+        }
+        var argv = new string?[args.Count + 2];
+        argv[0] = path;
+        for (int i = 0; i < args.Count; i++)
+        {
+            argv[i + 1] = args[i];
+        }
+        int replacement = SysOpen("/dev/null", O_RDWR);
+        if (replacement < 0)
+        {
+            return;
+        }
+        // In the C environment, which execv passes on (.NET's own is a copy).
+        SysSetenv(StdioReexecVariable, "1", 1);
+        // The runtime's descriptors are given up only now, just before exec replaces the whole image.
+        foreach (int fd in taken)
+        {
+            SysDup2(replacement, fd);
+        }
+        SysExecv(path, argv);
+        // Not expected (the executable runs already); what was on those numbers is /dev/null now.
+        SysClose(replacement);
+        Unsetenv(StdioReexecVariable);
     }
 
     public static uint EffectiveUserId => SysGeteuid();

@@ -98,7 +98,7 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
-    for p in reversed(extra_paths):
+    for p in extra_paths:
         sys.path.insert(0, os.path.abspath(p))
     worker_exit = worker_int = worker_abort = request_begin = request_end = None
     if hooks is not None:
@@ -133,8 +133,11 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
         raise OspreyLoadError("Failed to find attribute '%s' in '%s'." % (attribute, module_name)) from None
     if factory_args is not None:
         call = ast.parse('f(%s)' % factory_args, mode='eval').body
-        args = [ast.literal_eval(a) for a in call.args]
-        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+        try:
+            args = [ast.literal_eval(a) for a in call.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+        except ValueError:
+            raise OspreyLoadError("Failed to parse arguments as literal values: %r" % ('%s(%s)' % (attribute, factory_args))) from None
         if not callable(target):
             raise OspreyLoadError("'%s:%s' is not callable, so it cannot be used as an application factory." % (module_name, attribute))
         target = target(*args, **kwargs)

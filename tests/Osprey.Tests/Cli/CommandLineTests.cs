@@ -187,7 +187,8 @@ public sealed class CommandLineTests
     public void Bind_unix_socket(string bind, string path)
     {
         var unix = Assert.IsType<BindAddress.Unix>(Assert.Single(Ok("--bind", bind, "app").Binds));
-        Assert.Equal(path, unix.Path);
+        // A relative path is in the directory the server runs in (--chdir's, else the current one).
+        Assert.Equal(Path.GetFullPath(path), unix.Path);
         Assert.Equal(bind, unix.Original);
     }
 
@@ -547,7 +548,7 @@ public sealed class CommandLineTests
     {
         Assert.Equal("/var/log/e.log", Ok("--error-logfile", "/var/log/e.log", "app").ErrorLog);
         Assert.Equal("/var/log/e.log", Ok("--log-file=/var/log/e.log", "app").ErrorLog);
-        Assert.Equal("access.log", Ok("--access-logfile", "access.log", "app").AccessLog);
+        Assert.Equal(Path.GetFullPath("access.log"), Ok("--access-logfile", "access.log", "app").AccessLog);
     }
 
     // ---- gunicorn's other names and settings ----------------------------------------------------------

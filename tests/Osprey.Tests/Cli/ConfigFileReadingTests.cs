@@ -85,6 +85,21 @@ public sealed class ConfigFileReadingTests : IDisposable
         Assert.Contains("importing settings", result.Stderr, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("sys.exit(3)", 3)]
+    [InlineData("sys.exit(0)", 0)]
+    public async Task Sys_exit_in_the_file_is_the_commands_exit_code_as_in_gunicorn(string call, int expected)
+    {
+        _dir.Write("exits.py", $"import sys\n{call}\nworkers = 2\n");
+
+        ProcessResult result = await RunInAsync(_dir.Path,
+            "--check-config", "--python", RepoPaths.SystemPython, "--chdir", RepoPaths.Apps, "-c", "exits.py", "workers_app:app");
+
+        Assert.True(result.ExitCode == expected, result.ToString());
+        Assert.Contains("exits.py", result.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("could not be read", result.Stderr, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_file_that_prints_and_then_fails_shows_both()
     {

@@ -1,5 +1,7 @@
 using System.Net;
 using Osprey.Cli;
+using Osprey.Tests.Infrastructure;
+using Osprey.Tests.Integration;
 
 namespace Osprey.Tests.Cli;
 
@@ -84,5 +86,24 @@ public sealed class GunicornFormsTests
 
         Assert.Equal("option --daemon does not take a value (ignored explicit argument 'x')", error.Message);
         Assert.Equal(2, error.ExitCode);
+    }
+
+    [Fact]
+    public async Task Pythonpath_entries_are_put_on_sys_path_as_gunicorn_puts_them_last_first()
+    {
+        using var dir = TempDir.Create("osprey-pythonpath-");
+        string first = Path.Combine(dir.Path, "ppa");
+        string second = Path.Combine(dir.Path, "ppb");
+        Directory.CreateDirectory(first);
+        Directory.CreateDirectory(second);
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "environ_app:app", Args = ["--pythonpath", $"{first},{second}"],
+        });
+
+        var python = (await RawHttp.GetJsonAsync(server)).GetProperty("python");
+
+        // gunicorn inserts each entry at sys.path[0] in turn, after --chdir's directory.
+        Assert.Equal([second, first, RepoPaths.Apps], TestSupport.Strings(python.GetProperty("path"))[..3]);
     }
 }

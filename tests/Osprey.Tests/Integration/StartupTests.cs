@@ -196,6 +196,83 @@ public sealed class StartupTests
     }
 
     [Fact]
+    public async Task Factory_arguments_that_are_not_literals_are_one_line_and_exit_4_as_in_gunicorn()
+    {
+        var result = await RunAppAsync("osprey", "factory_app:create_app(os.getcwd())");
+
+        Assert.True(result.ExitCode == 4, result.ToString());
+        AssertCleanFailure(result, allowTraceback: false, "Failed to parse arguments as literal values: 'create_app(os.getcwd())'");
+    }
+
+    [Fact]
+    public async Task A_bind_descriptor_that_is_not_open_is_named_so()
+    {
+        var result = await RunAppAsync("osprey", "environ_app:app", "-b", "fd://987");
+
+        Assert.Equal(1, result.ExitCode);
+        AssertCleanFailure(result, allowTraceback: false, "fd://987", "not an open file descriptor");
+    }
+
+    [Fact]
+    public async Task An_interpreter_that_fails_with_several_lines_is_quoted_whole()
+    {
+        var dir = Directory.CreateTempSubdirectory("osprey-shim-");
+        try
+        {
+            // What a pyenv shim says for a version that is installed but not selected.
+            var shim = Path.Combine(dir.FullName, "python3.8");
+            await File.WriteAllTextAsync(shim, """
+                #!/bin/sh
+                echo "pyenv: python3.8: command not found" >&2
+                echo >&2
+                echo "The \`python3.8' command exists in these Python versions:" >&2
+                echo "  3.8.18" >&2
+                echo >&2
+                echo "Note: See 'pyenv help global' for tips on allowing multiple" >&2
+                echo "      Python versions to be found at the same time." >&2
+                exit 127
+
+                """);
+            if (!OperatingSystem.IsWindows())
+            {
+                File.SetUnixFileMode(shim, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            }
+
+            var result = await RunAppAsync("osprey", "environ_app:app", "--python", shim);
+
+            Assert.Equal(1, result.ExitCode);
+            AssertCleanFailure(result, allowTraceback: false, "pyenv: python3.8: command not found",
+                "command exists in these Python versions: 3.8.18", "to be found at the same time.");
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>Runs osprey through sh with <paramref name="redirection"/> (say <c>2&gt;&amp;-</c>) applied to it.</summary>
+    private static Task<ProcessResult> RunRedirectedAsync(string redirection, params string[] args) =>
+        OspreyServer.RunToCompletionAsync(["-c", $"exec \"$0\" \"$@\" {redirection}", RepoPaths.OspreyExecutable, .. args],
+            RunTimeout, executable: "/bin/sh");
+
+    [Fact]
+    public async Task A_usage_error_with_stderr_closed_still_exits_2()
+    {
+        var result = await RunRedirectedAsync("2>&-", "-w", "abc", "environ_app:app");
+
+        Assert.True(result.ExitCode == 2, result.ToString());
+    }
+
+    [Fact]
+    public async Task Version_with_stdout_closed_exits_0()
+    {
+        var result = await RunRedirectedAsync(">&-", "--version");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("", result.Stderr);
+    }
+
+    [Fact]
     public async Task Check_config_loads_the_application_and_exits_0_without_binding()
     {
         // The port is taken: --check-config must not try to bind it.
