@@ -222,6 +222,14 @@ def app(environ, start_response):
     if path == '/cl_short':
         start_response('200 OK', TEXT + [('Content-Length', '10')])
         return [b'12345']
+    if path == '/cl_short_empty':
+        # Declares 10 bytes and sends none: the head still goes out, then the connection closes.
+        start_response('200 OK', TEXT + [('Content-Length', '10')])
+        return []
+    if path == '/empty_header':
+        # RFC 9110 allows an empty field value; it must go out, not vanish.
+        start_response('200 OK', TEXT + [('X-Empty', ''), ('X-After', 'y')])
+        return [b'hello']
     if path == '/cl_long':
         start_response('200 OK', TEXT + [('Content-Length', '5')])
         return [b'12345', b'67890']
@@ -404,6 +412,17 @@ def app(environ, start_response):
         start_response('200 OK', [('Content-Type', 'application/octet-stream'),
                                   ('Content-Length', str(len(FILE_CONTENT) * copies))])
         return environ['wsgi.file_wrapper'](f, 8192)
+    if path == '/filewrapper_shrink':
+        # A 64 MB (sparse) file, named in X-File so that the test can truncate it while the
+        # response is on its way; with ?chunked, write() goes first so the response is chunked.
+        shrink_path = os.path.join(tempfile.gettempdir(), 'osprey-shrink-%s.bin' % q['id'])
+        with open(shrink_path, 'wb') as g:
+            g.truncate(64 << 20)
+        f = open(shrink_path, 'rb')
+        write = start_response('200 OK', [('Content-Type', 'application/octet-stream'), ('X-File', shrink_path)])
+        if 'chunked' in q:
+            write(b'PREFIX')
+        return environ['wsgi.file_wrapper'](f, 65536)
     if path == '/filewrapper_nocl':
         f = open(FILE_PATH, 'rb')
         start_response('200 OK', [('Content-Type', 'application/octet-stream')])

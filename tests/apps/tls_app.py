@@ -1,6 +1,6 @@
-"""Served over TLS by TlsTests: the request as the application sees it, its body echoed, and a
+"""Served over TLS by TlsTests: the request as the application sees it, its body echoed, a
 route that only answers 200 when two requests run at the same time (two HTTP/2 streams of one
-connection, on two Python threads)."""
+connection, on two Python threads), an empty header value and a body short of its Content-Length."""
 import json
 import threading
 
@@ -18,6 +18,13 @@ def app(environ, start_response):
             _together.wait()
         except threading.BrokenBarrierError:
             status = '409 Conflict'
+    if path == '/empty_header':
+        start_response('200 OK', [('X-Empty', ''), ('X-After', 'y'), ('Content-Length', '5')])
+        return [b'hello']
+    if path == '/cl_short':
+        # 10 of the 100 bytes declared: the client should get those 10 before the stream ends.
+        start_response('200 OK', [('Content-Type', 'application/octet-stream'), ('Content-Length', '100')])
+        return [b'0123456789']
     if path == '/echo':
         body = environ['wsgi.input'].read()
     else:

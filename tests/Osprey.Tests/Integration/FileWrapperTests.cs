@@ -154,6 +154,62 @@ public sealed class FileWrapperTests(ServerPool pool) : IClassFixture<ServerPool
         }
     }
 
+    public static TheoryData<string, string> ShrinkCases => Engines.Cross(["chunked", "content-length"]);
+
+    /// <summary>
+    /// A file truncated while it is being sent (a log rotated, an upload replaced): the bytes promised
+    /// when sending began no longer exist, so the response must not end as if complete. A chunked
+    /// body gets no last chunk and a Content-Length body stays short; the connection is cut either
+    /// way. The test truncates the file itself once the first of its bytes have arrived, and reads
+    /// nothing meanwhile, so the server is still far from the end of the 64 MB (its buffers and the
+    /// sockets' hold a few MB at most).
+    /// </summary>
+    [Theory, MemberData(nameof(ShrinkCases))]
+    public async Task A_file_that_shrinks_while_it_is_sent_cuts_the_response(string engine, string framing)
+    {
+        await using var server = await OspreyServer.StartAsync(engine, "response_app:app", "--threads", "2");
+        int mark = server.ErrorLogPosition;
+        var id = Guid.NewGuid().ToString("N");
+        string? file = null;
+        try
+        {
+            using var connection = await RawHttpConnection.OpenAsync(server.Port);
+            string query = framing == "chunked" ? "&chunked=1" : "";
+            await connection.SendAsync(RawHttp.Get($"/filewrapper_shrink?id={id}{query}", server.Port));
+            // The file's first bytes (zeros; nothing else in the response is): sending has begun, with its size known.
+            await connection.WaitForBytesAsync(new string('\0', 4096), TimeSpan.FromSeconds(10));
+            file = Path.Combine(Path.GetTempPath(), $"osprey-shrink-{id}.bin");
+            Assert.True(File.Exists(file), $"the app's file is not at {file}");
+            using (var handle = File.OpenHandle(file, FileMode.Open, FileAccess.Write))
+            {
+                RandomAccess.SetLength(handle, 0);
+            }
+
+            var response = await connection.ReadResponseAsync(timeout: TimeSpan.FromSeconds(30));
+            Assert.Equal(200, response.StatusCode);
+            Assert.Equal(file, response.Header("X-File"));
+            Assert.Equal(framing == "chunked" ? BodyFraming.Chunked : BodyFraming.ContentLength, response.Framing);
+            Assert.False(response.Complete, $"a truncated file was sent as a complete response of {response.Body.Length} bytes");
+            Assert.True(response.Body.Length < 64 << 20, response.Body.Length.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            Assert.True(response.ConnectionClosed, "the connection must be cut");
+        }
+        finally
+        {
+            if (file is not null)
+            {
+                File.Delete(file);
+            }
+        }
+        if (engine == "kestrel")
+        {
+            // The lean engine notices the short file in its event loop, where the request is no longer known.
+            string log = await server.WaitForLogAsync("shrank", LogTimeout, mark);
+            Assert.Contains($"GET /filewrapper_shrink?id={id}", log, StringComparison.Ordinal);
+        }
+        AssertNoDotNetStackTrace(server.ErrorLogSince(mark));
+        await AssertStillServesAsync(server);
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Real_file_without_content_length_is_sent_exactly(string engine)
     {

@@ -226,6 +226,30 @@ public sealed class ResponseFramingTests(ServerPool pool) : IClassFixture<Server
         await AssertStillServesAsync(server);
     }
 
+    /// <summary>
+    /// Content-Length 10 and no body at all: the client still gets the status line and headers, so
+    /// it can tell a truncated response from a dead server, and then the close (as gunicorn does).
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Short_content_length_with_no_body_sends_the_head_then_closes(string engine)
+    {
+        await using var server = await OwnServerAsync(engine);
+        var mark = server.ErrorLogPosition;
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync([.. RawHttp.Get("/cl_short_empty", server.Port), .. RawHttp.Get("/list1", server.Port)]);
+
+        var response = await connection.ReadResponseAsync();
+        Assert.Equal(200, response.StatusCode);
+        Assert.Equal("10", response.Header("Content-Length"));
+        Assert.Empty(response.Body);
+        Assert.False(response.Complete, response.ToString());
+        Assert.True(response.ConnectionClosed, "the connection must be closed after the short body");
+
+        await server.WaitForLogAsync("the application sent 0 of its Content-Length of 10 bytes", LogTimeout, mark);
+        AssertNoDotNetStackTrace(server.ErrorLogSince(mark));
+        await AssertStillServesAsync(server);
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Request_pipelined_behind_a_short_body_causes_no_internal_error(string engine)
     {
@@ -348,6 +372,19 @@ public sealed class ResponseFramingTests(ServerPool pool) : IClassFixture<Server
         Assert.Equal("", reset.BodyText);
         var next = await connection.ReadResponseAsync();
         Assert.Equal("hello", next.BodyText);
+    }
+
+    /// <summary>An empty header value is valid (RFC 9110 §5.5) and goes out as "X-Empty: ", as gunicorn sends it.</summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task A_header_with_an_empty_value_is_sent(string engine)
+    {
+        var server = await ServerAsync(engine);
+        var response = await RawHttp.GetAsync(server, "/empty_header");
+
+        Assert.Equal(200, response.StatusCode);
+        Assert.Equal([""], response.HeaderValues("X-Empty"));
+        Assert.Equal("y", response.Header("X-After"));
+        Assert.Equal("hello", response.BodyText);
     }
 
     /// <summary>

@@ -309,6 +309,9 @@ public sealed class StartupTests
     [InlineData("encrypted-key", "--keyfile", "encrypted")]
     [InlineData("ca-not-pem", "--ca-certs", "no PEM certificate")]
     [InlineData("missing-ca", "--ca-certs", "does not exist")]
+    [InlineData("ed25519", "--certfile", "key of type Ed25519, which is not supported; use an RSA or ECDSA")]
+    [InlineData("damaged-cert", "--certfile", "holds a PEM certificate that cannot be read")]
+    [InlineData("damaged-ca", "--ca-certs", "holds a PEM certificate that cannot be read")]
     public async Task A_certificate_that_cannot_be_served_is_one_clear_line(string problem, string option, string words)
     {
         var dir = Directory.CreateTempSubdirectory("osprey-badtls-").FullName;
@@ -321,7 +324,15 @@ public sealed class StartupTests
             using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
             var cert = Path.Combine(dir, "site.crt");
             var keyFile = Path.Combine(dir, "site.key");
-            File.WriteAllText(cert, problem == "not-pem" ? "just text\n" : certificate.ExportCertificatePem());
+            // A base64 line damaged inside an otherwise well-formed block, markers intact.
+            string pem = certificate.ExportCertificatePem();
+            string damaged = pem.Insert(pem.IndexOf('\n', StringComparison.Ordinal) + 1, "!!!!");
+            File.WriteAllText(cert, problem switch
+            {
+                "not-pem" => "just text\n",
+                "damaged-cert" => damaged,
+                _ => certificate.ExportCertificatePem(),
+            });
             File.WriteAllText(keyFile, problem switch
             {
                 "wrong-key" => otherKey.ExportPkcs8PrivateKeyPem(),
@@ -329,8 +340,19 @@ public sealed class StartupTests
                     System.Security.Cryptography.PbeEncryptionAlgorithm.Aes256Cbc, System.Security.Cryptography.HashAlgorithmName.SHA256, 1000)),
                 _ => key.ExportPkcs8PrivateKeyPem(),
             });
+            if (problem == "ed25519")
+            {
+                // .NET cannot make an Ed25519 certificate; OpenSSL (which gunicorn would serve it with) can.
+                await RunOpenSslAsync("req", "-x509", "-newkey", "ed25519", "-nodes", "-keyout", keyFile, "-out", cert,
+                    "-subj", "/CN=ed", "-days", "1");
+            }
+            if (problem == "damaged-ca")
+            {
+                File.WriteAllText(Path.Combine(dir, "ca.pem"), certificate.ExportCertificatePem() + damaged);
+            }
             string[] files = problem switch
             {
+                "damaged-ca" => ["--certfile", cert, "--keyfile", keyFile, "--ca-certs", Path.Combine(dir, "ca.pem"), "--cert-reqs", "2"],
                 "missing-cert" => ["--certfile", Path.Combine(dir, "absent.crt"), "--keyfile", keyFile],
                 "missing-key" => ["--certfile", cert, "--keyfile", Path.Combine(dir, "absent.key")],
                 "no-key" => ["--certfile", cert],
@@ -348,6 +370,20 @@ public sealed class StartupTests
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    private static async Task RunOpenSslAsync(params string[] args)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("openssl") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (string arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+        using var process = System.Diagnostics.Process.Start(start)!;
+        string errors = await process.StandardError.ReadToEndAsync();
+        await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        Assert.True(process.ExitCode == 0, $"openssl {string.Join(' ', args)}: {errors}");
     }
 
     private static async Task<JsonElement> ServeFactoryAppAsync(string engine, string app)

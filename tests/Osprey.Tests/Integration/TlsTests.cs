@@ -185,6 +185,62 @@ public sealed class TlsTests : IDisposable
         Assert.Equal(body, await response.Content.ReadAsByteArrayAsync());
     }
 
+    /// <summary>An empty header value (RFC 9110 §5.5) goes out over both protocols, as gunicorn sends it.</summary>
+    [Theory]
+    [InlineData("1.1")]
+    [InlineData("2.0")]
+    public async Task A_header_with_an_empty_value_is_sent(string version)
+    {
+        var (cert, key) = WriteSelfSigned("CN=osprey-test");
+        await using var server = await StartAsync(null, "--certfile", cert, "--keyfile", key);
+        using var client = new Client(Version.Parse(version));
+
+        using var response = await client.Http.GetAsync(new Uri($"https://127.0.0.1:{server.Port}/empty_header"));
+
+        Assert.Equal(Version.Parse(version), response.Version);
+        Assert.True(response.Headers.TryGetValues("X-Empty", out var values), response.ToString());
+        Assert.Equal([""], values);
+        Assert.Equal(["y"], response.Headers.GetValues("X-After"));
+        Assert.Equal("hello", await response.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>
+    /// A body shorter than its Content-Length ends the HTTP/2 stream with a reset, but the bytes the
+    /// application did send reach the client first, as they do over HTTP/1.1 before the close.
+    /// </summary>
+    [Fact]
+    public async Task A_short_body_over_http2_delivers_what_was_sent_before_the_reset()
+    {
+        var (cert, key) = WriteSelfSigned("CN=osprey-test");
+        await using var server = await StartAsync(null, "--certfile", cert, "--keyfile", key);
+        using var client = new Client(HttpVersion.Version20);
+
+        using var response = await client.Http.GetAsync(new Uri($"https://127.0.0.1:{server.Port}/cl_short"), HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpVersion.Version20, response.Version);
+        Assert.Equal(100, response.Content.Headers.ContentLength);
+        var received = new MemoryStream();
+        await using var body = await response.Content.ReadAsStreamAsync();
+        var buffer = new byte[1024];
+        Exception? ended = null;
+        try
+        {
+            int n;
+            while ((n = await body.ReadAsync(buffer)) > 0)
+            {
+                received.Write(buffer, 0, n);
+            }
+        }
+        catch (Exception e) when (e is IOException or HttpRequestException)
+        {
+            ended = e;
+        }
+
+        Assert.Equal("0123456789", System.Text.Encoding.ASCII.GetString(received.ToArray()));
+        Assert.NotNull(ended);
+        // The stream was reset, not the connection: the next request goes over the same one.
+        await client.GetEnvironAsync(server);
+    }
+
     [Fact]
     public async Task The_key_may_sit_in_the_certificate_file_and_intermediates_are_sent_with_the_certificate()
     {

@@ -43,6 +43,8 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     private bool _bodyBuffered;
     private bool _aborted;
+    /// <summary>The body fell short of its Content-Length: set by every <see cref="Complete"/>, read only after one.</summary>
+    private bool _shortBody;
     private volatile bool _clientGone;
     /// <summary>A <see cref="ResponseGate"/> state: whether the watchdog may still answer 504.</summary>
     private int _responseGate;
@@ -165,6 +167,37 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
                 await Task.Delay(AbortGrace).ConfigureAwait(false);
             }
             _lifetime.Abort();
+        }
+        else if (_shortBody)
+        {
+            if (ClientDisconnected)
+            {
+                // Possibly before the head was committed, when Kestrel would answer 500 and keep the connection.
+                _lifetime.Abort();
+                return;
+            }
+            await FlushShortBodyAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Kestrel ends a response short of its Content-Length once this request returns: it resets an
+    /// HTTP/2 stream, which drops the DATA not flushed yet, and closes an HTTP/1.1 connection. Flushed
+    /// first, the head and every byte the application did send reach the client before that.
+    /// </summary>
+    private async Task FlushShortBodyAsync()
+    {
+        try
+        {
+            // Bounded: an HTTP/2 client can hold a flush forever by never opening its window.
+            await _responseBody.Writer.FlushAsync().AsTask().WaitAsync(TimeSpan.FromMilliseconds(ResponseRateWindowMs)).ConfigureAwait(false);
+            // A client may discard the DATA it has not read yet when the reset arrives (.NET's HttpClient
+            // does): it gets a moment to read it, as an aborted response's bytes get (error path only).
+            await Task.Delay(AbortGrace).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is TimeoutException or IOException or OperationCanceledException or InvalidOperationException or ObjectDisposedException)
+        {
+            // Gone or stalled: the reset or close follows all the same.
         }
     }
 
@@ -443,7 +476,12 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             string name = KnownHeaderNames.Get(head.HeaderName(i));
             string value = Encoding.Latin1.GetString(head.HeaderValue(i));
-            headers.Append(name, value);
+            // Not IHeaderDictionary.Append: it removes a header whose only value is "" (ASP.NET Core's
+            // ParsingHelpers.SetHeaderUnmodified), and RFC 9110 allows empty values. Kestrel writes
+            // any non-null value, on HTTP/1.1 and HTTP/2.
+            headers[name] = headers.TryGetValue(name, out Microsoft.Extensions.Primitives.StringValues existing)
+                ? Microsoft.Extensions.Primitives.StringValues.Concat(existing, value)
+                : new Microsoft.Extensions.Primitives.StringValues(value);
         }
         if ((_settings.KeepAlive == TimeSpan.Zero || _stopNotice.Given) && _head.Version != Wsgi.HttpVersion.Http2)
         {
@@ -687,7 +725,10 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             int read = RandomAccess.Read(file, span[..want], offset);
             if (read <= 0)
             {
-                break;
+                // The file shrank after its size was taken: the bytes promised (a Content-Length, or
+                // the chunks a last chunk would vouch for) do not exist, so the response is cut, not ended.
+                Log.Warning($"{_remoteAddress}: {_request.Method} {_request.RawTarget}: the file shrank while it was sent, {count} bytes short; {(_head.Version == Wsgi.HttpVersion.Http2 ? "resetting the stream" : "closing the connection")}");
+                return false;
             }
             writer.Advance(read);
             _responseBodyBytes += read;
@@ -713,13 +754,10 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             return;
         }
-        // Kestrel sees the short body itself and closes the connection after sending what was
-        // written; only when no body byte was written would it keep the connection, so cut it then.
-        if (closeConnection && _responseBodyBytes == 0)
-        {
-            Abort();
-            return;
-        }
+        // Kestrel sees the short body itself (ProcessAsync flushes what there is first): having
+        // committed the head, it counts the shortfall as an error after the response started and
+        // ends the connection (HTTP/1.1) or the stream (HTTP/2), even when no body byte was written.
+        _shortBody = closeConnection;
         _completion.SetResult(true);
     }
 

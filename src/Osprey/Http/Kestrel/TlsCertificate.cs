@@ -44,18 +44,7 @@ public sealed class TlsCertificate : IDisposable
         var authorities = new X509Certificate2Collection();
         if (clientCertificates != ClientCertificates.None && caFile is not null)
         {
-            try
-            {
-                authorities.ImportFromPem(ReadText("--ca-certs", caFile));
-            }
-            catch (CryptographicException)
-            {
-                throw new TlsCertificateException($"--ca-certs: '{caFile}' holds a PEM certificate that cannot be read");
-            }
-            if (authorities.Count == 0)
-            {
-                throw new TlsCertificateException($"--ca-certs: no PEM certificate (-----BEGIN CERTIFICATE-----) in '{caFile}'");
-            }
+            ImportCertificates("--ca-certs", caFile, ReadText("--ca-certs", caFile), authorities);
         }
 
         string certText = ReadText("--certfile", certFile);
@@ -64,18 +53,7 @@ public sealed class TlsCertificate : IDisposable
         string keyPath = keyFile ?? certFile;
 
         var all = new X509Certificate2Collection();
-        try
-        {
-            all.ImportFromPem(certText);
-        }
-        catch (CryptographicException)
-        {
-            throw new TlsCertificateException($"--certfile: '{certFile}' holds a PEM certificate that cannot be read");
-        }
-        if (all.Count == 0)
-        {
-            throw new TlsCertificateException($"--certfile: no PEM certificate (-----BEGIN CERTIFICATE-----) in '{certFile}'");
-        }
+        ImportCertificates("--certfile", certFile, certText, all);
 
         X509Certificate2 certificate;
         try
@@ -86,9 +64,16 @@ public sealed class TlsCertificate : IDisposable
         // A key of the wrong pair is an ArgumentException; everything else a CryptographicException.
         catch (Exception e) when (e is CryptographicException or ArgumentException)
         {
+            string? unsupported = UnsupportedKeyType(all[0]);
             foreach (X509Certificate2 c in all)
             {
                 c.Dispose();
+            }
+            if (unsupported is not null)
+            {
+                // .NET loads only RSA, ECDSA and DSA keys: an Ed25519 pair would otherwise read as "does not match".
+                throw new TlsCertificateException(
+                    $"--certfile: the certificate in '{certFile}' has a key of type {unsupported}, which is not supported; use an RSA or ECDSA certificate and key");
             }
             // .NET's own messages are resource keys in this build; say what is wrong in words.
             string problem = keyText.Contains("-----BEGIN ENCRYPTED PRIVATE KEY-----", StringComparison.Ordinal)
@@ -104,6 +89,53 @@ public sealed class TlsCertificate : IDisposable
         all.RemoveAt(0);
         return new TlsCertificate(certificate, all, clientCertificates, authorities);
     }
+
+    /// <summary>Adds every certificate of <paramref name="text"/> to <paramref name="into"/>; throws when one cannot be read or there is none.</summary>
+    private static void ImportCertificates(string option, string path, string text, X509Certificate2Collection into)
+    {
+        try
+        {
+            into.ImportFromPem(text);
+        }
+        catch (CryptographicException)
+        {
+            throw new TlsCertificateException($"{option}: '{path}' holds a PEM certificate that cannot be read");
+        }
+        // ImportFromPem passes over a block whose base64 is damaged as if it were not there; without
+        // this count such a file would be "no PEM certificate", or quietly lose a certificate.
+        int blocks = 0;
+        for (int at = text.IndexOf(CertificateMarker, StringComparison.Ordinal); at >= 0;
+            at = text.IndexOf(CertificateMarker, at + CertificateMarker.Length, StringComparison.Ordinal))
+        {
+            blocks++;
+        }
+        if (into.Count < blocks)
+        {
+            foreach (X509Certificate2 c in into)
+            {
+                c.Dispose();
+            }
+            throw new TlsCertificateException($"{option}: '{path}' holds a PEM certificate that cannot be read");
+        }
+        if (into.Count == 0)
+        {
+            throw new TlsCertificateException($"{option}: no PEM certificate ({CertificateMarker}) in '{path}'");
+        }
+    }
+
+    private const string CertificateMarker = "-----BEGIN CERTIFICATE-----";
+
+    /// <summary>The name of the certificate's key algorithm when .NET cannot load a private key of it, else null.</summary>
+    private static string? UnsupportedKeyType(X509Certificate2 certificate) => certificate.PublicKey.Oid.Value switch
+    {
+        // RSA, EC and DSA: loadable, so a failure was about the key itself.
+        "1.2.840.113549.1.1.1" or "1.2.840.10045.2.1" or "1.2.840.10040.4.1" => null,
+        "1.3.101.112" => "Ed25519",
+        "1.3.101.113" => "Ed448",
+        "1.2.840.113549.1.1.10" => "RSA-PSS",
+        string oid => oid,
+        null => "unknown",
+    };
 
     /// <summary>
     /// Kestrel's check of a client certificate: it must chain to one of the <c>--ca-certs</c>
