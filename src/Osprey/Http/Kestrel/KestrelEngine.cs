@@ -27,6 +27,8 @@ public sealed class KestrelEngine : IHttpEngine
 
     /// <summary>How long a stopping engine answers the requests of kept-alive connections before Kestrel closes the idle ones (the lean engine's StopIdleGraceMs).</summary>
     private static readonly TimeSpan StopIdleGrace = TimeSpan.FromSeconds(1);
+    /// <summary>:method, :scheme, :path and :authority, which Kestrel counts as header fields of an HTTP/2 request (besides a Host).</summary>
+    private const int PseudoHeaderFields = 4;
 
     private readonly KestrelServer _server;
     private readonly StopNotice _stopNotice;
@@ -82,14 +84,29 @@ public sealed class KestrelEngine : IHttpEngine
         options.Limits.KeepAliveTimeout = settings.KeepAlive > TimeSpan.Zero ? settings.KeepAlive : TimeSpan.FromMilliseconds(1);
         // The Python thread waits (without the GIL) once this much response is unsent.
         options.Limits.MaxResponseBufferSize = 1024 * 1024;
-        if (settings.MaxRequestLine > 0)
+        if (settings.Tls is not null)
         {
-            // gunicorn's limit excludes the CRLF; Kestrel's includes it.
-            options.Limits.MaxRequestLineSize = settings.MaxRequestLine + 2;
+            // Where HTTP/2 is served, Kestrel's request line check (on method, scheme, authority and
+            // path) resets an HTTP/2 stream instead of answering 414, and its header count includes
+            // the pseudo-header fields. KestrelExchange.FillHead applies both limits as an HTTP/1.1
+            // request counts them, to both protocols; Kestrel's bounds only stop what never passes.
+            options.Limits.MaxRequestLineSize = MaxRequestHeadSize;
+            if (settings.MaxRequestHeaders > 0)
+            {
+                options.Limits.MaxRequestHeaderCount = settings.MaxRequestHeaders + PseudoHeaderFields;
+            }
         }
-        if (settings.MaxRequestHeaders > 0)
+        else
         {
-            options.Limits.MaxRequestHeaderCount = settings.MaxRequestHeaders;
+            if (settings.MaxRequestLine > 0)
+            {
+                // gunicorn's limit excludes the CRLF; Kestrel's includes it.
+                options.Limits.MaxRequestLineSize = settings.MaxRequestLine + 2;
+            }
+            if (settings.MaxRequestHeaders > 0)
+            {
+                options.Limits.MaxRequestHeaderCount = settings.MaxRequestHeaders;
+            }
         }
         foreach (Socket listener in listeners)
         {

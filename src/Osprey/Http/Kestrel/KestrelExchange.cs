@@ -5,6 +5,7 @@ using System.Text;
 using System.Threading.Tasks.Sources;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
 using Microsoft.Win32.SafeHandles;
 using Osprey.Logging;
 using Osprey.Wsgi;
@@ -37,6 +38,17 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     /// <summary>--limit-request-body checked here on decoded bytes, for chunked bodies (Kestrel counts their framing too).</summary>
     private long? _decodedBodyLimit;
     private long _bodyBytesRead;
+    private IHttpMinRequestBodyDataRateFeature? _bodyRateFeature;
+    /// <summary>
+    /// --min-request-body-rate applied here to an HTTP/2 stream: Kestrel applies its own check to the
+    /// whole connection and aborts it, with every other stream and no 408.
+    /// </summary>
+    private bool _timeBodyRate;
+    /// <summary>Time spent waiting for body bytes, which is what the rate is measured over (as Kestrel measures it).</summary>
+    private long _bodyWaitMs;
+    /// <summary>Cancels a body read at the moment the client falls below the rate; kept for the exchange's next reads.</summary>
+    private CancellationTokenSource? _bodyDeadline;
+    private bool _bodyTooSlow;
     private string? _connectionId;
     private string _remoteAddress = "";
     private string _localAddress = "";
@@ -100,6 +112,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _bodyDetection = features.Get<IHttpRequestBodyDetectionFeature>();
         _bodyPipe = features.GetRequiredFeature<IRequestBodyPipeFeature>();
         _bodySizeLimit = features.Get<IHttpMaxRequestBodySizeFeature>();
+        _bodyRateFeature = features.Get<IHttpMinRequestBodyDataRateFeature>();
         IHttpConnectionFeature? connection = features.Get<IHttpConnectionFeature>();
         if (connection is not null && !ReferenceEquals(connection.ConnectionId, _connectionId))
         {
@@ -123,6 +136,15 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             return;
         }
         _bodyBytesRead = 0;
+        _bodyWaitMs = 0;
+        _bodyTooSlow = false;
+        _timeBodyRate = false;
+        if (_head.Version == Wsgi.HttpVersion.Http2 && _settings.MinRequestBodyRate > 0 && _bodyRateFeature is { } bodyRate)
+        {
+            // Null is the one value Kestrel takes for an HTTP/2 stream: its connection-wide check skips this one.
+            bodyRate.MinDataRate = null;
+            _timeBodyRate = true;
+        }
         _decodedBodyLimit = null;
         if (_settings.MaxRequestBodySize is long limit && _request.Headers.TransferEncoding.Count > 0 &&
             _bodySizeLimit is { IsReadOnly: false })
@@ -155,6 +177,12 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         if (_timedOut)
         {
             await AnswerTimeoutAsync().ConfigureAwait(false);
+            return;
+        }
+        if (_bodyTooSlow)
+        {
+            // A streamed body, which the application was reading (ReadBody).
+            EndSlowBody();
             return;
         }
         if (_aborted)
@@ -286,10 +314,12 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _head.LocalPort = _connection?.LocalPort ?? 0;
         int refusal = IsTarget(_request.RawTarget) ? 0 : StatusCodes.Status400BadRequest;
         int fieldSizeLimit = _settings.MaxRequestFieldSize;
+        int fields = 0;
         foreach (KeyValuePair<string, Microsoft.Extensions.Primitives.StringValues> header in _request.Headers)
         {
             foreach (string? value in header.Value)
             {
+                fields++;
                 string text = value ?? "";
                 if (fieldSizeLimit > 0 && header.Key.Length + 2 + text.Length > fieldSizeLimit)
                 {
@@ -302,8 +332,22 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
                 _head.AddHeader(header.Key, text);
             }
         }
+        // The request line and header count limits, counted as in HTTP/1.1 for HTTP/2 too (Kestrel's
+        // own bounds are raised where HTTP/2 is served: KestrelEngine). Pseudo-header fields are not
+        // in the headers; :authority is, as Host.
+        if (_settings.MaxRequestLine > 0 && _request.Method.Length + _request.RawTarget.Length + RequestLineExtra > _settings.MaxRequestLine)
+        {
+            return StatusCodes.Status414UriTooLong;
+        }
+        if (_settings.MaxRequestHeaders > 0 && fields > _settings.MaxRequestHeaders)
+        {
+            return StatusCodes.Status431RequestHeaderFieldsTooLarge;
+        }
         return refusal != 0 ? refusal : CheckFraming();
     }
+
+    /// <summary>What an HTTP/1.1 request line holds besides method and target: two spaces and "HTTP/1.1".</summary>
+    private const int RequestLineExtra = 10;
 
     /// <summary>
     /// RFC 9112 §6.3 as the lean engine applies it: Kestrel resolves some ambiguities itself
@@ -313,6 +357,15 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     private int CheckFraming()
     {
         IHeaderDictionary headers = _request.Headers;
+        if (_head.Version == Wsgi.HttpVersion.Http2 &&
+            (headers.TransferEncoding.Count > 0 || headers.Upgrade.Count > 0 || headers.KeepAlive.Count > 0 ||
+             headers.Connection.Count > 0 || headers.ContainsKey("Proxy-Connection")))
+        {
+            // RFC 9113 §8.2.2: connection-specific fields make an HTTP/2 request malformed. Kestrel
+            // refuses only Connection (and TE other than trailers); a Transfer-Encoding: chunked
+            // would reach the application with its body still in chunked framing.
+            return StatusCodes.Status400BadRequest;
+        }
         bool http11 = _head.Version != Wsgi.HttpVersion.Http10;
         int hosts = headers.Host.Count;
         if (http11 ? hosts != 1 : hosts > 1)
@@ -373,7 +426,12 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             while (true)
             {
-                ReadResult result = await reader.ReadAsync().ConfigureAwait(false);
+                ReadResult result = await ReadBodyAsync(reader).ConfigureAwait(false);
+                if (_bodyTooSlow)
+                {
+                    EndSlowBody();
+                    return false;
+                }
                 _bodyBytesRead += result.Buffer.Length;
                 if (_bodyBytesRead > _decodedBodyLimit)
                 {
@@ -411,6 +469,61 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         }
     }
 
+    /// <summary>
+    /// A read of the request body. An HTTP/2 stream is held to --min-request-body-rate as Kestrel
+    /// holds an HTTP/1.1 request: past the grace period, the bytes received must keep up with the
+    /// rate over the time spent waiting for them. A read still waiting when the client falls below
+    /// it is cancelled, and <see cref="_bodyTooSlow"/> set.
+    /// </summary>
+    private ValueTask<ReadResult> ReadBodyAsync(PipeReader reader)
+    {
+        if (!_timeBodyRate)
+        {
+            return reader.ReadAsync();
+        }
+        // Bytes already here cost no wait and no timer.
+        return reader.TryRead(out ReadResult ready) ? new ValueTask<ReadResult>(ready) : ReadWithinRateAsync(reader);
+    }
+
+    private async ValueTask<ReadResult> ReadWithinRateAsync(PipeReader reader)
+    {
+        long rate = _settings.MinRequestBodyRate;
+        // The wait after which, with no more bytes, the received ones fall short of the rate.
+        long failsAfterMs = Math.Max((long)HttpSettings.BodyRateGracePeriod.TotalMilliseconds, _bodyBytesRead * 1000 / rate) + 1;
+        CancellationTokenSource deadline = _bodyDeadline is { } reusable && reusable.TryReset() ? reusable : (_bodyDeadline = new CancellationTokenSource());
+        deadline.CancelAfter(TimeSpan.FromMilliseconds(Math.Max(failsAfterMs - _bodyWaitMs, 1)));
+        long started = Environment.TickCount64;
+        try
+        {
+            return await reader.ReadAsync(deadline.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+        {
+            _bodyTooSlow = true;
+            return default;
+        }
+        finally
+        {
+            deadline.CancelAfter(Timeout.Infinite);
+            _bodyWaitMs += Environment.TickCount64 - started;
+        }
+    }
+
+    /// <summary>An HTTP/2 body fell below --min-request-body-rate: 408 if no head has gone out, else a reset; either way only this stream ends.</summary>
+    private void EndSlowBody()
+    {
+        bool answered = !_response.HasStarted;
+        if (answered)
+        {
+            _response.StatusCode = StatusCodes.Status408RequestTimeout;
+        }
+        else
+        {
+            _lifetime.Abort();
+        }
+        Log.Warning($"{_remoteAddress}: {_request.Method} {_request.RawTarget}: the request body came slower than {_settings.MinRequestBodyRate} bytes/s; {(answered ? "408, HTTP/2 stream ended" : "HTTP/2 stream reset")}");
+    }
+
     public int ReadBody(Span<byte> destination)
     {
         if (_bodyBuffered)
@@ -426,8 +539,16 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         PipeReader reader = _bodyPipe.Reader;
         try
         {
-            ValueTask<ReadResult> pending = reader.ReadAsync();
+            ValueTask<ReadResult> pending = ReadBodyAsync(reader);
             ReadResult result = pending.IsCompletedSuccessfully ? pending.Result : pending.AsTask().GetAwaiter().GetResult();
+            if (_bodyTooSlow)
+            {
+                // Unless the application's head went out already, the 408 (ProcessAsync) is this
+                // stream's response: its head will find the gate taken and be dropped.
+                Interlocked.CompareExchange(ref _responseGate, ResponseGate.Started, ResponseGate.Open);
+                _clientGone = true;
+                return 0;
+            }
             ReadOnlySequence<byte> buffer = result.Buffer;
             int n = (int)Math.Min(buffer.Length, destination.Length);
             buffer.Slice(0, n).CopyTo(destination);
