@@ -79,6 +79,9 @@ def app(environ, start_response):
         size = int(query.get('size', '1048576'))
         chunk = b'x' * 65536
         chunks = [chunk] * (size // len(chunk)) + ([b'y' * (size % len(chunk))] if size % len(chunk) else [])
+        if query.get('one'):
+            # The whole body as one item: one write of it all.
+            chunks = [b''.join(chunks)]
         start_response('200 OK', [('Content-Type', 'application/octet-stream'), ('Content-Length', str(size))])
         return Tracked(query.get('id', 'big'), chunks)
     if path == '/upload':

@@ -131,6 +131,57 @@ public sealed class SlowClientTests(ITestOutputHelper output)
         }, TimeSpan.FromSeconds(10)), "close() was not called on the abandoned response");
     }
 
+    /// <summary>
+    /// A client that reads steadily, if slowly (400 KB/s), gets a response of several MB whole. On
+    /// Kestrel, bytes written with GetSpan/Advance were not counted against MinResponseDataRate, so a flush
+    /// waiting more than its 5 s grace on a full 1 MB pipe cut the connection after about 1 MB.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Client_reading_slowly_but_steadily_gets_a_large_response_whole(string engine)
+    {
+        const int Size = 8 << 20;
+        const int BytesPerSecond = 400_000;
+        await using var server = await OspreyServer.StartAsync(engine, App);
+        using Socket reader = await ConnectAsync(new IPEndPoint(IPAddress.Loopback, server.Port));
+        reader.ReceiveBufferSize = 16384;
+        // One item of it all: one write, then flushes that wait for the client the longest.
+        await reader.SendAsync(RawHttp.Get($"/big?size={Size}&one=1&id={Guid.NewGuid():N}", server.Port));
+        var buffer = new byte[8192];
+        long received = 0;
+        var clock = Stopwatch.StartNew();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        while (true)
+        {
+            int n;
+            try
+            {
+                n = await reader.ReceiveAsync(buffer, SocketFlags.None, timeout.Token);
+            }
+            catch (SocketException e)
+            {
+                Assert.Fail($"{engine}: the connection was cut ({e.SocketErrorCode}) after {received} bytes, {clock.Elapsed.TotalSeconds:F1} s");
+                return;
+            }
+            if (n == 0)
+            {
+                break;
+            }
+            received += n;
+            if (received >= Size + 100)
+            {
+                // The head and the whole body are in (the head is under 200 bytes).
+                break;
+            }
+            TimeSpan due = TimeSpan.FromSeconds((double)received / BytesPerSecond);
+            if (due > clock.Elapsed)
+            {
+                await Task.Delay(due - clock.Elapsed);
+            }
+        }
+        output.WriteLine($"{engine}: {received} bytes in {clock.Elapsed.TotalSeconds:F1} s");
+        Assert.True(received > Size, $"{engine}: only {received} bytes of a {Size}-byte body, after {clock.Elapsed.TotalSeconds:F1} s:\n{server.ErrorLog}");
+    }
+
     private static async Task<Socket> ConnectAsync(IPEndPoint endpoint)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };

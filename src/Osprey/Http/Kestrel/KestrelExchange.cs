@@ -1,8 +1,11 @@
 using System.Buffers;
+using System.Buffers.Binary;
 using System.IO.Pipelines;
 using System.Net;
+using System.Net.Sockets;
 using System.Text;
 using System.Threading.Tasks.Sources;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
@@ -83,7 +86,16 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     private const int StreamPiece = 16 * 1024;
     private const long MinResponseBytesPerSecond = HttpSettings.MinResponseBytesPerSecond;
     private const long ResponseRateWindowMs = HttpSettings.ResponseRateWindowMs;
-    /// <summary>An HTTP/2 write's bytes beyond the piece whose flush is pending (rented; only when the client fell behind).</summary>
+    /// <summary>
+    /// HTTP/1.x body bytes gathered here and given to Kestrel with WriteAsync, which counts them for
+    /// MinResponseDataRate. Bytes put in its pipe with GetSpan/Advance are not counted
+    /// (Http1OutputProducer.Advance, when the response is not chunked), so each flush was timed as a
+    /// write of nothing and any flush waiting past the grace period on a full pipe (a large response
+    /// to a client reading at 100 KB/s) cut the connection. One copy more, on the Kestrel engine only.
+    /// </summary>
+    private byte[]? _stage;
+    private int _staged;
+    /// <summary>A write's bytes beyond the piece whose flush is pending (rented; only when the client fell behind).</summary>
     private byte[]? _held;
     private int _heldOffset;
     private int _heldCount;
@@ -120,9 +132,14 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             _connectionId = connection.ConnectionId;
             _remoteAddress = FormatAddress(connection.RemoteIpAddress);
             _localAddress = FormatAddress(connection.LocalIpAddress);
+            Socket? socket = features.Get<IConnectionSocketFeature>()?.Socket;
+            _socket = socket?.ProtocolType == ProtocolType.Tcp ? socket : null;
         }
         _connection = connection;
     }
+
+    /// <summary>The connection's TCP socket, for what its peer has acknowledged (null for a unix socket or no socket at all).</summary>
+    private Socket? _socket;
 
     public async Task ProcessAsync(PythonWorkers workers)
     {
@@ -626,14 +643,17 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             PipeWriter writer = _responseBody.Writer;
             _responseBodyBytes += data.Length;
-            bool http2 = _head.Version == Wsgi.HttpVersion.Http2;
-            if (http2 && data.Length > StreamPiece)
+            if (_head.Version != Wsgi.HttpVersion.Http2)
+            {
+                return Stage(data, flush);
+            }
+            if (data.Length > StreamPiece)
             {
                 return WriteInPieces(writer, data);
             }
             writer.Write(data);
             _unflushedBytes += data.Length;
-            if (!flush && _unflushedBytes < (http2 ? StreamPiece : FlushThreshold))
+            if (!flush && _unflushedBytes < StreamPiece)
             {
                 return true;
             }
@@ -646,6 +666,52 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             // Kestrel refuses writes once it has aborted the connection.
             _clientGone = true;
             return true;
+        }
+    }
+
+    /// <summary>
+    /// HTTP/1.x: gathers <paramref name="data"/> in the stage, handing each full stage (and the rest,
+    /// when <paramref name="flush"/>) to Kestrel; when a flush is pending, what is left is held for
+    /// <see cref="WaitForDrain"/>.
+    /// </summary>
+    private bool Stage(ReadOnlySpan<byte> data, bool flush)
+    {
+        _stage ??= ArrayPool<byte>.Shared.Rent((int)FlushThreshold);
+        while (!data.IsEmpty)
+        {
+            int n = Math.Min(_stage.Length - _staged, data.Length);
+            data[..n].CopyTo(_stage.AsSpan(_staged));
+            _staged += n;
+            data = data[n..];
+            if (_staged == _stage.Length && !SendStaged())
+            {
+                Hold(data);
+                return false;
+            }
+        }
+        return !flush || SendStaged();
+    }
+
+    /// <summary>Gives the staged bytes to Kestrel (WriteAsync copies them into its pipe at once); false while their flush is pending.</summary>
+    private bool SendStaged()
+    {
+        if (_staged == 0)
+        {
+            return true;
+        }
+        int bytes = _staged;
+        _staged = 0;
+        return Track(_responseBody.Writer.WriteAsync(_stage.AsMemory(0, bytes)), bytes);
+    }
+
+    private void Hold(ReadOnlySpan<byte> data)
+    {
+        if (!data.IsEmpty)
+        {
+            _held = ArrayPool<byte>.Shared.Rent(data.Length);
+            data.CopyTo(_held);
+            _heldOffset = 0;
+            _heldCount = data.Length;
         }
     }
 
@@ -664,13 +730,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             _unflushedBytes = 0;
             if (!Flush(writer, bytes))
             {
-                if (!data.IsEmpty)
-                {
-                    _held = ArrayPool<byte>.Shared.Rent(data.Length);
-                    data.CopyTo(_held);
-                    _heldOffset = 0;
-                    _heldCount = data.Length;
-                }
+                Hold(data);
                 return false;
             }
             if (ClientDisconnected)
@@ -687,13 +747,26 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         try
         {
             PipeWriter writer = _responseBody.Writer;
+            bool http2 = _head.Version == Wsgi.HttpVersion.Http2;
             while (_heldCount > 0 && !ClientDisconnected)
             {
-                int n = Math.Min(StreamPiece, _heldCount);
-                writer.Write(_held.AsSpan(_heldOffset, n));
+                int n = Math.Min(http2 ? StreamPiece : _stage!.Length, _heldCount);
+                bool flushed;
+                if (http2)
+                {
+                    writer.Write(_held.AsSpan(_heldOffset, n));
+                    flushed = Flush(writer, n);
+                }
+                else
+                {
+                    // The stage is empty: bytes are held only once it has been handed over.
+                    _held.AsSpan(_heldOffset, n).CopyTo(_stage);
+                    _staged = n;
+                    flushed = SendStaged();
+                }
                 _heldOffset += n;
                 _heldCount -= n;
-                if (!Flush(writer, n))
+                if (!flushed)
                 {
                     return;
                 }
@@ -716,9 +789,11 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         }
     }
 
-    private bool Flush(PipeWriter writer, long bytes)
+    private bool Flush(PipeWriter writer, long bytes) => Track(writer.FlushAsync(), bytes);
+
+    /// <summary>True when <paramref name="flush"/> is done; otherwise it is the pending flush, of <paramref name="bytes"/>.</summary>
+    private bool Track(ValueTask<FlushResult> flush, long bytes)
     {
-        ValueTask<FlushResult> flush = writer.FlushAsync();
         if (flush.IsCompletedSuccessfully)
         {
             FlushResult result = flush.Result;
@@ -736,16 +811,22 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         {
             return !ClientDisconnected;
         }
-        // HTTP/1.1 is Kestrel's: its MinResponseDataRate drops a slow reader's connection. An HTTP/2
-        // client can stall its stream by never opening its window, which Kestrel does not time.
-        bool timed = _head.Version == Wsgi.HttpVersion.Http2;
+        // What the client takes is measured per window, as the lean engine measures it. For an HTTP/2
+        // stream, by completed flushes: one completes once Kestrel has sent all of it, and Kestrel does
+        // not time a stream stalled by its flow-control window. For HTTP/1.x, by the bytes the client's
+        // TCP acknowledged: a flush completes only once the connection's whole output buffer (up to
+        // 1 MB) has drained, far too coarse a measure. Without a TCP socket, Kestrel's own
+        // MinResponseDataRate is the only check.
+        bool http2 = _head.Version == Wsgi.HttpVersion.Http2;
+        long acked = http2 ? 0 : BytesAcked();
+        bool timed = http2 || acked >= 0;
         long windowStarted = Environment.TickCount64;
         long windowBytes = 0;
         while (_pendingFlush is not null)
         {
             if (timed && !Completes(_pendingFlush, windowStarted + ResponseRateWindowMs - Environment.TickCount64))
             {
-                if (!KeepsUp(ref windowStarted, ref windowBytes))
+                if (!KeepsUp(ref windowStarted, ref windowBytes, ref acked))
                 {
                     break;
                 }
@@ -758,7 +839,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
                 break;
             }
             WriteHeld();
-            if (timed && Environment.TickCount64 - windowStarted >= ResponseRateWindowMs && !KeepsUp(ref windowStarted, ref windowBytes))
+            if (timed && Environment.TickCount64 - windowStarted >= ResponseRateWindowMs && !KeepsUp(ref windowStarted, ref windowBytes, ref acked))
             {
                 break;
             }
@@ -770,23 +851,50 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         return !ClientDisconnected;
     }
 
-    /// <summary>Whether the window that just ended saw the client take enough; if not, its stream is reset.</summary>
-    private bool KeepsUp(ref long windowStarted, ref long windowBytes)
+    /// <summary>Whether the window that just ended saw the client take enough; if not, its stream is reset or its connection closed.</summary>
+    private bool KeepsUp(ref long windowStarted, ref long windowBytes, ref long acked)
     {
         long window = Environment.TickCount64 - windowStarted;
-        if (windowBytes * 1000 < MinResponseBytesPerSecond * window)
+        bool http2 = _head.Version == Wsgi.HttpVersion.Http2;
+        long ackedNow = http2 ? 0 : BytesAcked();
+        // A socket that can no longer be asked (closed under us) is Kestrel's to time.
+        long taken = http2 ? windowBytes : ackedNow < 0 ? long.MaxValue : ackedNow - acked;
+        if (taken * 1000 < MinResponseBytesPerSecond * window)
         {
             // Too slow a reader to be worth a Python thread. Aborting an HTTP/2 request resets only
             // its stream; the pending flush is left to complete when Kestrel lets go of the stream.
             _clientGone = true;
             _pendingFlush = null;
-            Log.Warning($"{_remoteAddress}: {_request.Method} {_request.RawTarget}: the client read the response slower than {MinResponseBytesPerSecond} bytes/s; HTTP/2 stream reset");
+            Log.Warning($"{_remoteAddress}: {_request.Method} {_request.RawTarget}: the client read the response slower than {MinResponseBytesPerSecond} bytes/s; {(http2 ? "HTTP/2 stream reset" : "closing the connection")}");
             _lifetime.Abort();
             return false;
         }
         windowStarted += window;
         windowBytes = 0;
+        acked = ackedNow;
         return true;
+    }
+
+    /// <summary>tcp_info's tcpi_bytes_acked (Linux 4.1 on): what the peer has received of the connection; -1 when it cannot be read.</summary>
+    private long BytesAcked()
+    {
+        const int SolTcp = 6;
+        const int TcpInfo = 11;
+        const int BytesAckedOffset = 120;
+        if (_socket is null)
+        {
+            return -1;
+        }
+        Span<byte> info = stackalloc byte[256];
+        try
+        {
+            int length = _socket.GetRawSocketOption(SolTcp, TcpInfo, info);
+            return length >= BytesAckedOffset + 8 ? BinaryPrimitives.ReadInt64LittleEndian(info[BytesAckedOffset..]) : -1;
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            return -1;
+        }
     }
 
     /// <summary>Waits up to <paramref name="milliseconds"/> for a flush; true once it is over, however it ended.</summary>
@@ -838,11 +946,17 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     private bool CopyFile(SafeFileHandle file, long offset, long count)
     {
         PipeWriter writer = _responseBody.Writer;
+        bool http2 = _head.Version == Wsgi.HttpVersion.Http2;
+        // HTTP/1.x goes through the stage, whose bytes Kestrel counts; what the application wrote before is sent first.
+        if (!http2 && !SendStaged() && !WaitForDrain())
+        {
+            return false;
+        }
         while (count > 0)
         {
-            Span<byte> span = writer.GetSpan(FileChunk);
             // HTTP/2 flushes are kept small: their completions are how WaitForDrain times the client.
-            int want = (int)Math.Min(Math.Min(span.Length, _head.Version == Wsgi.HttpVersion.Http2 ? StreamPiece : FileChunk), count);
+            Span<byte> span = http2 ? writer.GetSpan(StreamPiece) : (_stage ??= ArrayPool<byte>.Shared.Rent((int)FlushThreshold));
+            int want = (int)Math.Min(Math.Min(span.Length, http2 ? StreamPiece : FileChunk), count);
             int read = RandomAccess.Read(file, span[..want], offset);
             if (read <= 0)
             {
@@ -851,13 +965,23 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
                 Log.Warning($"{_remoteAddress}: {_request.Method} {_request.RawTarget}: the file shrank while it was sent, {count} bytes short; {(_head.Version == Wsgi.HttpVersion.Http2 ? "resetting the stream" : "closing the connection")}");
                 return false;
             }
-            writer.Advance(read);
             _responseBodyBytes += read;
             offset += read;
             count -= read;
-            long bytes = _unflushedBytes + read;
-            _unflushedBytes = 0;
-            if (!Flush(writer, bytes) && !WaitForDrain())
+            bool flushed;
+            if (http2)
+            {
+                writer.Advance(read);
+                long bytes = _unflushedBytes + read;
+                _unflushedBytes = 0;
+                flushed = Flush(writer, bytes);
+            }
+            else
+            {
+                _staged = read;
+                flushed = SendStaged();
+            }
+            if (!flushed && !WaitForDrain())
             {
                 return false;
             }
@@ -874,6 +998,19 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         if (ReleasedAfterTimeout())
         {
             return;
+        }
+        if (_staged > 0 && !ClientDisconnected)
+        {
+            // The rest of the body, counted as the rest was (of a short one too: its bytes go out before
+            // the close); Kestrel ends the response after its flush.
+            try
+            {
+                SendStaged();
+            }
+            catch (Exception e) when (e is InvalidOperationException or ArgumentException or ObjectDisposedException or IOException or OperationCanceledException)
+            {
+                _clientGone = true;
+            }
         }
         // Kestrel sees the short body itself (ProcessAsync flushes what there is first): having
         // committed the head, it counts the shortfall as an error after the response started and
@@ -909,6 +1046,13 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _body.Reset();
         _pendingFlush = null;
         ReleaseHeld();
+        _staged = 0;
+        if (_stage is not null)
+        {
+            // Not kept by an idle keep-alive connection.
+            ArrayPool<byte>.Shared.Return(_stage);
+            _stage = null;
+        }
     }
 
     private static string FormatAddress(IPAddress? address) => address switch
