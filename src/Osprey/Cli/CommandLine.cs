@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
-using System.Reflection;
 using System.Text;
 using Osprey.Wsgi;
 
@@ -1275,17 +1274,7 @@ public static class CommandLine
 
     // ---- help and version ---------------------------------------------------------------------------
 
-    private static string BuildVersionText()
-    {
-        Assembly assembly = typeof(CommandLine).Assembly;
-        string version = assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
-            ?? assembly.GetName().Version?.ToString(3)
-            ?? "0.0.0";
-        // The SDK appends "+<commit sha>" (SourceLink); users want the release number.
-        int plus = version.IndexOf('+', StringComparison.Ordinal);
-        if (plus >= 0) version = version[..plus];
-        return $"osprey (version {version})";
-    }
+    private static string BuildVersionText() => $"osprey (version {OspreyVersion.Release})";
 
     private static string BuildHelpText()
     {

@@ -125,8 +125,7 @@ public sealed partial class Master
             Console.Error.WriteLine($"osprey: error: {e.Message}");
             return 1;
         }
-        string version = typeof(Master).Assembly.GetName().Version?.ToString(3) ?? "0";
-        Log.Info($"Starting osprey {version}");
+        Log.Info($"Starting osprey {OspreyVersion.Release}");
         if (config is not null)
         {
             Log.Info($"Configuration read from {config.Path}");
