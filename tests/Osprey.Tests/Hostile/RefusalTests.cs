@@ -143,6 +143,9 @@ public sealed class RefusalTests(ServerPool pool) : IClassFixture<ServerPool>
         // HTTP_HOST; a proxy in front may have routed by the target).
         ["absolute_form_with_another_host"] =
             "GET http://other.example/r?MARK HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        // RFC 9110 §9.3.6: a 2xx answer to CONNECT is a tunnel, which no WSGI application can open.
+        ["connect"] =
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nX-Mark: MARK\r\n\r\n",
         ["absolute_form_with_another_port"] =
             "GET http://example.com:8080/r?MARK HTTP/1.1\r\nHost: example.com\r\n\r\n",
     };
@@ -167,6 +170,7 @@ public sealed class RefusalTests(ServerPool pool) : IClassFixture<ServerPool>
                 "version_garbage" or "version_lower_case" => [400, 505],
                 // Kestrel answers "GET *" as a method the asterisk form does not allow.
                 "asterisk_target_for_get" => [400, 405],
+                "connect" => [501],
                 _ => [400],
             };
             Assert.True(accepted.Contains(response.StatusCode), $"{name}: expected {string.Join(" or ", accepted)}, got {response}");

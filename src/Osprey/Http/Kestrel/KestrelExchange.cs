@@ -329,7 +329,11 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         _head.RemotePort = _connection?.RemotePort ?? 0;
         _head.LocalAddress = _localAddress;
         _head.LocalPort = _connection?.LocalPort ?? 0;
-        int refusal = IsTarget(_request.RawTarget) ? 0 : StatusCodes.Status400BadRequest;
+        int refusal = !IsTarget(_request.RawTarget) ? StatusCodes.Status400BadRequest
+            // A 2xx answer to CONNECT opens a tunnel (RFC 9110 §9.3.6), which no WSGI application can give;
+            // Kestrel would reset the connection after the application's answer.
+            : HttpMethods.IsConnect(_request.Method) ? StatusCodes.Status501NotImplemented
+            : 0;
         int fieldSizeLimit = _settings.MaxRequestFieldSize;
         int fields = 0;
         foreach (KeyValuePair<string, Microsoft.Extensions.Primitives.StringValues> header in _request.Headers)

@@ -483,6 +483,12 @@ internal sealed class LeanConnection : IHttpExchange
         {
             _rejectStatus = StatusCodes.Status400BadRequest;
         }
+        else if (method == HttpMethod.Connect)
+        {
+            // A 2xx answer to CONNECT opens a tunnel, with no Content-Length (RFC 9110 §9.3.6): nothing a
+            // WSGI application can give. Refused for every target, as Kestrel's engine refuses it.
+            _rejectStatus = StatusCodes.Status501NotImplemented;
+        }
         _head.SetTarget(target);
     }
 
