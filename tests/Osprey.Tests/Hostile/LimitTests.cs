@@ -28,6 +28,24 @@ public sealed class LimitTests(ServerPool pool) : IClassFixture<ServerPool>
         await AssertServesAsync(server);
     }
 
+    /// <summary>0 means no limit, as in gunicorn: only the 1 MB bound on a whole head applies (Kestrel's own defaults, 8 KB lines and 100 fields, do not).</summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Zero_line_and_field_limits_are_no_limit(string engine)
+    {
+        OspreyServer server = await pool.GetAsync(engine, App, "--limit-request-line", "0", "--limit-request-fields", "0");
+        var request = new StringBuilder($"GET /alive?{new string('q', 20_000)} HTTP/1.1\r\nHost: h\r\n");
+        for (int i = 0; i < 300; i++)
+        {
+            request.Append(CultureInfo.InvariantCulture, $"X-Field-{i}: {i}\r\n");
+        }
+        request.Append("\r\n");
+        (RawHttpResponse? response, RawHttpConnection connection) = await ExchangeAsync(server.Port, request.ToString());
+        using (connection)
+        {
+            Assert.True(response?.StatusCode == 200, $"a 20 KB request line and 301 fields: {response?.ToString() ?? "no answer"}");
+        }
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Request_line_over_the_limit_is_414(string engine)
     {

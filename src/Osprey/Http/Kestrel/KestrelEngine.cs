@@ -84,30 +84,16 @@ public sealed class KestrelEngine : IHttpEngine
         options.Limits.KeepAliveTimeout = settings.KeepAlive > TimeSpan.Zero ? settings.KeepAlive : TimeSpan.FromMilliseconds(1);
         // The Python thread waits (without the GIL) once this much response is unsent.
         options.Limits.MaxResponseBufferSize = 1024 * 1024;
-        if (settings.Tls is not null)
-        {
-            // Where HTTP/2 is served, Kestrel's request line check (on method, scheme, authority and
-            // path) resets an HTTP/2 stream instead of answering 414, and its header count includes
-            // the pseudo-header fields. KestrelExchange.FillHead applies both limits as an HTTP/1.1
-            // request counts them, to both protocols; Kestrel's bounds only stop what never passes.
-            options.Limits.MaxRequestLineSize = MaxRequestHeadSize;
-            if (settings.MaxRequestHeaders > 0)
-            {
-                options.Limits.MaxRequestHeaderCount = settings.MaxRequestHeaders + PseudoHeaderFields;
-            }
-        }
-        else
-        {
-            if (settings.MaxRequestLine > 0)
-            {
-                // gunicorn's limit excludes the CRLF; Kestrel's includes it.
-                options.Limits.MaxRequestLineSize = settings.MaxRequestLine + 2;
-            }
-            if (settings.MaxRequestHeaders > 0)
-            {
-                options.Limits.MaxRequestHeaderCount = settings.MaxRequestHeaders;
-            }
-        }
+        // 0 is no limit, as in the lean engine: only the bound on a whole head (above) applies. Where HTTP/2
+        // is served, Kestrel's request line check (on method, scheme, authority and path) resets an HTTP/2
+        // stream instead of answering 414, and its header count includes the pseudo-header fields:
+        // KestrelExchange.FillHead applies both limits as an HTTP/1.1 request counts them, to both
+        // protocols, and Kestrel's bounds only stop what never passes.
+        bool tls = settings.Tls is not null;
+        // gunicorn's limit excludes the CRLF; Kestrel's includes it.
+        options.Limits.MaxRequestLineSize = tls || settings.MaxRequestLine == 0 ? MaxRequestHeadSize : settings.MaxRequestLine + 2;
+        options.Limits.MaxRequestHeaderCount = settings.MaxRequestHeaders == 0 ? int.MaxValue
+            : settings.MaxRequestHeaders + (tls ? PseudoHeaderFields : 0);
         foreach (Socket listener in listeners)
         {
             // Kestrel's socket for a handle does not own it: the Socket here keeps the descriptor (StopAsync closes it).
