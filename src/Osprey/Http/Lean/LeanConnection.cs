@@ -584,7 +584,7 @@ internal sealed class LeanConnection : IHttpExchange
     /// (RFC 9112 §3.2). The origin server is to use the target's and ignore Host (§3.2.2), while the application
     /// reads HTTP_HOST, and a proxy in front may have routed by either: a request on which they differ is
     /// refused, as Kestrel refuses it. A Host without the scheme's default port matches one with it.
-    /// An authority-form target (CONNECT) must be the Host itself.
+    /// (An authority-form target is CONNECT's, which is refused before its headers are read.)
     /// </summary>
     private static bool MatchesTargetAuthority(ReadOnlySpan<byte> target, ReadOnlySpan<byte> host)
     {
@@ -595,7 +595,7 @@ internal sealed class LeanConnection : IHttpExchange
         int schemeEnd = target.IndexOf("://"u8);
         if (schemeEnd < 0)
         {
-            return host.SequenceEqual(target);
+            return true;
         }
         ReadOnlySpan<byte> authority = target[(schemeEnd + 3)..];
         int end = authority.IndexOfAny((byte)'/', (byte)'?', (byte)'#');
