@@ -23,7 +23,6 @@ namespace Osprey.Http.Kestrel;
 /// </summary>
 internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 {
-    private const int FileChunk = 64 * 1024;
     private static readonly TimeSpan AbortGrace = TimeSpan.FromMilliseconds(50);
 
     private readonly RequestHead _head = new();
@@ -55,6 +54,8 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     private string? _connectionId;
     private string _remoteAddress = "";
     private string _localAddress = "";
+    /// <summary>The connection's TCP socket, for what its peer has acknowledged (null for a unix socket or no socket at all).</summary>
+    private Socket? _socket;
 
     private bool _bodyBuffered;
     private bool _aborted;
@@ -68,11 +69,11 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     /// <summary>Completed when the Python thread lets go of a timed-out exchange (timeout path only).</summary>
     private TaskCompletionSource? _released;
     private long _responseBodyBytes;
-    /// <summary>Body bytes written to the pipe since its last flush.</summary>
+    /// <summary>HTTP/2 body bytes written to the pipe since its last flush.</summary>
     private long _unflushedBytes;
     private Task<FlushResult>? _pendingFlush;
-    /// <summary>Unflushed writes are flushed at this size anyway, so a long list of items gets the pipe's backpressure.</summary>
-    private const long FlushThreshold = 64 * 1024;
+    /// <summary>HTTP/1.x bytes go to Kestrel in pieces of at most this size (the stage's), so a long list of items, or a file, gets the pipe's backpressure.</summary>
+    private const int StageSize = 64 * 1024;
     /// <summary>Bytes of <see cref="_pendingFlush"/>: what the client will have taken when it completes.</summary>
     private long _pendingFlushBytes;
 
@@ -137,9 +138,6 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         }
         _connection = connection;
     }
-
-    /// <summary>The connection's TCP socket, for what its peer has acknowledged (null for a unix socket or no socket at all).</summary>
-    private Socket? _socket;
 
     public async Task ProcessAsync(PythonWorkers workers)
     {
@@ -680,14 +678,14 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
     /// </summary>
     private bool Stage(ReadOnlySpan<byte> data, bool flush)
     {
-        _stage ??= ArrayPool<byte>.Shared.Rent((int)FlushThreshold);
+        byte[] stage = RentStage();
         while (!data.IsEmpty)
         {
-            int n = Math.Min(_stage.Length - _staged, data.Length);
-            data[..n].CopyTo(_stage.AsSpan(_staged));
+            int n = Math.Min(StageSize - _staged, data.Length);
+            data[..n].CopyTo(stage.AsSpan(_staged));
             _staged += n;
             data = data[n..];
-            if (_staged == _stage.Length && !SendStaged())
+            if (_staged == StageSize && !SendStaged())
             {
                 Hold(data);
                 return false;
@@ -695,6 +693,8 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         }
         return !flush || SendStaged();
     }
+
+    private byte[] RentStage() => _stage ??= ArrayPool<byte>.Shared.Rent(StageSize);
 
     /// <summary>Gives the staged bytes to Kestrel (WriteAsync copies them into its pipe at once); false while their flush is pending.</summary>
     private bool SendStaged()
@@ -754,7 +754,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
             bool http2 = _head.Version == Wsgi.HttpVersion.Http2;
             while (_heldCount > 0 && !ClientDisconnected)
             {
-                int n = Math.Min(http2 ? StreamPiece : _stage!.Length, _heldCount);
+                int n = Math.Min(http2 ? StreamPiece : StageSize, _heldCount);
                 bool flushed;
                 if (http2)
                 {
@@ -764,7 +764,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
                 else
                 {
                     // The stage is empty: bytes are held only once it has been handed over.
-                    _held.AsSpan(_heldOffset, n).CopyTo(_stage);
+                    _held.AsSpan(_heldOffset, n).CopyTo(RentStage());
                     _staged = n;
                     flushed = SendStaged();
                 }
@@ -959,14 +959,14 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         while (count > 0)
         {
             // HTTP/2 flushes are kept small: their completions are how WaitForDrain times the client.
-            Span<byte> span = http2 ? writer.GetSpan(StreamPiece) : (_stage ??= ArrayPool<byte>.Shared.Rent((int)FlushThreshold));
-            int want = (int)Math.Min(Math.Min(span.Length, http2 ? StreamPiece : FileChunk), count);
+            Span<byte> span = http2 ? writer.GetSpan(StreamPiece) : RentStage();
+            int want = (int)Math.Min(Math.Min(span.Length, http2 ? StreamPiece : StageSize), count);
             int read = RandomAccess.Read(file, span[..want], offset);
             if (read <= 0)
             {
                 // The file shrank after its size was taken: the bytes promised (a Content-Length, or
                 // the chunks a last chunk would vouch for) do not exist, so the response is cut, not ended.
-                Log.Warning($"{_remoteAddress}: {_request.Method} {_request.RawTarget}: the file shrank while it was sent, {count} bytes short; {(_head.Version == Wsgi.HttpVersion.Http2 ? "resetting the stream" : "closing the connection")}");
+                Log.Warning($"{_remoteAddress}: {_request.Method} {_request.RawTarget}: the file shrank while it was sent, {count} bytes short; {(http2 ? "resetting the stream" : "closing the connection")}");
                 return false;
             }
             _responseBodyBytes += read;
