@@ -80,12 +80,27 @@ SERVERS = {
     "osprey-aot": "Osprey (Native AOT build of scripts/publish.sh --aot) -w 1 --threads 1",
     "floor": "bench/floor/floor.c: one epoll thread in C, no Python, fixed body or echo (hello, big, echo only)",
     "floor-uring": "bench/floor/floor_uring.c: the floor on io_uring (one io_uring_enter a batch), hello, big, echo only",
+    "c-wsgi": "bench/floor/c_wsgi.c: a C WSGI server as lean as bjoern or FastWSGI (neither is packaged by Debian): "
+              "the floor's epoll loop with CPython embedded, environ from a template dict, start_response in C; "
+              "every scenario but filewrap",
 }
-# C floors: source, extra link flags; built by run.py when their servers are selected.
-FLOORS = {"floor": ("floor.c", []), "floor-uring": ("floor_uring.c", ["-luring"])}
+# C servers: source, extra compiler arguments (a function: they may need a command's output); built by
+# run.py when selected. c-wsgi embeds the interpreter the other servers run (PYTHON + "-config").
+FLOORS = {"floor": ("floor.c", lambda: []), "floor-uring": ("floor_uring.c", lambda: ["-luring"]),
+          "c-wsgi": ("c_wsgi.c", lambda: python_embed_flags())}
 # The floor server's body size per scenario (0 = echo the request body); other scenarios need Python.
 FLOOR_BODY = {"hello": 13, "big": 81920, "echo": 0}
 BASELINES = (("gunicorn-sync", "vs gunicorn sync"), ("uwsgi", "vs uWSGI"))
+
+
+def python_embed_flags():
+    config = PYTHON + "-config"
+    if not os.access(config, os.X_OK):
+        raise Skip("%s not found (Debian's python3-dev)" % config)
+    flags = subprocess.run([config, "--cflags", "--ldflags", "--embed"], capture_output=True, text=True)
+    if flags.returncode != 0:
+        raise Skip("%s --embed failed" % config)
+    return flags.stdout.split()
 
 
 def somaxconn():
@@ -120,6 +135,13 @@ def server_command(name, app, port, ctx):
         # not count them as errors. Raise the limit like the other servers' backlogs.
         return [PYTHON, "-m", "waitress", "--threads=4", "--listen=" + bind,
                 "--connection-limit=%d" % min(2048, maxq), app], APPS
+    if name == "c-wsgi":
+        if ctx["scenario"] == "filewrap":
+            raise Skip("c-wsgi offers no wsgi.file_wrapper")
+        binary = ctx["floor_bins"].get(name)
+        if not binary:
+            raise Skip(ctx["floor_notes"].get(name, "not built"))
+        return [binary, str(port), app], APPS
     if name in FLOORS:
         scenario = ctx["scenario"]
         if scenario not in FLOOR_BODY:
@@ -1053,14 +1075,18 @@ def main(argv=None):
             ctx["osprey_notes"][name] = note
 
     ctx["floor_bins"], ctx["floor_notes"] = {}, {}
-    for name, (source, link) in FLOORS.items():
+    for name, (source, extra) in FLOORS.items():
         if name not in servers:
             continue
         binary = os.path.join(RAW, name)
         cc = shutil.which("cc") or shutil.which("gcc")
+        try:
+            link = extra()
+        except Skip as why:
+            link, ctx["floor_notes"][name] = None, str(why)
         if not cc:
             ctx["floor_notes"][name] = "no C compiler (cc)"
-        else:
+        elif link is not None:
             done = subprocess.run([cc, "-O2", "-o", binary, os.path.join(BENCH, "floor", source)] + link,
                                   capture_output=True, text=True)
             if done.returncode == 0:

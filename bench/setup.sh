@@ -4,7 +4,7 @@
 # to at least 4096 when running as root (uWSGI refuses --listen above somaxconn).
 set -euo pipefail
 
-PKGS=(gunicorn uwsgi-core uwsgi-plugin-python3 python3-waitress python3-flask python3-django wrk gcc libc6-dev liburing-dev)
+PKGS=(gunicorn uwsgi-core uwsgi-plugin-python3 python3-waitress python3-flask python3-django wrk gcc libc6-dev liburing-dev python3-dev)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
