@@ -30,7 +30,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define MAX_REQUEST (256 * 1024)
+#include "http1.h"
+
 #define MAX_IOV 512
 
 struct connection {
@@ -63,36 +64,6 @@ static PyObject *start_response_impl(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef start_response_def = {"start_response", start_response_impl, METH_VARARGS, NULL};
-
-static int send_all(int fd, struct iovec *iov, int count)
-{
-    struct msghdr msg = {0};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = count;
-    while (msg.msg_iovlen > 0) {
-        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN) {
-                struct pollfd p = {.fd = fd, .events = POLLOUT};
-                poll(&p, 1, 1000);
-                continue;
-            }
-            return -1;
-        }
-        while (n > 0 && msg.msg_iovlen > 0) {
-            if ((size_t)n >= msg.msg_iov->iov_len) {
-                n -= msg.msg_iov->iov_len;
-                msg.msg_iov++;
-                msg.msg_iovlen--;
-            } else {
-                msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + n;
-                msg.msg_iov->iov_len -= n;
-                n = 0;
-            }
-        }
-    }
-    return 0;
-}
 
 static int set_latin1(PyObject *environ, PyObject *key, const char *value, size_t length)
 {
@@ -309,23 +280,10 @@ static int respond(int fd, struct connection *c, const char *head, size_t head_l
 static int answer(int fd, struct connection *c)
 {
     for (;;) {
-        char *end = memmem(c->buf, c->len, "\r\n\r\n", 4);
-        if (!end) {
-            return c->len < MAX_REQUEST ? 0 : -1;
-        }
-        size_t head_len = (size_t)(end - c->buf) + 4;
-        size_t content_length = 0;
-        for (char *p = c->buf; p < end; p++) {
-            if ((*p == '\n') && strncasecmp(p + 1, "content-length:", 15) == 0) {
-                content_length = strtoul(p + 16, NULL, 10);
-                break;
-            }
-        }
-        if (head_len + content_length > MAX_REQUEST) {
-            return -1;
-        }
-        if (c->len < head_len + content_length) {
-            return 0;
+        size_t head_len, content_length;
+        int found = find_request(c->buf, c->len, &head_len, &content_length);
+        if (found <= 0) {
+            return found;
         }
         if (respond(fd, c, c->buf, head_len, c->buf + head_len, content_length) < 0) {
             return -1;
