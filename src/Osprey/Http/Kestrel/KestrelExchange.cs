@@ -696,7 +696,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
 
     private byte[] RentStage() => _stage ??= ArrayPool<byte>.Shared.Rent(StageSize);
 
-    /// <summary>Gives the staged bytes to Kestrel (WriteAsync copies them into its pipe at once); false while their flush is pending.</summary>
+    /// <summary>Gives the staged bytes to Kestrel; false while their flush is pending.</summary>
     private bool SendStaged()
     {
         if (_staged == 0)
@@ -705,8 +705,11 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
         }
         int bytes = _staged;
         _staged = 0;
-        return Track(_responseBody.Writer.WriteAsync(_stage.AsMemory(0, bytes)), bytes);
+        return Send(_stage.AsMemory(0, bytes));
     }
+
+    /// <summary>HTTP/1.x: gives <paramref name="bytes"/> to Kestrel, which copies them into its pipe at once (so the memory may be reused); false while their flush is pending.</summary>
+    private bool Send(ReadOnlyMemory<byte> bytes) => Track(_responseBody.Writer.WriteAsync(bytes), bytes.Length);
 
     private void Hold(ReadOnlySpan<byte> data)
     {
@@ -763,10 +766,7 @@ internal sealed class KestrelExchange : IHttpExchange, IValueTaskSource
                 }
                 else
                 {
-                    // The stage is empty: bytes are held only once it has been handed over.
-                    _held.AsSpan(_heldOffset, n).CopyTo(RentStage());
-                    _staged = n;
-                    flushed = SendStaged();
+                    flushed = Send(_held.AsMemory(_heldOffset, n));
                 }
                 _heldOffset += n;
                 _heldCount -= n;
