@@ -197,6 +197,37 @@ public sealed class InputTests(ServerPool pool) : IClassFixture<ServerPool>
         Assert.Equal(expected, json.GetProperty("sha256").GetString());
     }
 
+    /// <summary>
+    /// Bodies that arrive whole with their heads, several requests in one packet: the lean engine
+    /// serves each body from where it lies in its input buffer, so every read must see exactly its
+    /// own body, and the next request must start right after it.
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Pipelined_bodies_in_one_packet_each_reach_their_own_request(string engine)
+    {
+        var server = await pool.GetAsync(engine, App);
+        using var connection = await RawHttpConnection.OpenAsync(server.Port);
+        await connection.SendAsync([
+            .. RawHttp.Request("POST", "/readn?n=5", server.Port, body: Encoding.Latin1.GetBytes(Body)),
+            .. RawHttp.Request("POST", "/read", server.Port, body: "second"u8.ToArray()),
+            .. RawHttp.Request("POST", "/ignore", server.Port, body: "GET /x HTTP/1.1\r\n\r\n"u8.ToArray()),
+            .. RawHttp.Request("POST", "/readline", server.Port, body: "a\nbc\n"u8.ToArray()),
+            .. RawHttp.Request("POST", "/read", server.Port, body: []),
+        ]);
+
+        var first = await connection.ReadResponseAsync();
+        Assert.True(first.StatusCode == 200, first.ToString());
+        Assert.Equal(["line1", "\nline", "2\nlas", "t"], Strings(first.Json().GetProperty("parts")));
+        var second = await connection.ReadResponseAsync();
+        Assert.Equal(["second"], Strings(second.Json().GetProperty("parts")));
+        var third = await connection.ReadResponseAsync();
+        Assert.True(third.Json().GetProperty("ignored").GetBoolean(), third.ToString());
+        var fourth = await connection.ReadResponseAsync();
+        Assert.Equal(["a\n", "bc\n"], Strings(fourth.Json().GetProperty("parts")));
+        var fifth = await connection.ReadResponseAsync();
+        Assert.Equal([""], Strings(fifth.Json().GetProperty("parts")));
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Unread_body_does_not_corrupt_the_next_request_on_the_connection(string engine)
     {

@@ -18,7 +18,7 @@ internal sealed class OutputQueue
     /// </summary>
     public const long SendFileChunk = 64 * 1024;
 
-    private const int SegmentSize = 16 * 1024;
+    public const int SegmentSize = 16 * 1024;
     // Not ArrayPool<byte>.Shared for the common segment: a streamed response queues its blocks
     // while the loop sends them, so at 64 connections several hundred segments are out at once,
     // and the shared pool (32 a core) allocated the rest afresh: zeroing and page faults were a
@@ -65,10 +65,28 @@ internal sealed class OutputQueue
         }
     }
 
-    private static byte[] Rent(int wanted) =>
+    /// <summary>
+    /// Takes <paramref name="buffer"/> (from <see cref="Rent"/>) as the queue's next <paramref name="length"/>
+    /// bytes instead of copying them; the queue returns it to the pool once they are sent.
+    /// </summary>
+    public void Adopt(byte[] buffer, int length)
+    {
+        if (length == 0)
+        {
+            Return(buffer);
+            return;
+        }
+        PushTail();
+        _tail = new Entry { Buffer = buffer, End = length, FileFd = -1 };
+        _hasTail = true;
+        BufferedBytes += length;
+    }
+
+    /// <summary>A buffer of at least <paramref name="wanted"/> bytes (up to 256 KB), from the pool <see cref="Return"/> gives back to.</summary>
+    public static byte[] Rent(int wanted) =>
         wanted <= SegmentSize ? s_segments.Rent(SegmentSize) : ArrayPool<byte>.Shared.Rent(Math.Min(wanted, 256 * 1024));
 
-    private static void Return(byte[] buffer)
+    public static void Return(byte[] buffer)
     {
         // The shared pool's arrays for more than a segment are at least twice its size.
         if (buffer.Length == SegmentSize)
