@@ -1053,8 +1053,16 @@ public sealed partial class Master
 
     private void Replace(WorkerHandle worker, string reason)
     {
-        if (worker.Replaced || worker.Draining)
+        if (worker.Draining)
         {
+            return;
+        }
+        if (worker.Replaced)
+        {
+            // A request while the replacement starts (under --reload, a second code change) is kept: should
+            // that replacement fail to load the application (it may have imported what the first change
+            // broke), this worker is replaced again for the newer change instead of serving on.
+            worker.ReplaceAgain = reason;
             return;
         }
         Log.Info($"Recycling worker (pid:{worker.Pid}, slot {worker.Slot}): {reason}");
@@ -1193,6 +1201,7 @@ public sealed partial class Master
         }
         bool oldKept = false;
         bool newGeneration = false;
+        bool retry = false;
         foreach (WorkerHandle other in _workers.Values)
         {
             // The replacement could not load the application: the worker(s) it was to replace keep serving.
@@ -1200,6 +1209,7 @@ public sealed partial class Master
             {
                 other.Replaced = false;
                 other.ReplaceReason = null;
+                retry |= other.ReplaceAgain is not null;
                 oldKept = true;
                 newGeneration |= worker.Generation > other.Generation;
             }
@@ -1227,6 +1237,17 @@ public sealed partial class Master
             SlotState kept = Slot(worker.Slot);
             kept.Failures++;
             kept.NextSpawn = DateTime.UtcNow + Backoff(Math.Max(2, kept.Failures));
+            if (retry)
+            {
+                foreach (WorkerHandle other in _workers.Values)
+                {
+                    if (other.ReplaceAgain is string again && !other.Replaced)
+                    {
+                        other.ReplaceAgain = null;
+                        Replace(other, again);
+                    }
+                }
+            }
             return;
         }
         Log.Error($"Worker (pid:{worker.Pid}, slot {worker.Slot}) {how} before loading the application");
@@ -1519,6 +1540,8 @@ public sealed partial class Master
         /// <summary>Another worker is to take this one's place; it is drained once that one is ready.</summary>
         public bool Replaced;
         public string? ReplaceReason;
+        /// <summary>Asked for again while <see cref="Replaced"/>: taken up if the replacement fails.</summary>
+        public string? ReplaceAgain;
         public bool Draining;
         public DateTime DrainDeadline;
         public bool KillSent;

@@ -167,7 +167,8 @@ public static class WorkerLifecycle
     /// <summary>
     /// Like <see cref="RequestRecycle"/>, but asked again on every call: each code change under
     /// <c>--reload</c> deserves a new try after a replacement that could not import the last one.
-    /// The master ignores it while a replacement is already on its way.
+    /// While a replacement is already on its way the master only notes it, and replaces this worker
+    /// again if that replacement fails.
     /// </summary>
     public static void RequestReload(string reason)
     {
