@@ -160,6 +160,17 @@ def app(environ, start_response):
     if path == '/list1':
         start_response('200 OK', list(TEXT))
         return [b'hello']
+    if path == '/echo_items':
+        # The request body between a small prefix and suffix, as three items with a Content-Length
+        # (?chunked=1: without one; ?single=1: joined into one item).
+        length = int(environ.get('CONTENT_LENGTH') or 0)
+        body = environ['wsgi.input'].read(length)
+        items = [b'<' + str(len(body)).encode() + b'>', body, b'</end>']
+        headers = [('Content-Type', 'application/octet-stream')]
+        if q.get('chunked') != '1':
+            headers.append(('Content-Length', str(sum(len(i) for i in items))))
+        start_response('200 OK', headers)
+        return items if q.get('single') != '1' else [items[0] + items[1] + items[2]]
     if path == '/list3':
         start_response('200 OK', list(TEXT))
         return [b'a', b'bb', b'ccc']

@@ -30,6 +30,36 @@ public sealed class ResponseFramingTests(ServerPool pool) : IClassFixture<Server
         Assert.Equal("text/plain", response.Header("Content-Type"));
     }
 
+    /// <summary>
+    /// With one Python thread and many connections, finished responses wait for the event loop to
+    /// send them (from the buffers they were staged in) while the next requests run: every byte
+    /// must still be the application's, whatever the framing (three items with a length,
+    /// chunked, one item).
+    /// </summary>
+    [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
+    public async Task Response_items_arrive_intact_while_many_responses_wait_to_be_sent(string engine)
+    {
+        await using var server = await OspreyServer.StartAsync(engine, "response_app:app", "--threads", "1");
+        string[] targets = ["/echo_items", "/echo_items?chunked=1", "/echo_items?single=1"];
+        await Task.WhenAll(Enumerable.Range(0, 16).Select(async client =>
+        {
+            var random = new Random(client);
+            using var connection = await RawHttpConnection.OpenAsync(server.Port);
+            for (var i = 0; i < 30; i++)
+            {
+                var body = new byte[random.Next(1, 15_000)];
+                random.NextBytes(body);
+                var target = targets[(client + i) % targets.Length];
+                await connection.SendAsync(RawHttp.Request("POST", target, server.Port, body: body));
+                var response = await connection.ReadResponseAsync();
+                Assert.True(response.StatusCode == 200, response.ToString());
+                byte[] expected = [.. Encoding.ASCII.GetBytes($"<{body.Length}>"), .. body, .. "</end>"u8];
+                Assert.True(expected.AsSpan().SequenceEqual(response.Body),
+                    $"{target}, request {i} of client {client}: the {response.Body.Length} bytes received are not the {expected.Length} sent");
+            }
+        }));
+    }
+
     [Theory, MemberData(nameof(Engines.All), MemberType = typeof(Engines))]
     public async Task Multi_element_list_is_chunked_on_http_1_1(string engine)
     {
