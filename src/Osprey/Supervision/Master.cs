@@ -802,8 +802,9 @@ public sealed partial class Master
         if (_targetWorkers != previousWorkers)
         {
             Log.Info($"Using worker processes: {_targetWorkers}");
-            _hooks?.Call("nworkers_changed", _targetWorkers, newWorkers: _targetWorkers, oldWorkers: previousWorkers);
         }
+        // Changed or not: gunicorn's reload sets the arbiter's worker count again, which calls the hook.
+        _hooks?.Call("nworkers_changed", _targetWorkers, newWorkers: _targetWorkers, oldWorkers: previousWorkers);
         Posix.SetProcessTitle("osprey-master", $"osprey: master [{_name}]");
         if (_options.PidFile != previous.PidFile)
         {

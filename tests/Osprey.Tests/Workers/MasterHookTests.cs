@@ -70,6 +70,35 @@ public sealed class MasterHookTests : IDisposable
         }
     }
 
+    /// <summary>gunicorn's reload sets the arbiter's worker count again, so nworkers_changed runs on every HUP, before on_reload.</summary>
+    [Fact]
+    public async Task A_reload_calls_nworkers_changed_even_when_the_count_stays_the_same()
+    {
+        var events = Path.Combine(_dir.Path, "events.txt");
+        var config = Path.Combine(_dir.Path, "hooks.conf.py");
+        await File.WriteAllTextAsync(config, $$"""
+            workers = 1
+
+            def record(line):
+                with open({{System.Text.Json.JsonSerializer.Serialize(events)}}, "a") as f:
+                    f.write(line + "\n")
+
+            def nworkers_changed(server, new_value, old_value):
+                record("nworkers_changed %s -> %s" % (old_value, new_value))
+
+            def on_reload(server):
+                record("on_reload")
+            """);
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions { App = "config_app:app", Args = ["-c", config] });
+        var first = await WaitForWorkersAsync(server.ProcessId, 1);
+        await server.WaitForLogAsync($"Booting worker with pid: {first[0]}", Eventually);
+
+        Signal(server.ProcessId, SIGHUP);
+        string[] recorded = await WaitForEventsAsync(events, "on_reload");
+
+        Assert.Equal(["nworkers_changed None -> 1", "nworkers_changed 1 -> 1", "on_reload"], recorded);
+    }
+
     [Fact]
     public async Task Each_master_hook_is_called_when_gunicorns_would_be()
     {
