@@ -99,7 +99,9 @@ def load(module_name, attribute, factory_args, extra_paths, argv, hooks):
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     for p in extra_paths:
-        sys.path.insert(0, os.path.abspath(p))
+        p = os.path.abspath(p)
+        if p not in sys.path:
+            sys.path.insert(0, p)
     worker_exit = worker_int = worker_abort = request_begin = request_end = None
     if hooks is not None:
         path, source_base64, ppid, age, level, num_workers, proc_name = hooks

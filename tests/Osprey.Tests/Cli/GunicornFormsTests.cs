@@ -106,4 +106,28 @@ public sealed class GunicornFormsTests
         // gunicorn inserts each entry at sys.path[0] in turn, after --chdir's directory.
         Assert.Equal([second, first, RepoPaths.Apps], TestSupport.Strings(python.GetProperty("path"))[..3]);
     }
+
+    [Fact]
+    public async Task Pythonpath_entries_already_on_sys_path_stay_where_they_are_as_in_gunicorn()
+    {
+        using var dir = TempDir.Create("osprey-pythonpath-");
+        string added = Path.Combine(dir.Path, "ppa");
+        Directory.CreateDirectory(added);
+        const string distPackages = "/usr/lib/python3/dist-packages";
+        await using var server = await OspreyServer.StartAsync(new OspreyServerOptions
+        {
+            App = "environ_app:app", Args = ["--pythonpath", $"{added},{RepoPaths.Apps},{distPackages},{added}"],
+        });
+
+        var path = TestSupport.Strings((await RawHttp.GetJsonAsync(server)).GetProperty("python").GetProperty("path"));
+
+        // gunicorn inserts an entry only when it is not on sys.path yet: dist-packages is not moved
+        // in front of the standard library, and nothing appears twice.
+        Assert.Equal([added, RepoPaths.Apps], path[..2]);
+        Assert.Single(path, p => p == added);
+        Assert.Single(path, p => p == RepoPaths.Apps);
+        Assert.Single(path, p => p == distPackages);
+        Assert.True(path.IndexOf(distPackages) > path.FindIndex(p => p.StartsWith("/usr/lib/python3.", StringComparison.Ordinal)),
+            string.Join("\n", path));
+    }
 }
