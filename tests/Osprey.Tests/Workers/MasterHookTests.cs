@@ -70,18 +70,29 @@ public sealed class MasterHookTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Writes a gunicorn configuration file of <paramref name="settingsAndHooks"/> plus a
+    /// <c>record(line)</c> function the hooks call; returns the file and the one they record to.
+    /// </summary>
+    private async Task<(string Config, string Events)> WriteHookConfigAsync(string settingsAndHooks)
+    {
+        var events = Path.Combine(_dir.Path, "events.txt");
+        var config = Path.Combine(_dir.Path, "hooks.conf.py");
+        string record = $$"""
+            def record(line):
+                with open({{System.Text.Json.JsonSerializer.Serialize(events)}}, "a") as f:
+                    f.write(line + "\n")
+            """;
+        await File.WriteAllTextAsync(config, record + "\n\n" + settingsAndHooks);
+        return (config, events);
+    }
+
     /// <summary>gunicorn's reload sets the arbiter's worker count again, so nworkers_changed runs on every HUP, before on_reload.</summary>
     [Fact]
     public async Task A_reload_calls_nworkers_changed_even_when_the_count_stays_the_same()
     {
-        var events = Path.Combine(_dir.Path, "events.txt");
-        var config = Path.Combine(_dir.Path, "hooks.conf.py");
-        await File.WriteAllTextAsync(config, $$"""
+        var (config, events) = await WriteHookConfigAsync("""
             workers = 1
-
-            def record(line):
-                with open({{System.Text.Json.JsonSerializer.Serialize(events)}}, "a") as f:
-                    f.write(line + "\n")
 
             def nworkers_changed(server, new_value, old_value):
                 record("nworkers_changed %s -> %s" % (old_value, new_value))
@@ -102,15 +113,9 @@ public sealed class MasterHookTests : IDisposable
     [Fact]
     public async Task Each_master_hook_is_called_when_gunicorns_would_be()
     {
-        var events = Path.Combine(_dir.Path, "events.txt");
-        var config = Path.Combine(_dir.Path, "hooks.conf.py");
-        await File.WriteAllTextAsync(config, $$"""
+        var (config, events) = await WriteHookConfigAsync("""
             workers = 2
             proc_name = "hooked"
-
-            def record(line):
-                with open({{System.Text.Json.JsonSerializer.Serialize(events)}}, "a") as f:
-                    f.write(line + "\n")
 
             def on_starting(server):
                 record("on_starting master=%d proc_name=%s workers=%d" % (server.pid, server.proc_name, server.cfg.workers))
