@@ -1202,7 +1202,6 @@ public sealed partial class Master
         }
         bool oldKept = false;
         bool newGeneration = false;
-        bool retry = false;
         foreach (WorkerHandle other in _workers.Values)
         {
             // The replacement could not load the application: the worker(s) it was to replace keep serving.
@@ -1210,7 +1209,6 @@ public sealed partial class Master
             {
                 other.Replaced = false;
                 other.ReplaceReason = null;
-                retry |= other.ReplaceAgain is not null;
                 oldKept = true;
                 newGeneration |= worker.Generation > other.Generation;
             }
@@ -1238,15 +1236,12 @@ public sealed partial class Master
             SlotState kept = Slot(worker.Slot);
             kept.Failures++;
             kept.NextSpawn = DateTime.UtcNow + Backoff(Math.Max(2, kept.Failures));
-            if (retry)
+            foreach (WorkerHandle other in _workers.Values)
             {
-                foreach (WorkerHandle other in _workers.Values)
+                if (other.ReplaceAgain is string again && !other.Replaced)
                 {
-                    if (other.ReplaceAgain is string again && !other.Replaced)
-                    {
-                        other.ReplaceAgain = null;
-                        Replace(other, again);
-                    }
+                    other.ReplaceAgain = null;
+                    Replace(other, again);
                 }
             }
             return;
